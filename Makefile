@@ -1,0 +1,26 @@
+# The two commands: `make run` (embedded Temporal dev server + worker + sample portfolio)
+# and `make test` (the whole suite). Both create the virtualenv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test worker clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) worker.py --embedded
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+worker: $(STAMP)
+	$(PY) worker.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

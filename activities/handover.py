@@ -1,0 +1,57 @@
+"""Handovers to outside parties: agency placement and recall, court filing."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity
+
+from activities.rendering import Renderer
+from db.store import audit_row, insert_once
+from db.tables import CaseRow, PlacementRow, utcnow
+from models.requests import CaseRequest, PlacementRequest, Recorded, RecallRequest
+
+
+class HandoverActivities:
+    def __init__(self, engine: Engine, renderer: Renderer) -> None:
+        self._engine = engine
+        self._renderer = renderer
+
+    @activity.defn
+    def place_with_agency(self, req: PlacementRequest) -> Recorded:
+        """Record the placement (the agency's feed reads this table) with its handover note."""
+        _, note = self._renderer.render(req.template, "document", req.language, req.context)
+        row = PlacementRow(
+            placement_id=req.key, loan_id=req.loan_id, agency=req.agency,
+            amount=req.balance.total, currency=req.currency, recall_at=req.recall_at,
+        )
+        audit = audit_row(f"{req.key}#placed", req.loan_id, "agency_placed", "system", req.context.get("stage", ""),
+                          utcnow(), agency=req.agency, recall_at=req.recall_at.isoformat(), note=note)
+        row, duplicate = insert_once(self._engine, row, "placement_id", [audit])
+        return Recorded(ref=row.placement_id, duplicate=duplicate)
+
+    @activity.defn
+    def recall_from_agency(self, req: RecallRequest) -> Recorded:
+        """Take the account back; a second recall changes nothing."""
+        with Session(self._engine) as session:
+            row = session.exec(select(PlacementRow).where(PlacementRow.placement_id == req.placement_id)).first()
+            if row is None or row.recalled_at is not None:
+                return Recorded(ref=req.placement_id, duplicate=True)
+            now = utcnow()
+            row.recalled_at, row.recall_reason = now, req.reason
+            session.add(row)
+            session.add(audit_row(f"{req.placement_id}#recalled", req.loan_id, "agency_recalled", "system", "",
+                                  now, agency=row.agency, reason=req.reason))
+            session.commit()
+        return Recorded(ref=req.placement_id)
+
+    @activity.defn
+    def file_case(self, req: CaseRequest) -> Recorded:
+        """File the court case with its claim document."""
+        _, document = self._renderer.render(req.template, "document", req.language, req.context)
+        row = CaseRow(case_id=req.key, loan_id=req.loan_id, amount=req.balance.total,
+                      currency=req.currency, document=document)
+        audit = audit_row(f"{req.key}#filed", req.loan_id, "case_filed", "system", req.context.get("stage", ""),
+                          utcnow(), amount=req.balance.total, currency=req.currency)
+        row, duplicate = insert_once(self._engine, row, "case_id", [audit])
+        return Recorded(ref=row.case_id, duplicate=duplicate)

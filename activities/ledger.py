@@ -1,0 +1,70 @@
+"""Ledger activities: late fees, payments with their allocation, charge-off."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import Engine
+from temporalio import activity
+
+from db.store import audit_row, insert_once
+from db.tables import LedgerEntry
+from models.loan import COMPONENTS
+from models.requests import ChargeOffRequest, FeeRequest, PaymentRecord, Recorded
+
+
+class LedgerActivities:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @activity.defn
+    def post_fee(self, req: FeeRequest) -> Recorded:
+        """Post the late fee of one period; the key (loan, period) makes it once per period."""
+        entry = LedgerEntry(
+            key=req.key, loan_id=req.loan_id, kind="fee", component="penalties",
+            amount=req.amount, currency=req.currency, at=req.at, reference=f"period {req.period}",
+        )
+        audit = audit_row(f"{req.key}#audit", req.loan_id, "fee_posted", "system", "", req.at,
+                          period=req.period, amount=req.amount, currency=req.currency)
+        row, duplicate = insert_once(self._engine, entry, "key", [audit])
+        return Recorded(ref=str(row.id), duplicate=duplicate)
+
+    @activity.defn
+    def record_payment(self, req: PaymentRecord) -> Recorded:
+        """Write the payment and one allocation row per component, in one transaction."""
+        pay = req.payment
+        entry = LedgerEntry(
+            key=req.key, loan_id=req.loan_id, kind="payment", amount=pay.amount,
+            currency=pay.currency, at=pay.paid_at, reference=pay.payment_id,
+        )
+        parts: list[tuple[str, str, Decimal]] = [
+            ("allocation", name, getattr(req.allocation, name)) for name in COMPONENTS
+        ]
+        parts.append(("overpayment", "", req.allocation.unapplied))
+        extra = [
+            LedgerEntry(
+                key=f"{req.key}/{kind}/{component}", loan_id=req.loan_id, kind=kind, component=component,
+                amount=amount, currency=pay.currency, at=pay.paid_at, reference=pay.payment_id,
+            )
+            for kind, component, amount in parts
+            if amount > 0
+        ]
+        extra.append(audit_row(
+            f"{req.key}#audit", req.loan_id, "payment_applied", pay.source, "", pay.paid_at,
+            payment_id=pay.payment_id, amount=pay.amount, currency=pay.currency,
+            balance_after=req.balance_after.total,
+        ))
+        row, duplicate = insert_once(self._engine, entry, "key", extra)
+        return Recorded(ref=str(row.id), duplicate=duplicate)
+
+    @activity.defn
+    def charge_off(self, req: ChargeOffRequest) -> Recorded:
+        """Charge off the balance left at the write-off day (recoveries are still accepted)."""
+        entry = LedgerEntry(
+            key=req.key, loan_id=req.loan_id, kind="charge_off", amount=req.balance.total,
+            currency=req.currency, at=req.at, reference="write-off",
+        )
+        audit = audit_row(f"{req.key}#audit", req.loan_id, "charged_off", "system", "written_off", req.at,
+                          amount=req.balance.total, currency=req.currency)
+        row, duplicate = insert_once(self._engine, entry, "key", [audit])
+        return Recorded(ref=str(row.id), duplicate=duplicate)

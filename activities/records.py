@@ -1,0 +1,67 @@
+"""Records: the policy a loan starts with, the loan row, and audit entries for decisions and
+reports that have no other side effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db.store import audit_row, insert_once
+from db.tables import BorrowerRow, LoanRow, utcnow
+from models.policy import Policy, PolicyError, load_policy
+from models.requests import AuditEvent, LoanRegistration, Recorded
+
+
+class RecordActivities:
+    def __init__(self, engine: Engine, policies_dir: Path) -> None:
+        self._engine = engine
+        self._policies_dir = policies_dir
+
+    @activity.defn
+    def load_policy(self, name: str) -> Policy:
+        """Read and validate the named policy; a broken file fails the start, not later."""
+        try:
+            return load_policy(name, self._policies_dir)
+        except PolicyError as exc:
+            raise ApplicationError(str(exc), type="PolicyError", non_retryable=True) from exc
+
+    @activity.defn
+    def register_loan(self, req: LoanRegistration) -> Recorded:
+        """Insert the borrower and loan rows if new, and link the loan to its workflow."""
+        loan, b = req.loan, req.loan.borrower
+        with Session(self._engine) as session:
+            if session.get(BorrowerRow, b.borrower_id) is None:
+                session.add(BorrowerRow(**b.model_dump()))
+                session.flush()
+            row = session.get(LoanRow, loan.loan_id)
+            if row is None:
+                row = LoanRow(
+                    loan_id=loan.loan_id, borrower_id=b.borrower_id, currency=loan.currency,
+                    principal=loan.principal, interest=loan.interest, fees=loan.fees,
+                    penalties=loan.penalties, due_date=loan.due_date, product=loan.product,
+                )
+            row.policy, row.workflow_id, row.updated_at = req.policy, req.workflow_id, utcnow()
+            session.add(row)
+            session.commit()
+        return self.record_event(AuditEvent(
+            key=f"{loan.loan_id}/collection-started/{req.workflow_id}", loan_id=loan.loan_id,
+            action="collection_started", actor="platform", stage=req.stage, at=utcnow(),
+            detail={"policy": req.policy, "policy_version": req.policy_version},
+        ))
+
+    @activity.defn
+    def record_event(self, event: AuditEvent) -> Recorded:
+        """Append an audit entry (once per key) and keep the loan row's stage current."""
+        row = audit_row(event.key, event.loan_id, event.action, event.actor, event.stage, event.at, **event.detail)
+        row, duplicate = insert_once(self._engine, row, "key")
+        with Session(self._engine) as session:
+            loan = session.get(LoanRow, event.loan_id)
+            if loan is not None and loan.stage != event.stage:
+                loan.stage, loan.updated_at = event.stage, utcnow()
+                session.add(loan)
+                session.commit()
+        return Recorded(ref=str(row.id), duplicate=duplicate)

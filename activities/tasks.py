@@ -1,0 +1,49 @@
+"""Tasks for people: phone calls and field visits. The workflow waits for their outcome."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity
+
+from activities.rendering import Renderer
+from db.store import audit_row, insert_once
+from db.tables import AuditRow, TaskRow, utcnow
+from models.requests import Recorded, TaskClosure, TaskRequest
+
+
+class TaskActivities:
+    def __init__(self, engine: Engine, renderer: Renderer) -> None:
+        self._engine = engine
+        self._renderer = renderer
+
+    @activity.defn
+    def create_task(self, req: TaskRequest) -> Recorded:
+        """Open a task in the people's queue with a brief rendered from the step's template."""
+        _, brief = self._renderer.render(req.template, "task", req.language, req.context)
+        row = TaskRow(
+            task_id=req.key, loan_id=req.loan_id, workflow_id=req.workflow_id, kind=req.kind,
+            queue=req.queue, template=req.template, attempt=req.attempt, brief=brief, due_by=req.due_by,
+        )
+        audit = audit_row(f"{req.key}#created", req.loan_id, f"{req.kind}_task_created", "system",
+                          req.context.get("stage", ""), utcnow(), queue=req.queue, attempt=req.attempt)
+        row, duplicate = insert_once(self._engine, row, "task_id", [audit])
+        return Recorded(ref=row.task_id, duplicate=duplicate)
+
+    @activity.defn
+    def close_task(self, req: TaskClosure) -> Recorded:
+        """Close a task with its outcome; closing a closed task changes nothing."""
+        with Session(self._engine) as session:
+            row = session.exec(select(TaskRow).where(TaskRow.task_id == req.task_id)).first()
+            if row is None or row.status == "closed":
+                return Recorded(ref=req.task_id, duplicate=True)
+            now = utcnow()
+            row.status, row.outcome, row.note = "closed", req.outcome, req.note
+            row.recording_ref, row.closed_at, row.closed_by = req.recording_ref, now, req.closed_by
+            session.add(row)
+            key = f"{req.task_id}#closed"
+            if session.exec(select(AuditRow).where(AuditRow.key == key)).first() is None:
+                session.add(audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", now,
+                                      outcome=req.outcome, recording_ref=req.recording_ref, note=req.note))
+            session.commit()
+        return Recorded(ref=req.task_id)

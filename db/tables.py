@@ -1,0 +1,162 @@
+"""Database tables. Every row a side effect writes has a unique business key, so a retried
+or replayed activity finds its earlier row instead of writing a second one."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+from db.types import Money
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def money_field(**kwargs: object) -> Decimal:
+    return Field(sa_column=Column(Money(), nullable=False), **kwargs)  # type: ignore[no-any-return]
+
+
+class BorrowerRow(SQLModel, table=True):
+    __tablename__ = "borrowers"
+
+    borrower_id: str = Field(primary_key=True)
+    name: str
+    phone: str = ""
+    email: str = ""
+    address: str = ""
+    timezone: str
+    language: str
+
+
+class LoanRow(SQLModel, table=True):
+    """The loan as handed over, plus its current stage (kept current by the workflow)."""
+
+    __tablename__ = "loans"
+
+    loan_id: str = Field(primary_key=True)
+    borrower_id: str = Field(index=True, foreign_key="borrowers.borrower_id")
+    currency: str
+    principal: Decimal = money_field()
+    interest: Decimal = money_field()
+    fees: Decimal = money_field()
+    penalties: Decimal = money_field()
+    due_date: date = Field(index=True)
+    product: str = "consumer"
+    policy: str = "default"
+    workflow_id: str | None = None
+    stage: str = "new"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Money movements: fees, payments and their allocation, charge-off, overpayment."""
+
+    __tablename__ = "ledger"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    loan_id: str = Field(index=True)
+    kind: str  # fee | payment | allocation | charge_off | overpayment
+    component: str = ""  # penalties | fees | interest | principal, for allocations
+    amount: Decimal = money_field()
+    currency: str
+    at: datetime
+    reference: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Every message the loan sent, rendered, with its delivery state."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    loan_id: str = Field(index=True)
+    channel: str
+    template: str
+    language: str
+    recipient: str
+    subject: str = ""
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "queued"  # queued | sent | failed
+    provider_ref: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class TaskRow(SQLModel, table=True):
+    """Work for people: phone calls and field visits, closed with an outcome."""
+
+    __tablename__ = "tasks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(unique=True)
+    loan_id: str = Field(index=True)
+    workflow_id: str
+    kind: str
+    queue: str = Field(index=True)
+    template: str
+    attempt: int
+    brief: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "open"  # open | closed
+    outcome: str = ""
+    note: str = ""
+    recording_ref: str = ""
+    due_by: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+    closed_by: str = ""
+
+
+class PlacementRow(SQLModel, table=True):
+    """An agency placement and its recall."""
+
+    __tablename__ = "placements"
+
+    id: int | None = Field(default=None, primary_key=True)
+    placement_id: str = Field(unique=True)
+    loan_id: str = Field(index=True)
+    agency: str
+    amount: Decimal = money_field()
+    currency: str
+    placed_at: datetime = Field(default_factory=utcnow)
+    recall_at: datetime
+    recalled_at: datetime | None = None
+    recall_reason: str = ""
+
+
+class CaseRow(SQLModel, table=True):
+    """A court case filed for a loan."""
+
+    __tablename__ = "cases"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(unique=True)
+    loan_id: str = Field(index=True)
+    amount: Decimal = money_field()
+    currency: str
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "filed"
+    filed_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditRow(SQLModel, table=True):
+    """Append-only record of every decision and action; rows are never updated or deleted."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    loan_id: str = Field(index=True)
+    at: datetime
+    actor: str
+    action: str
+    stage: str = ""
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    recorded_at: datetime = Field(default_factory=utcnow)

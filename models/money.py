@@ -1,0 +1,46 @@
+"""Money helpers: amounts are Decimal with an ISO 4217 currency, never float.
+
+Rounding is explicit and happens in one place, so that a fee computed in a workflow and
+a figure printed on a letter can never disagree by a cent.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator
+
+# Minor units per currency; anything not listed has two decimals.
+_MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "KWD": 3, "BHD": 3, "JOD": 3}
+
+ZERO = Decimal("0")
+
+
+def minor_units(currency: str) -> int:
+    """Number of decimals used by `currency`."""
+    return _MINOR_UNITS.get(currency, 2)
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round `amount` half-up to the currency's minor unit."""
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+
+
+def _check_currency(code: str) -> str:
+    if len(code) != 3 or not code.isalpha() or not code.isupper():
+        raise ValueError(f"currency must be an ISO 4217 code like 'CNY', got {code!r}")
+    return code
+
+
+def _reject_float(value: object) -> object:
+    if isinstance(value, float):
+        raise ValueError("money amounts must be Decimal or a decimal string, never float")
+    return value
+
+
+Currency = Annotated[str, AfterValidator(_check_currency)]
+"""An ISO 4217 currency code (three upper-case letters)."""
+
+Amount = Annotated[Decimal, BeforeValidator(_reject_float)]
+"""A money amount. Pydantic writes Decimal to JSON as a string, so no reader sees a float."""

@@ -1,0 +1,134 @@
+"""Inputs and results of activities. Each side effect carries an idempotency `key` chosen by
+the workflow from business facts (loan, step, period, attempt), never from the activity id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from models.allocation import Allocation
+from models.loan import Balance, OverdueLoan, Stage
+from models.money import Amount
+from models.payment import Payment
+from models.policy import MessageChannel
+
+
+class _Keyed(BaseModel):
+    key: str
+    loan_id: str
+
+
+class _Document(_Keyed):
+    """A request that produces a document from a template."""
+
+    template: str
+    language: str
+    context: dict[str, str]
+
+
+class MessageRequest(_Keyed):
+    """Render `template` for `channel` in `language` and deliver it to `recipient`."""
+
+    channel: MessageChannel
+    template: str
+    language: str
+    recipient: str
+    context: dict[str, str]
+
+
+class LoanRegistration(BaseModel):
+    """Record the loan and its borrower in the database when collection starts."""
+
+    loan: OverdueLoan
+    policy: str
+    policy_version: str
+    workflow_id: str
+    stage: Stage
+
+
+class FeeRequest(_Keyed):
+    """Post a late fee for one period."""
+
+    period: int
+    amount: Amount
+    currency: str
+    at: datetime
+
+
+class PaymentRecord(_Keyed):
+    """Write a payment and its allocation to the ledger."""
+
+    payment: Payment
+    allocation: Allocation
+    balance_after: Balance
+
+
+class ChargeOffRequest(_Keyed):
+    """Charge off the outstanding balance at the write-off day."""
+
+    balance: Balance
+    currency: str
+    at: datetime
+
+
+class TaskRequest(_Document):
+    """Create a task for a person (call or field visit); the key is also the task id."""
+
+    workflow_id: str
+    kind: str
+    queue: str
+    attempt: int
+    due_by: datetime
+
+
+class TaskClosure(BaseModel):
+    """Close a task with its outcome (or `timeout` / `cancelled`)."""
+
+    task_id: str
+    loan_id: str
+    outcome: str
+    note: str = ""
+    recording_ref: str = ""
+    closed_by: str = "workflow"
+
+
+class PlacementRequest(_Document):
+    """Hand the account to an agency until `recall_at`; the key is also the placement id."""
+
+    agency: str
+    recall_at: datetime
+    balance: Balance
+    currency: str
+
+
+class RecallRequest(BaseModel):
+    """Take the account back from the agency."""
+
+    placement_id: str
+    loan_id: str
+    reason: str
+
+
+class CaseRequest(_Document):
+    """File a court case for the outstanding balance; the key is also the case id."""
+
+    balance: Balance
+    currency: str
+
+
+class AuditEvent(_Keyed):
+    """An entry of the append-only record; also keeps the loan row's stage current."""
+
+    action: str
+    actor: str
+    stage: Stage
+    at: datetime
+    detail: dict[str, str] = {}
+
+
+class Recorded(BaseModel):
+    """Result of an idempotent write: the row's id and whether it already existed."""
+
+    ref: str
+    duplicate: bool = False

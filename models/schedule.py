@@ -1,0 +1,131 @@
+"""Calendar arithmetic of collection: days past due, stages, and the plan of dated actions.
+
+Everything here is pure: the workflow passes `now`, so the same functions run in workflow
+code, in the status query and in unit tests.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+
+from models.loan import OverdueLoan, Stage
+from models.policy import LadderStep, Policy
+
+ActionKind = Literal["stage", "fee", "step", "write_off"]
+_KIND_ORDER: dict[str, int] = {"stage": 0, "fee": 1, "step": 2, "write_off": 3}
+
+
+class PlannedAction(BaseModel):
+    """One dated thing the workflow will do unless the loan closes first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    dpd: int
+    kind: ActionKind
+    step: LadderStep | None = None
+    period: int | None = None
+    stage: Stage | None = None
+
+
+def local_date(now: datetime, tz: str) -> date:
+    """The calendar date at `now` in zone `tz`."""
+    return now.astimezone(ZoneInfo(tz)).date()
+
+
+def days_past_due(now: datetime, due_date: date, tz: str, paused_days: int = 0) -> int:
+    """Days past due on the borrower's calendar, not counting paused days; never negative."""
+    return max(0, (local_date(now, tz) - due_date).days - paused_days)
+
+
+def stage_for_dpd(dpd: int, policy: Policy) -> Stage:
+    """The DPD band a loan at `dpd` falls in (DPD below `early` still counts as early)."""
+    if dpd >= policy.stages.late:
+        return Stage.late
+    if dpd >= policy.stages.middle:
+        return Stage.middle
+    return Stage.early
+
+
+def at_local(day: date, clock: time, tz: str) -> datetime:
+    """Aware datetime of `clock` on `day` in zone `tz` (DST gaps resolve forward)."""
+    local = datetime.combine(day, clock, tzinfo=ZoneInfo(tz))
+    return local.astimezone(ZoneInfo("UTC")).astimezone(ZoneInfo(tz))
+
+
+def action_time(action: PlannedAction, loan: OverdueLoan, policy: Policy, paused_days: int) -> datetime:
+    """When `action` falls due: stage changes at local midnight, everything else at send time."""
+    day = loan.due_date + timedelta(days=action.dpd + paused_days)
+    clock = time(0, 0) if action.kind == "stage" else policy.contact.send_at
+    return at_local(day, clock, loan.borrower.timezone)
+
+
+def next_contact_moment(now: datetime, policy: Policy, tz: str) -> datetime:
+    """`now` if it lies inside the contact window, else the window's next opening."""
+    local = now.astimezone(ZoneInfo(tz))
+    window = policy.contact
+    if window.start <= local.time() < window.end:
+        return now
+    day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
+    return at_local(day, window.start, tz)
+
+
+def fee_dpds(policy: Policy) -> list[int]:
+    """DPDs at which a late-fee period starts, before write-off."""
+    rule = policy.late_fee
+    if rule.kind == "none":
+        return []
+    dpds, dpd = [], rule.first_dpd
+    while dpd < policy.write_off_dpd and (rule.max_periods is None or len(dpds) < rule.max_periods):
+        dpds.append(dpd)
+        if rule.every_days == 0:
+            break
+        dpd += rule.every_days
+    return dpds
+
+
+def step_applies(step: LadderStep, loan: OverdueLoan) -> bool:
+    """Whether a step is for this loan's segment (product, size)."""
+    if step.products is not None and loan.product not in step.products:
+        return False
+    return step.min_outstanding is None or loan.balance().total >= step.min_outstanding
+
+
+def build_plan(policy: Policy, loan: OverdueLoan) -> list[PlannedAction]:
+    """Every dated action of the policy for this loan, in the order they happen."""
+    actions = [
+        PlannedAction(key=f"stage:{stage}", dpd=dpd, kind="stage", stage=stage)
+        for stage, dpd in ((Stage.middle, policy.stages.middle), (Stage.late, policy.stages.late))
+        if dpd < policy.write_off_dpd
+    ]
+    actions += [
+        PlannedAction(key=f"fee:{n}", dpd=dpd, kind="fee", period=n)
+        for n, dpd in enumerate(fee_dpds(policy), start=1)
+    ]
+    actions += [
+        PlannedAction(key=f"step:{step.key}", dpd=step.dpd, kind="step", step=step)
+        for step in policy.ladder
+        if step_applies(step, loan)
+    ]
+    actions.append(PlannedAction(key="write_off", dpd=policy.write_off_dpd, kind="write_off"))
+    return sorted(actions, key=lambda a: (a.dpd, _KIND_ORDER[a.kind]))
+
+
+def catch_up(plan: list[PlannedAction], dpd_now: int) -> tuple[int, PlannedAction | None]:
+    """Where a loan handed over at `dpd_now` joins its plan.
+
+    Returns the index of the first action still ahead (DPD >= dpd_now) and the latest
+    ladder step already behind it, which runs at once so that a loan handed over at
+    DPD 40 gets its demand letter now rather than nothing until the next rung. Earlier
+    fee periods are taken to be in the snapshot's penalties. A loan already past its
+    write-off day goes straight to write-off.
+    """
+    if plan[-1].kind == "write_off" and plan[-1].dpd < dpd_now:
+        return len(plan) - 1, None
+    cursor = next((i for i, a in enumerate(plan) if a.dpd >= dpd_now), len(plan))
+    behind = [a for a in plan[:cursor] if a.kind == "step"]
+    return cursor, (behind[-1] if behind else None)

@@ -1,0 +1,96 @@
+"""The workflow's state (carried across continue-as-new) and the status it answers with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from models.events import TimelineEntry
+from models.loan import Balance, OverdueLoan, Stage
+from models.money import ZERO, Amount
+from models.policy import Policy
+
+
+class OpenTask(BaseModel):
+    """A call or visit waiting for a person's report, with the deadline for it."""
+
+    task_id: str
+    kind: str
+    step_key: str
+    attempt: int
+    queue: str
+    deadline: datetime
+
+
+class PlacementInfo(BaseModel):
+    """The account is with an outside agency until `recall_at`."""
+
+    placement_id: str
+    agency: str
+    placed_at: datetime
+    recall_at: datetime
+
+
+class CaseInfo(BaseModel):
+    """A court case filed for the loan, and its latest event."""
+
+    case_id: str
+    filed_at: datetime
+    last_event: str = "filed"
+
+
+class CollectionState(BaseModel):
+    """Everything the workflow knows about its loan; pure data so it survives continue-as-new."""
+
+    loan: OverdueLoan
+    policy: Policy
+    started_at: datetime
+    balance: Balance
+    paid_total: Amount = ZERO
+    penalties_posted: Amount = ZERO
+    cursor: int = 0
+    catch_up_key: str | None = None
+    payment_ids: list[str] = []
+    open_tasks: list[OpenTask] = []
+    retries: list[OpenTask] = Field(default=[], description="calls to try again, deadline = when")
+    placement: PlacementInfo | None = None
+    case: CaseInfo | None = None
+    charged_off_at: datetime | None = None
+    closed_as: Stage | None = None
+    closed_at: datetime | None = None
+    paused_reason: str | None = None
+    paused_days: int = 0
+    timeline: list[TimelineEntry] = []
+
+
+class CollectionInput(BaseModel):
+    """Start input of the collection workflow; `state` is set only by continue-as-new."""
+
+    loan: OverdueLoan
+    policy: str = "default"
+    state: CollectionState | None = None
+
+
+class CollectionStatus(BaseModel):
+    """What the lending platform sees when it asks about a loan."""
+
+    loan_id: str
+    workflow_id: str
+    policy: str
+    policy_version: str
+    currency: str
+    stage: Stage
+    days_past_due: int
+    as_of: datetime
+    outstanding: Balance
+    paid_total: Amount
+    next_action: str | None
+    next_action_at: datetime | None
+    paused_reason: str | None
+    charged_off: bool
+    closed: bool
+    open_tasks: list[OpenTask]
+    placement: PlacementInfo | None
+    case: CaseInfo | None
+    timeline: list[TimelineEntry]

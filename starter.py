@@ -1,0 +1,339 @@
+"""Client side of collection: the async API the lending platform calls, and a CLI over it.
+
+    python starter.py start loan.json [--policy default]
+    python starter.py pay LOAN_ID AMOUNT [--currency CNY] [--payment-id ID]
+    python starter.py status LOAN_ID
+    python starter.py list [--status running|closed]
+    python starter.py outcome LOAN_ID TASK_ID answered|no_answer|wrong_number|promised|refused
+    python starter.py load-sample
+
+Every command takes --json for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session, select
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+import config
+from models import (
+    AgencyReport,
+    Borrower,
+    CollectionInput,
+    CollectionStatus,
+    CourtReport,
+    OverdueLoan,
+    Payment,
+    PaymentReceipt,
+    PaymentRejected,
+    TaskReport,
+)
+from models.schedule import local_date
+from workflows.collection import CollectionWorkflow
+
+SAMPLE_PORTFOLIO = config.ROOT / "data" / "sample_portfolio.json"
+
+
+class LoanNotFound(LookupError):
+    """No collection workflow exists for this loan id."""
+
+
+class RequestRejected(ValueError):
+    """The loan refused a request (a report for a closed task, an unknown placement...)."""
+
+
+async def connect(address: str | None = None) -> Client:
+    """A Temporal client with the project's data converter (address from TEMPORAL_ADDRESS)."""
+    return await config.connect(address)
+
+
+async def start_collection(
+    client: Client, loan: OverdueLoan, policy: str = "default", *, task_queue: str | None = None
+) -> str:
+    """Start collection for an overdue loan and return its workflow id. Starting a loan that
+    is already in collection (or was, and closed) starts nothing and returns the same id."""
+    wf_id = config.workflow_id(loan.loan_id)
+    try:
+        await config.with_converter(client).start_workflow(
+            CollectionWorkflow.run,
+            CollectionInput(loan=loan, policy=policy),
+            id=wf_id,
+            task_queue=config.task_queue(task_queue),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # closed after paying, settling or writing off: never collect twice
+    return wf_id
+
+
+async def register_payment(client: Client, loan_id: str, payment: Payment) -> PaymentReceipt:
+    """Apply a payment and return the receipt. Raises PaymentRejected (bad amount, currency,
+    duplicate id, closed loan) or LoanNotFound; a rejected payment changes nothing."""
+    return await _update(client, loan_id, CollectionWorkflow.pay, payment, PaymentRejected)
+
+
+async def send_bank_payment(client: Client, loan_id: str, payment: Payment) -> None:
+    """Fire-and-forget payment for bank feeds (a signal); rejections go to the timeline."""
+    await _handle(client, loan_id).signal(CollectionWorkflow.payment_received, payment)
+
+
+async def report_task_outcome(client: Client, loan_id: str, report: TaskReport) -> CollectionStatus:
+    """Report the outcome of a call or visit task."""
+    return await _update(client, loan_id, CollectionWorkflow.report_task, report, RequestRejected)
+
+
+async def report_agency(client: Client, loan_id: str, report: AgencyReport) -> CollectionStatus:
+    """Pass on an agency's progress report."""
+    return await _update(client, loan_id, CollectionWorkflow.report_agency, report, RequestRejected)
+
+
+async def report_court(client: Client, loan_id: str, report: CourtReport) -> CollectionStatus:
+    """Pass on news of the court case."""
+    return await _update(client, loan_id, CollectionWorkflow.report_court, report, RequestRejected)
+
+
+async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
+    """The loan's collection status. For a running loan `fresh` asks through an update so
+    days past due are as of now (two history events); `fresh=False` uses a query (no
+    history, figures as of the workflow's last step). A closed loan is always queried."""
+    handle = _handle(client, loan_id)
+    if fresh:
+        try:
+            return await handle.execute_update(CollectionWorkflow.current_status)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+    try:
+        return await handle.query(CollectionWorkflow.status)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise LoanNotFound(f"no collection for loan {loan_id}") from exc
+        raise
+
+
+async def list_loans(client: Client, status: str | None = None, limit: int = 1000) -> list[dict[str, str]]:
+    """Collection workflows from the server's visibility store, newest first."""
+    query = f"WorkflowType = '{CollectionWorkflow.__name__}'"
+    if status:
+        query += f" AND ExecutionStatus = '{status.capitalize()}'"
+    rows = []
+    async for wf in config.with_converter(client).list_workflows(query, limit=limit):
+        rows.append({
+            "loan_id": wf.id.removeprefix(config.WORKFLOW_ID_PREFIX),
+            "workflow_id": wf.id,
+            "status": wf.status.name.lower() if wf.status else "",
+            "started": wf.start_time.isoformat(timespec="seconds"),
+            "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
+        })
+    return rows
+
+
+async def load_sample_portfolio(client: Client, database_url: str | None = None) -> list[str]:
+    """Put the bundled sample loans in the database (once) and start their collection.
+
+    Due dates come from each sample's DPD on the day it is first loaded and are then read
+    back from the database, so running this again starts nothing new.
+    """
+    from db.store import make_engine
+    from db.tables import BorrowerRow, LoanRow
+
+    engine = make_engine(database_url or config.settings().database_url)
+    samples = json.loads(SAMPLE_PORTFOLIO.read_text(encoding="utf-8"))
+    loans = []
+    with Session(engine) as session:
+        for raw in samples:
+            borrower = Borrower(**raw["borrower"])
+            row = session.get(LoanRow, raw["loan_id"])
+            if row is None:
+                if session.get(BorrowerRow, borrower.borrower_id) is None:
+                    session.add(BorrowerRow(**borrower.model_dump()))
+                    session.flush()
+                due = local_date(datetime.now(timezone.utc), borrower.timezone) - timedelta(days=raw["dpd"])
+                row = LoanRow(
+                    loan_id=raw["loan_id"], borrower_id=borrower.borrower_id, currency=raw["currency"],
+                    principal=Decimal(raw["principal"]), interest=Decimal(raw["interest"]),
+                    fees=Decimal(raw["fees"]), penalties=Decimal(0), due_date=due,
+                )
+                session.add(row)
+                session.commit()
+            loans.append(OverdueLoan(
+                loan_id=row.loan_id, borrower=borrower, currency=row.currency, principal=row.principal,
+                interest=row.interest, fees=row.fees, penalties=row.penalties, due_date=row.due_date,
+            ))
+    return [await start_collection(client, loan) for loan in loans]
+
+
+# ------------------------------------------------------------------------- internals
+
+
+def _handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:
+    return config.with_converter(client).get_workflow_handle(config.workflow_id(loan_id))
+
+
+async def _update(client: Client, loan_id: str, update: Any, arg: BaseModel, rejected: type[Exception]) -> Any:
+    """Run a validated update; turn the SDK's failures into the caller's exceptions."""
+    handle = _handle(client, loan_id)
+    try:
+        return await handle.execute_update(update, arg)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise rejected(cause.message if isinstance(cause, ApplicationError) else str(cause)) from exc
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise await _not_running(handle, loan_id, rejected) from exc
+
+
+async def _not_running(handle: WorkflowHandle[Any, Any], loan_id: str, rejected: type[Exception]) -> Exception:
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        return LoanNotFound(f"no collection for loan {loan_id}")
+    if desc.status == WorkflowExecutionStatus.COMPLETED:
+        final = await handle.query(CollectionWorkflow.status)
+        return rejected(f"the loan is closed ({final.stage}); nothing was applied")
+    return rejected(f"collection of loan {loan_id} is not running ({desc.status.name.lower() if desc.status else '?'})")
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", help="Temporal address (default TEMPORAL_ADDRESS or localhost:7233)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start collection for a loan from a JSON file (or - for stdin)")
+    start.add_argument("file")
+    start.add_argument("--policy", default="default")
+    pay = sub.add_parser("pay", help="register a payment")
+    pay.add_argument("loan_id")
+    pay.add_argument("amount")
+    pay.add_argument("--currency", help="default: the loan's currency")
+    pay.add_argument("--payment-id", help="default: a new unique id")
+    pay.add_argument("--paid-at", help="ISO time with zone (default now)")
+    status = sub.add_parser("status", help="show a loan's collection status")
+    status.add_argument("loan_id")
+    listing = sub.add_parser("list", help="list loans in collection")
+    listing.add_argument("--status", choices=["running", "completed", "failed", "terminated"])
+    outcome = sub.add_parser("outcome", help="report the outcome of a call or visit task")
+    outcome.add_argument("loan_id")
+    outcome.add_argument("task_id")
+    outcome.add_argument("outcome", choices=["answered", "no_answer", "wrong_number", "promised", "refused"])
+    outcome.add_argument("--note", default="")
+    outcome.add_argument("--recording", default="", help="recording reference (calls, visits)")
+    sub.add_parser("load-sample", help="load the sample portfolio and start its collection")
+    return parser
+
+
+async def _run_cli(args: argparse.Namespace) -> Any:
+    client = await connect(args.address)
+    if args.command == "start":
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        loan = OverdueLoan.model_validate_json(text)
+        return {"workflow_id": await start_collection(client, loan, args.policy)}
+    if args.command == "pay":
+        currency = args.currency or (await get_status(client, args.loan_id, fresh=False)).currency
+        try:
+            amount = Decimal(args.amount)
+        except InvalidOperation as exc:
+            raise PaymentRejected(f"not an amount: {args.amount!r}") from exc
+        paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(timezone.utc)
+        payment = Payment(payment_id=args.payment_id or f"cli-{uuid.uuid4()}", amount=amount,
+                          currency=currency, paid_at=paid_at, source="cli")
+        return await register_payment(client, args.loan_id, payment)
+    if args.command == "status":
+        return await get_status(client, args.loan_id)
+    if args.command == "list":
+        return await list_loans(client, args.status)
+    if args.command == "outcome":
+        report = TaskReport(task_id=args.task_id, outcome=args.outcome, note=args.note,
+                            recording_ref=args.recording, reported_by="cli")
+        return await report_task_outcome(client, args.loan_id, report)
+    if args.command == "load-sample":
+        return {"started": await load_sample_portfolio(client)}
+    raise AssertionError(args.command)
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if as_json:
+        data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    elif isinstance(result, CollectionStatus):
+        print(_format_status(result))
+    elif isinstance(result, PaymentReceipt):
+        print(_format_receipt(result))
+    elif isinstance(result, list):
+        for row in result:
+            print(f"{row['loan_id']:<24} {row['status']:<11} started {row['started']}  {row['closed']}")
+        print(f"{len(result)} loan(s)")
+    else:
+        for key, value in result.items():
+            print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+def _format_status(st: CollectionStatus) -> str:
+    o = st.outstanding
+    lines = [
+        f"loan {st.loan_id}  stage {st.stage}  DPD {st.days_past_due}  policy {st.policy} ({st.policy_version})",
+        f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
+        f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}",
+        f"next: {st.next_action or '-'} at {st.next_action_at.isoformat(timespec='minutes') if st.next_action_at else '-'}"
+        + (f"; paused: {st.paused_reason}" if st.paused_reason else ""),
+    ]
+    lines += [f"open task {t.task_id} ({t.kind}, queue {t.queue}) outcome due {t.deadline:%Y-%m-%d %H:%M}" for t in st.open_tasks]
+    if st.placement:
+        lines.append(f"with agency {st.placement.agency} until {st.placement.recall_at:%Y-%m-%d}")
+    if st.case:
+        lines.append(f"court case {st.case.case_id}: {st.case.last_event}")
+    lines.append("timeline:")
+    lines += [
+        f"  {e.at:%Y-%m-%d %H:%M} {e.action:<22} {e.channel:<7} {e.outcome:<10} {e.detail}" for e in st.timeline
+    ]
+    return "\n".join(lines)
+
+
+def _format_receipt(r: PaymentReceipt) -> str:
+    a = r.allocation
+    return (
+        f"payment {r.payment_id}: {r.amount} {r.currency} -> penalties {a.penalties}, fees {a.fees}, "
+        f"interest {a.interest}, principal {a.principal}" + (f", unapplied {a.unapplied}" if a.unapplied else "")
+        + f"\noutstanding {r.outstanding.total} {r.currency}; stage {r.stage}" + ("; loan closed" if r.closed else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _print(asyncio.run(_run_cli(args)), args.json)
+    except (PaymentRejected, RequestRejected, LoanNotFound, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: {exc} (is the worker/server running? see README)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

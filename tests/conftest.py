@@ -1,0 +1,84 @@
+"""Shared fixtures: one time-skipping Temporal server for the session, a fresh SQLite
+database and a fresh worker (on its own task queue) for each test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+import config
+from db.store import make_engine
+from models import Borrower, OverdueLoan
+from models.schedule import local_date
+from worker import create_worker
+
+TZ = "Asia/Shanghai"
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=config.venv_binary("temporal-test-server"),
+        data_converter=config.DATA_CONVERTER,
+    )
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'collections.db'}"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    return make_engine(db_url)
+
+
+@pytest.fixture
+async def worker(env: WorkflowEnvironment, db_url: str) -> AsyncIterator[Worker]:
+    w = create_worker(env.client, task_queue=f"test-{uuid.uuid4()}", database_url=db_url)
+    async with w:
+        yield w
+
+
+def make_loan(
+    loan_id: str | None = None,
+    *,
+    dpd: int = 0,
+    now: datetime | None = None,
+    principal: str = "10000.00",
+    interest: str = "500.00",
+    fees: str = "100.00",
+    currency: str = "CNY",
+    tz: str = TZ,
+    phone: str = "+8613800000000",
+    email: str = "borrower@example.cn",
+    address: str = "上海市浦东新区世纪大道1号",
+) -> OverdueLoan:
+    """A loan that is `dpd` days past due on the borrower's calendar at `now`."""
+    today = local_date(now or datetime.now(timezone.utc), tz)
+    return OverdueLoan(
+        loan_id=loan_id or f"L-{uuid.uuid4().hex[:10]}",
+        borrower=Borrower(
+            borrower_id=f"B-{uuid.uuid4().hex[:8]}", name="李明", phone=phone, email=email,
+            address=address, timezone=tz, language="zh",
+        ),
+        currency=currency,
+        principal=Decimal(principal),
+        interest=Decimal(interest),
+        fees=Decimal(fees),
+        due_date=today - timedelta(days=dpd),
+    )
+
+
+def due(dpd: int) -> date:
+    return local_date(datetime.now(timezone.utc), TZ) - timedelta(days=dpd)

@@ -1,0 +1,153 @@
+"""The worker process: runs collection workflows and their activities.
+
+`python worker.py` serves the configured Temporal server. `python worker.py --embedded`
+(what `make run` does) also starts the embedded Temporal dev server with its Web UI, keeps
+its state in var/temporal.db, loads the sample portfolio and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
+
+import config
+from activities.channels import make_adapter
+from activities.handover import HandoverActivities
+from activities.ledger import LedgerActivities
+from activities.messaging import MessagingActivities
+from activities.records import RecordActivities
+from activities.rendering import Renderer
+from activities.tasks import TaskActivities
+from db.store import make_engine
+from workflows.collection import CollectionWorkflow
+
+log = logging.getLogger("collections.worker")
+
+
+def create_worker(
+    client: Client,
+    *,
+    task_queue: str | None = None,
+    database_url: str | None = None,
+    max_cached_workflows: int | None = None,
+    policies_dir: Path | None = None,
+) -> Worker:
+    """A worker with every workflow and activity registered, writing to `database_url`
+    (default: the DATABASE_URL setting, a SQLite file under var/)."""
+    cfg = config.settings()
+    queue = config.task_queue(task_queue)
+    config.remember_task_queue(queue)
+    engine = make_engine(database_url or cfg.database_url, cfg.db_pool_size)
+    renderer = Renderer(cfg.templates_dir)
+    adapter = make_adapter(cfg.channel_adapter, cfg.webhook_url, cfg.webhook_timeout_seconds)
+    messaging = MessagingActivities(engine, renderer, adapter)
+    ledger = LedgerActivities(engine)
+    tasks = TaskActivities(engine, renderer)
+    handover = HandoverActivities(engine, renderer)
+    records = RecordActivities(engine, policies_dir or cfg.policies_dir)
+    return Worker(
+        config.with_converter(client),
+        task_queue=queue,
+        workflows=[CollectionWorkflow],
+        activities=[
+            messaging.send_message,
+            ledger.post_fee,
+            ledger.record_payment,
+            ledger.charge_off,
+            tasks.create_task,
+            tasks.close_task,
+            handover.place_with_agency,
+            handover.recall_from_agency,
+            handover.file_case,
+            records.load_policy,
+            records.register_loan,
+            records.record_event,
+        ],
+        activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
+        max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+    )
+
+
+async def run_worker() -> None:
+    """Serve the configured Temporal server until SIGINT/SIGTERM."""
+    client = await config.connect()
+    worker = create_worker(client)
+    log.info("worker on %s, task queue %s", config.settings().temporal_address, worker.task_queue)
+    async with worker:
+        await _until_stopped()
+
+
+async def run_embedded() -> None:
+    """Dev server + Web UI + worker + sample portfolio, all in this process tree."""
+    import starter  # the sample loader lives with the other client-side operations
+
+    cfg = config.settings()
+    var = config.ROOT / "var"
+    var.mkdir(exist_ok=True)
+    host, _, port = cfg.temporal_address.rpartition(":")
+    env = await WorkflowEnvironment.start_local(
+        namespace=cfg.temporal_namespace,
+        data_converter=config.DATA_CONVERTER,
+        ip=host or "127.0.0.1",
+        port=int(port),
+        ui=True,
+        ui_port=cfg.temporal_ui_port,
+        dev_server_existing_path=config.venv_binary("temporal"),
+        dev_server_database_filename=str(var / "temporal.db"),
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL"],
+    )
+    async with env:
+        worker = create_worker(env.client)
+        async with worker:
+            started = await starter.load_sample_portfolio(env.client)
+            print(_banner(cfg, len(started)), flush=True)
+            await _until_stopped()
+    print("stopped: worker and Temporal dev server shut down cleanly", flush=True)
+
+
+def _banner(cfg: config.Settings, loans: int) -> str:
+    host = cfg.temporal_address.rpartition(":")[0] or "localhost"
+    ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
+    return f"""
+Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
+Worker on task queue '{config.task_queue()}'; database {cfg.database_url}
+Sample portfolio: {loans} loans in collection (workflow ids collection-<loan id>).
+
+In another terminal:
+  .venv/bin/python starter.py list
+  .venv/bin/python starter.py status SAMPLE-001
+  .venv/bin/python starter.py pay SAMPLE-001 100.00 --currency CNY
+  .venv/bin/python starter.py start path/to/loan.json
+Ctrl-C stops the worker and the server (state stays in var/).
+"""
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embedded", action="store_true", help="start the embedded dev server, UI and sample portfolio")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    asyncio.run(run_embedded() if args.embedded else run_worker())
+
+
+if __name__ == "__main__":
+    main()

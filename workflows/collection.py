@@ -1,0 +1,545 @@
+"""The collection workflow: one long-lived run per overdue loan.
+
+It sleeps until the next thing is due (a ladder step, a fee period, a stage change, a task's
+outcome deadline, a call retry, the agency recall, the end of recovery), does it through an
+activity, records it and sleeps again. Payments, task outcomes and partner reports arrive as
+updates (signals for bank feeds) and wake it. All state sits in one `CollectionState`, so a
+pause, an arrangement or a contact guard is one more source of due items, not a rewrite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.handover import HandoverActivities
+    from activities.ledger import LedgerActivities
+    from activities.messaging import MessagingActivities
+    from activities.records import RecordActivities
+    from activities.tasks import TaskActivities
+    from models.allocation import allocate
+    from models.context import template_context
+    from models.events import AgencyReport, CourtReport, TaskReport, TimelineEntry
+    from models.fees import fee_for_period
+    from models.loan import Stage
+    from models.payment import Payment, PaymentReceipt, PaymentRejected, check_payment
+    from models.policy import Action, LadderStep
+    from models.requests import (
+        AuditEvent,
+        CaseRequest,
+        ChargeOffRequest,
+        FeeRequest,
+        LoanRegistration,
+        MessageRequest,
+        PaymentRecord,
+        PlacementRequest,
+        RecallRequest,
+        TaskClosure,
+        TaskRequest,
+    )
+    from models.schedule import (
+        PlannedAction,
+        action_time,
+        build_plan,
+        catch_up,
+        days_past_due,
+        next_contact_moment,
+        stage_for_dpd,
+    )
+    from models.status import (
+        CaseInfo,
+        CollectionInput,
+        CollectionState,
+        CollectionStatus,
+        OpenTask,
+        PlacementInfo,
+    )
+
+# Database activities retry until the database is back; a lost write is never acceptable.
+_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
+_TIMEOUT = timedelta(seconds=60)
+_CHANNEL_FIELD = {"sms": "phone", "email": "email", "letter": "address"}
+_CONTACTS = (Action.message, Action.call, Action.field_visit)
+
+
+@dataclass(frozen=True)
+class _Due:
+    """The next thing the loop will do, and when."""
+
+    at: datetime
+    kind: str  # plan | catch_up | task_timeout | retry | recall | recovery_end
+    label: str
+    ref: str = ""
+
+
+@workflow.defn
+class CollectionWorkflow:
+    @workflow.init
+    def __init__(self, inp: CollectionInput) -> None:
+        self._input = inp
+        self._s: CollectionState | None = inp.state
+        self._plan: list[PlannedAction] = build_plan(inp.state.policy, inp.state.loan) if inp.state else []
+        self._wake = False
+
+    # ---------------------------------------------------------------- run loop
+
+    @workflow.run
+    async def run(self, inp: CollectionInput) -> CollectionStatus:
+        if self._s is None:
+            await self._begin(inp)
+        state = self._state
+        while state.closed_as is None:
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(CollectionInput(loan=state.loan, policy=inp.policy, state=state))
+            due = self._next_due()
+            if due is None:
+                break
+            if due.at > workflow.now():
+                await self._sleep_until(due.at)  # then look again: a handler may have changed things
+            else:
+                await self._run_due(due)
+        await self._finish()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status()
+
+    async def _begin(self, inp: CollectionInput) -> None:
+        """Load the policy (pinned for the loan's life), register the loan, join the plan."""
+        policy = await workflow.execute_activity_method(
+            RecordActivities.load_policy, inp.policy, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
+        )
+        now = workflow.now()
+        loan = inp.loan
+        state = CollectionState(
+            loan=loan, policy=policy, started_at=now, balance=loan.balance(), penalties_posted=loan.penalties
+        )
+        self._plan = build_plan(policy, loan)
+        dpd = days_past_due(now, loan.due_date, loan.borrower.timezone)
+        state.cursor, behind = catch_up(self._plan, dpd)
+        state.catch_up_key = behind.key if behind else None
+        self._s = state
+        self._note("collection_started", outcome=f"DPD {dpd}", detail=f"policy {policy.name} {policy.version}")
+        await self._activity(
+            RecordActivities.register_loan,
+            LoanRegistration(
+                loan=loan, policy=policy.name, policy_version=policy.version,
+                workflow_id=workflow.info().workflow_id, stage=self._stage(),
+            ),
+        )
+
+    async def _sleep_until(self, at: datetime) -> None:
+        """Sleep until `at`, or until a handler changes something and sets `_wake`."""
+        self._wake = False
+        try:
+            await workflow.wait_condition(lambda: self._wake, timeout=at - workflow.now())
+        except asyncio.TimeoutError:
+            pass
+
+    def _next_due(self) -> _Due | None:
+        """The earliest pending item among all sources of work."""
+        s, now = self._state, workflow.now()
+        items: list[_Due] = []
+        if s.catch_up_key is not None:
+            at = self._contact_time(s.started_at)
+            items.append(_Due(at, "catch_up", s.catch_up_key.removeprefix("step:"), s.catch_up_key))
+        if s.cursor < len(self._plan):
+            action = self._plan[s.cursor]
+            at = action_time(action, s.loan, s.policy, s.paused_days)
+            if action.step is not None and action.step.action in _CONTACTS:
+                at = self._contact_time(at)
+            items.append(_Due(at, "plan", action.key.removeprefix("step:")))
+        items += [_Due(t.deadline, "task_timeout", f"outcome due: {t.task_id}", t.task_id) for t in s.open_tasks]
+        items += [
+            _Due(self._contact_time(r.deadline), "retry", f"{r.kind} retry {r.attempt}: {r.step_key}", r.task_id)
+            for r in s.retries
+        ]
+        if s.placement is not None:
+            items.append(_Due(s.placement.recall_at, "recall", f"agency recall: {s.placement.agency}"))
+        if s.charged_off_at is not None:
+            end = s.charged_off_at + timedelta(days=s.policy.recovery_days)
+            items.append(_Due(max(end, now), "recovery_end", "end of recovery"))
+        return min(items, key=lambda d: d.at) if items else None
+
+    def _contact_time(self, planned: datetime) -> datetime:
+        """When a contact planned for `planned` may happen: not before now, and inside the
+        borrower's contact window (a late timer at 23:00 waits for the morning)."""
+        s = self._state
+        return next_contact_moment(max(planned, workflow.now()), s.policy, s.loan.borrower.timezone)
+
+    async def _run_due(self, due: _Due) -> None:
+        s = self._state
+        if due.kind == "plan":
+            action = self._plan[s.cursor]
+            await self._run_planned(action)
+            s.cursor += 1
+        elif due.kind == "catch_up":
+            s.catch_up_key = None
+            action = next(a for a in self._plan if a.key == due.ref)
+            assert action.step is not None
+            await self._run_step(action.step, attempt=1)
+        elif due.kind == "task_timeout":
+            await self._task_timed_out(due.ref)
+        elif due.kind == "retry":
+            retry = next(r for r in s.retries if r.task_id == due.ref)
+            s.retries.remove(retry)
+            step = next(a.step for a in self._plan if a.key == f"step:{retry.step_key}")
+            assert step is not None
+            await self._run_step(step, attempt=retry.attempt)
+        elif due.kind == "recall":
+            await self._recall("agency period ended")
+        elif due.kind == "recovery_end":
+            s.closed_as = Stage.written_off
+            self._note("recovery_ended", outcome="closed as written off")
+
+    async def _run_planned(self, action: PlannedAction) -> None:
+        if action.kind == "stage":
+            self._note("stage_changed", outcome=str(action.stage), key=action.key)
+            await self._record(action.key, "stage_changed")
+        elif action.kind == "fee":
+            await self._post_fee(action)
+        elif action.kind == "step":
+            assert action.step is not None
+            await self._run_step(action.step, attempt=1)
+        elif action.kind == "write_off":
+            await self._write_off()
+
+    # ---------------------------------------------------------------- ladder steps
+
+    async def _run_step(self, step: LadderStep, attempt: int) -> None:
+        if step.action is Action.message:
+            for channel in step.channels:
+                await self._send(step.key, step.template, channel, step.deadline_days)
+        elif step.action in (Action.call, Action.field_visit):
+            await self._create_task(step, attempt)
+        elif step.action is Action.agency:
+            await self._place(step)
+        elif step.action is Action.litigation:
+            await self._file_case(step)
+
+    async def _send(self, what: str, template: str, channel: str, deadline_days: int | None = None) -> None:
+        """Send one message; `what` (the step key) makes the idempotency key."""
+        s = self._state
+        key = f"{s.loan.loan_id}/{what}/{channel}"
+        recipient = getattr(s.loan.borrower, _CHANNEL_FIELD[channel])
+        if not recipient:
+            self._note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
+            return
+        req = MessageRequest(
+            key=key, loan_id=s.loan.loan_id, channel=channel, template=template,  # type: ignore[arg-type]
+            language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days),
+        )
+        ok = await self._try(MessagingActivities.send_message, req, key)
+        self._note(template, channel=channel, outcome="sent" if ok else "failed", key=key)
+
+    async def _create_task(self, step: LadderStep, attempt: int) -> None:
+        s, now = self._state, workflow.now()
+        key = f"{s.loan.loan_id}/{step.key}/{attempt}"
+        deadline = now + timedelta(hours=step.outcome_timeout_hours)
+        req = TaskRequest(
+            key=key, loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id, kind=str(step.action),
+            queue=step.queue, template=step.template, language=s.loan.borrower.language, attempt=attempt,
+            due_by=deadline, context=self._context(step.deadline_days, attempt=str(attempt)),
+        )
+        ok = await self._try(TaskActivities.create_task, req, key)
+        channel = "phone" if step.action is Action.call else "visit"
+        self._note(f"{step.action}_task", channel=channel, outcome="created" if ok else "failed", key=key,
+                   detail=f"attempt {attempt}, queue {step.queue}")
+        if ok:
+            s.open_tasks.append(OpenTask(
+                task_id=key, kind=str(step.action), step_key=step.key, attempt=attempt,
+                queue=step.queue, deadline=deadline,
+            ))
+
+    async def _place(self, step: LadderStep) -> None:
+        s, now = self._state, workflow.now()
+        key = f"{s.loan.loan_id}/{step.key}"
+        recall_at = now + timedelta(days=s.policy.agency.period_days)
+        agency = s.policy.agency.name
+        req = PlacementRequest(
+            key=key, loan_id=s.loan.loan_id, agency=agency, recall_at=recall_at, balance=s.balance,
+            currency=s.loan.currency, template=step.template, language=s.loan.borrower.language,
+            context=self._context(None, agency=agency, recall_date=recall_at.date().isoformat()),
+        )
+        ok = await self._try(HandoverActivities.place_with_agency, req, key)
+        self._note("agency_placement", channel="agency", outcome="placed" if ok else "failed", key=key,
+                   detail=f"{agency} until {recall_at:%Y-%m-%d}")
+        if ok:
+            s.placement = PlacementInfo(placement_id=key, agency=agency, placed_at=now, recall_at=recall_at)
+
+    async def _recall(self, reason: str) -> None:
+        s = self._state
+        placement = s.placement
+        if placement is None:
+            return
+        s.placement = None
+        req = RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, reason=reason)
+        await self._activity(HandoverActivities.recall_from_agency, req)
+        self._note("agency_recall", channel="agency", outcome="recalled", key=placement.placement_id, detail=reason)
+
+    async def _file_case(self, step: LadderStep) -> None:
+        s = self._state
+        key = f"{s.loan.loan_id}/{step.key}"
+        req = CaseRequest(
+            key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency,
+            template=step.template, language=s.loan.borrower.language, context=self._context(None),
+        )
+        ok = await self._try(HandoverActivities.file_case, req, key)
+        self._note("litigation", channel="court", outcome="filed" if ok else "failed", key=key)
+        if ok:
+            s.case = CaseInfo(case_id=key, filed_at=workflow.now())
+
+    # ---------------------------------------------------------------- money
+
+    async def _post_fee(self, action: PlannedAction) -> None:
+        """Post one period's late fee. The balance changes before the activity runs, so a
+        payment arriving meanwhile is allocated against the fee too; the key makes it once."""
+        s = self._state
+        assert action.period is not None
+        amount = fee_for_period(s.policy.late_fee, s.balance, s.penalties_posted, s.loan.principal, s.loan.currency)
+        key = f"{s.loan.loan_id}/fee/{action.period}"
+        if amount <= 0:
+            self._note("late_fee", channel="ledger", outcome="capped", key=key, detail=f"period {action.period}")
+            return
+        s.balance = s.balance.with_component("penalties", s.balance.penalties + amount)
+        s.penalties_posted += amount
+        self._note("late_fee", channel="ledger", outcome="posted", key=key, detail=f"period {action.period}: {amount} {s.loan.currency}")
+        req = FeeRequest(key=key, loan_id=s.loan.loan_id, period=action.period, amount=amount,
+                         currency=s.loan.currency, at=workflow.now())
+        await self._activity(LedgerActivities.post_fee, req)
+
+    async def _write_off(self) -> None:
+        s = self._state
+        s.charged_off_at = workflow.now()
+        key = f"{s.loan.loan_id}/write-off"
+        self._note("write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}")
+        await self._activity(LedgerActivities.charge_off, ChargeOffRequest(
+            key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency, at=s.charged_off_at,
+        ))
+        await self._record("written-off", "written_off")
+        await self._cancel_tasks("written off")
+
+    def _apply_payment(self, payment: Payment) -> PaymentReceipt:
+        """Allocate and apply a checked payment to the state at once (no await), so two
+        payments can never be allocated against the same balance."""
+        s = self._state
+        allocation, s.balance = allocate(payment.amount, s.balance, s.policy.allocation_order)
+        s.paid_total += allocation.applied()
+        s.payment_ids.append(payment.payment_id)
+        if s.balance.total == 0:
+            s.closed_as, s.closed_at = Stage.paid, workflow.now()
+        self._note("payment", channel=payment.source, outcome="applied",
+                   key=f"{s.loan.loan_id}/payment/{payment.payment_id}",
+                   detail=f"{payment.amount} {payment.currency}; left {s.balance.total}")
+        self._wake = True
+        return PaymentReceipt(
+            loan_id=s.loan.loan_id, payment_id=payment.payment_id, amount=payment.amount,
+            currency=payment.currency, allocation=allocation, outstanding=s.balance,
+            paid_total=s.paid_total, stage=self._stage(), closed=s.closed_as is not None,
+            received_at=workflow.now(),
+        )
+
+    async def _take_payment(self, payment: Payment) -> PaymentReceipt:
+        await workflow.wait_condition(lambda: self._s is not None)
+        s = self._state
+        try:
+            check_payment(payment, s.loan.currency, s.payment_ids, s.closed_as)
+        except PaymentRejected as exc:
+            raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        receipt = self._apply_payment(payment)
+        await self._activity(LedgerActivities.record_payment, PaymentRecord(
+            key=f"{s.loan.loan_id}/payment/{payment.payment_id}", loan_id=s.loan.loan_id,
+            payment=payment, allocation=receipt.allocation, balance_after=receipt.outstanding,
+        ))
+        return receipt
+
+    # ---------------------------------------------------------------- tasks
+
+    async def _task_timed_out(self, task_id: str) -> None:
+        task = next(t for t in self._state.open_tasks if t.task_id == task_id)
+        await self._close_task(task, "timeout", "no outcome reported in time", "workflow")
+
+    async def _close_task(self, task: OpenTask, outcome: str, note: str, by: str, recording: str = "") -> None:
+        """Close a task and, if the borrower was not reached, plan the next attempt."""
+        s = self._state
+        s.open_tasks.remove(task)
+        step = next((a.step for a in self._plan if a.key == f"step:{task.step_key}"), None)
+        reached = outcome in ("answered", "promised", "refused")
+        if step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts and s.closed_as is None and s.charged_off_at is None:
+            at = next_contact_moment(workflow.now() + timedelta(hours=step.retry_after_hours), s.policy, s.loan.borrower.timezone)
+            s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
+        self._note(f"{task.kind}_outcome", channel="phone" if task.kind == "call" else "visit",
+                   outcome=outcome, key=task.task_id, detail=note)
+        self._wake = True
+        await self._activity(TaskActivities.close_task, TaskClosure(
+            task_id=task.task_id, loan_id=s.loan.loan_id, outcome=outcome, note=note,
+            recording_ref=recording, closed_by=by,
+        ))
+
+    async def _cancel_tasks(self, reason: str) -> None:
+        s = self._state
+        s.retries.clear()
+        for task in list(s.open_tasks):
+            await self._close_task(task, "cancelled", reason, "workflow")
+
+    async def _finish(self) -> None:
+        """Closing housekeeping: cancel tasks, recall the agency, confirm payment in full."""
+        s = self._state
+        reason = str(s.closed_as)
+        await self._cancel_tasks(f"loan closed ({reason})")
+        await self._recall(f"loan closed ({reason})")
+        if s.closed_as is Stage.paid:
+            channel = "sms" if s.loan.borrower.phone else "email"
+            await self._send("paid", "paid_confirmation", channel)
+        self._note("collection_closed", outcome=reason)
+        await self._record("closed", "collection_closed")
+
+    # ---------------------------------------------------------------- handlers
+
+    @workflow.update
+    async def pay(self, payment: Payment) -> PaymentReceipt:
+        """Apply a payment and answer with the receipt; rejected payments change nothing."""
+        return await self._take_payment(payment)
+
+    @pay.validator
+    def _check_pay(self, payment: Payment) -> None:
+        s = self._s
+        check_payment(
+            payment, self._input.loan.currency, s.payment_ids if s else [], s.closed_as if s else None
+        )
+
+    @workflow.signal
+    async def payment_received(self, payment: Payment) -> None:
+        """The same as `pay` for bank feeds, which cannot take an answer; a rejected payment
+        is recorded on the timeline instead."""
+        try:
+            await self._take_payment(payment)
+        except ApplicationError as exc:
+            self._note("payment", channel=payment.source, outcome="rejected", detail=exc.message)
+            await self._record(f"payment-rejected/{payment.payment_id}/{len(self._state.timeline)}", "payment_rejected")
+
+    @workflow.update
+    async def report_task(self, report: TaskReport) -> CollectionStatus:
+        """A collector's or field agent's outcome for an open task."""
+        task = next((t for t in self._state.open_tasks if t.task_id == report.task_id), None)
+        if task is None:  # closed (timed out) between validation and now
+            raise ApplicationError(f"task {report.task_id} is no longer open", type="TaskClosed")
+        await self._close_task(task, str(report.outcome), report.note, report.reported_by, report.recording_ref)
+        return self._status()
+
+    @report_task.validator
+    def _check_report(self, report: TaskReport) -> None:
+        if self._s is None or all(t.task_id != report.task_id for t in self._s.open_tasks):
+            raise ValueError(f"task {report.task_id} is not open on this loan")
+
+    @workflow.update
+    async def report_agency(self, report: AgencyReport) -> CollectionStatus:
+        """A progress report from the agency that holds the account."""
+        self._note("agency_report", channel="agency", outcome="contacted" if report.contacted else "reported",
+                   key=report.placement_id, detail=report.note)
+        await self._record(f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by, note=report.note)
+        return self._status()
+
+    @report_agency.validator
+    def _check_agency(self, report: AgencyReport) -> None:
+        placement = self._s.placement if self._s else None
+        if placement is None or placement.placement_id != report.placement_id:
+            raise ValueError(f"placement {report.placement_id} is not active on this loan")
+
+    @workflow.update
+    async def report_court(self, report: CourtReport) -> CollectionStatus:
+        """News of the court case."""
+        s = self._state
+        if s.case is not None:
+            s.case.last_event = report.event
+        self._note("court_report", channel="court", outcome=report.event, key=report.case_id, detail=report.note)
+        await self._record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event, note=report.note)
+        return self._status()
+
+    @report_court.validator
+    def _check_court(self, report: CourtReport) -> None:
+        case = self._s.case if self._s else None
+        if case is None or case.case_id != report.case_id:
+            raise ValueError(f"case {report.case_id} is not open on this loan")
+
+    @workflow.update
+    async def current_status(self) -> CollectionStatus:
+        """The status as of now (an update, so the workflow's clock is current)."""
+        await workflow.wait_condition(lambda: self._s is not None)
+        return self._status()
+
+    @workflow.query
+    def status(self) -> CollectionStatus:
+        """The status as of the workflow's last activity (cheap; writes no history)."""
+        if self._s is None:
+            raise ApplicationError("collection is starting; ask again in a moment")
+        return self._status()
+
+    # ---------------------------------------------------------------- helpers
+
+    @property
+    def _state(self) -> CollectionState:
+        assert self._s is not None, "state is set before any handler or step runs"
+        return self._s
+
+    def _stage(self) -> Stage:
+        s = self._state
+        if s.closed_as is not None:
+            return s.closed_as
+        if s.charged_off_at is not None:
+            return Stage.written_off
+        return stage_for_dpd(self._dpd(), s.policy)
+
+    def _dpd(self) -> int:
+        s = self._state
+        at = s.closed_at or workflow.now()
+        return days_past_due(at, s.loan.due_date, s.loan.borrower.timezone, s.paused_days)
+
+    def _context(self, deadline_days: int | None, **extra: str) -> dict[str, str]:
+        return template_context(self._state, workflow.now(), self._stage(), deadline_days, **extra)
+
+    def _note(self, action: str, *, channel: str = "", outcome: str = "", key: str = "", detail: str = "") -> None:
+        self._state.timeline.append(TimelineEntry(
+            at=workflow.now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
+        ))
+
+    async def _activity(self, method, arg):  # type: ignore[no-untyped-def]
+        return await workflow.execute_activity_method(
+            method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
+        )
+
+    async def _try(self, method, arg, key: str) -> bool:  # type: ignore[no-untyped-def]
+        """Run a side effect whose permanent failure (a broken template) must not stop the
+        loan's collection: the failure is recorded and escalation goes on."""
+        try:
+            await self._activity(method, arg)
+        except ActivityError as exc:
+            cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
+            self._note("step_failed", outcome="failed", key=key, detail=cause)
+            return False
+        return True
+
+    async def _record(self, key: str, action: str, actor: str = "workflow", **detail: str) -> None:
+        s = self._state
+        await self._activity(RecordActivities.record_event, AuditEvent(
+            key=f"{s.loan.loan_id}/{key}", loan_id=s.loan.loan_id, action=action, actor=actor,
+            stage=self._stage(), at=workflow.now(), detail=detail,
+        ))
+
+    def _status(self) -> CollectionStatus:
+        s = self._state
+        due = self._next_due() if s.closed_as is None else None
+        return CollectionStatus(
+            loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id, policy=s.policy.name,
+            policy_version=s.policy.version, currency=s.loan.currency, stage=self._stage(),
+            days_past_due=self._dpd(), as_of=workflow.now(), outstanding=s.balance, paid_total=s.paid_total,
+            next_action=due.label if due else None, next_action_at=due.at if due else None,
+            paused_reason=s.paused_reason, charged_off=s.charged_off_at is not None,
+            closed=s.closed_as is not None, open_tasks=list(s.open_tasks), placement=s.placement,
+            case=s.case, timeline=list(s.timeline),
+        )
