@@ -8,7 +8,7 @@ from temporalio import activity
 
 from activities.rendering import Renderer
 from db.store import audit_row, insert_once
-from db.tables import CaseRow, PlacementRow, utcnow
+from db.tables import CaseRow, PlacementRow
 from models.requests import CaseRequest, PlacementRequest, Recorded, RecallRequest
 
 
@@ -23,10 +23,10 @@ class HandoverActivities:
         _, note = self._renderer.render(req.template, "document", req.language, req.context)
         row = PlacementRow(
             placement_id=req.key, loan_id=req.loan_id, agency=req.agency,
-            amount=req.balance.total, currency=req.currency, recall_at=req.recall_at,
+            amount=req.balance.total, currency=req.currency, placed_at=req.at, recall_at=req.recall_at,
         )
         audit = audit_row(f"{req.key}#placed", req.loan_id, "agency_placed", "system", req.context.get("stage", ""),
-                          utcnow(), agency=req.agency, recall_at=req.recall_at.isoformat(), note=note)
+                          req.at, agency=req.agency, recall_at=req.recall_at.isoformat(), note=note)
         row, duplicate = insert_once(self._engine, row, "placement_id", [audit])
         return Recorded(ref=row.placement_id, duplicate=duplicate)
 
@@ -37,11 +37,10 @@ class HandoverActivities:
             row = session.exec(select(PlacementRow).where(PlacementRow.placement_id == req.placement_id)).first()
             if row is None or row.recalled_at is not None:
                 return Recorded(ref=req.placement_id, duplicate=True)
-            now = utcnow()
-            row.recalled_at, row.recall_reason = now, req.reason
+            row.recalled_at, row.recall_reason = req.at, req.reason
             session.add(row)
             session.add(audit_row(f"{req.placement_id}#recalled", req.loan_id, "agency_recalled", "system", "",
-                                  now, agency=row.agency, reason=req.reason))
+                                  req.at, agency=row.agency, reason=req.reason))
             session.commit()
         return Recorded(ref=req.placement_id)
 
@@ -50,8 +49,8 @@ class HandoverActivities:
         """File the court case with its claim document."""
         _, document = self._renderer.render(req.template, "document", req.language, req.context)
         row = CaseRow(case_id=req.key, loan_id=req.loan_id, amount=req.balance.total,
-                      currency=req.currency, document=document)
+                      currency=req.currency, document=document, filed_at=req.at)
         audit = audit_row(f"{req.key}#filed", req.loan_id, "case_filed", "system", req.context.get("stage", ""),
-                          utcnow(), amount=req.balance.total, currency=req.currency)
+                          req.at, amount=req.balance.total, currency=req.currency)
         row, duplicate = insert_once(self._engine, row, "case_id", [audit])
         return Recorded(ref=row.case_id, duplicate=duplicate)

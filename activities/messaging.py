@@ -33,10 +33,11 @@ class MessagingActivities:
             recipient=req.recipient,
             subject=subject,
             body=body,
+            created_at=req.at,
         )
         audit = audit_row(
             f"{req.key}#queued", req.loan_id, "message_queued", "system", req.context.get("stage", ""),
-            utcnow(), channel=req.channel, template=req.template,
+            req.at, channel=req.channel, template=req.template,
         )
         row, duplicate = insert_once(self._engine, row, "key", [audit])
         if row.status != "sent":

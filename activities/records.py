@@ -49,7 +49,7 @@ class RecordActivities:
             session.commit()
         return self.record_event(AuditEvent(
             key=f"{loan.loan_id}/collection-started/{req.workflow_id}", loan_id=loan.loan_id,
-            action="collection_started", actor="platform", stage=req.stage, at=utcnow(),
+            action="collection_started", actor="platform", stage=req.stage, at=req.at,
             detail={"policy": req.policy, "policy_version": req.policy_version},
         ))
 

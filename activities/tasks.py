@@ -8,7 +8,7 @@ from temporalio import activity
 
 from activities.rendering import Renderer
 from db.store import audit_row, insert_once
-from db.tables import AuditRow, TaskRow, utcnow
+from db.tables import AuditRow, TaskRow
 from models.requests import Recorded, TaskClosure, TaskRequest
 
 
@@ -24,9 +24,10 @@ class TaskActivities:
         row = TaskRow(
             task_id=req.key, loan_id=req.loan_id, workflow_id=req.workflow_id, kind=req.kind,
             queue=req.queue, template=req.template, attempt=req.attempt, brief=brief, due_by=req.due_by,
+            created_at=req.at,
         )
         audit = audit_row(f"{req.key}#created", req.loan_id, f"{req.kind}_task_created", "system",
-                          req.context.get("stage", ""), utcnow(), queue=req.queue, attempt=req.attempt)
+                          req.context.get("stage", ""), req.at, queue=req.queue, attempt=req.attempt)
         row, duplicate = insert_once(self._engine, row, "task_id", [audit])
         return Recorded(ref=row.task_id, duplicate=duplicate)
 
@@ -37,13 +38,12 @@ class TaskActivities:
             row = session.exec(select(TaskRow).where(TaskRow.task_id == req.task_id)).first()
             if row is None or row.status == "closed":
                 return Recorded(ref=req.task_id, duplicate=True)
-            now = utcnow()
             row.status, row.outcome, row.note = "closed", req.outcome, req.note
-            row.recording_ref, row.closed_at, row.closed_by = req.recording_ref, now, req.closed_by
+            row.recording_ref, row.closed_at, row.closed_by = req.recording_ref, req.at, req.closed_by
             session.add(row)
             key = f"{req.task_id}#closed"
             if session.exec(select(AuditRow).where(AuditRow.key == key)).first() is None:
-                session.add(audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", now,
+                session.add(audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", req.at,
                                       outcome=req.outcome, recording_ref=req.recording_ref, note=req.note))
             session.commit()
         return Recorded(ref=req.task_id)

@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
 
-from db.types import Money
+from db.types import Money, UtcDateTime
 
 
 def utcnow() -> datetime:
@@ -49,8 +49,8 @@ class LoanRow(SQLModel, table=True):
     policy: str = "default"
     workflow_id: str | None = None
     stage: str = "new"
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class LedgerEntry(SQLModel, table=True):
@@ -65,9 +65,9 @@ class LedgerEntry(SQLModel, table=True):
     component: str = ""  # penalties | fees | interest | principal, for allocations
     amount: Decimal = money_field()
     currency: str
-    at: datetime
+    at: datetime = Field(sa_type=UtcDateTime)
     reference: str = ""
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -86,8 +86,8 @@ class OutboxMessage(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     status: str = "queued"  # queued | sent | failed
     provider_ref: str = ""
-    created_at: datetime = Field(default_factory=utcnow)
-    sent_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class TaskRow(SQLModel, table=True):
@@ -108,9 +108,9 @@ class TaskRow(SQLModel, table=True):
     outcome: str = ""
     note: str = ""
     recording_ref: str = ""
-    due_by: datetime
-    created_at: datetime = Field(default_factory=utcnow)
-    closed_at: datetime | None = None
+    due_by: datetime = Field(sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     closed_by: str = ""
 
 
@@ -125,9 +125,9 @@ class PlacementRow(SQLModel, table=True):
     agency: str
     amount: Decimal = money_field()
     currency: str
-    placed_at: datetime = Field(default_factory=utcnow)
-    recall_at: datetime
-    recalled_at: datetime | None = None
+    placed_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    recall_at: datetime = Field(sa_type=UtcDateTime)
+    recalled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     recall_reason: str = ""
 
 
@@ -143,7 +143,7 @@ class CaseRow(SQLModel, table=True):
     currency: str
     document: str = Field(sa_column=Column(Text, nullable=False))
     status: str = "filed"
-    filed_at: datetime = Field(default_factory=utcnow)
+    filed_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class AuditRow(SQLModel, table=True):
@@ -154,9 +154,9 @@ class AuditRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
     loan_id: str = Field(index=True)
-    at: datetime
+    at: datetime = Field(sa_type=UtcDateTime)
     actor: str
     action: str
     stage: str = ""
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
-    recorded_at: datetime = Field(default_factory=utcnow)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)

@@ -15,8 +15,11 @@ from models.policy import MessageChannel
 
 
 class _Keyed(BaseModel):
+    """`at` is the workflow's time of the decision, the business time stored on the row."""
+
     key: str
     loan_id: str
+    at: datetime
 
 
 class _Document(_Keyed):
@@ -45,6 +48,7 @@ class LoanRegistration(BaseModel):
     policy_version: str
     workflow_id: str
     stage: Stage
+    at: datetime
 
 
 class FeeRequest(_Keyed):
@@ -53,7 +57,6 @@ class FeeRequest(_Keyed):
     period: int
     amount: Amount
     currency: str
-    at: datetime
 
 
 class PaymentRecord(_Keyed):
@@ -69,7 +72,6 @@ class ChargeOffRequest(_Keyed):
 
     balance: Balance
     currency: str
-    at: datetime
 
 
 class TaskRequest(_Document):
@@ -87,6 +89,7 @@ class TaskClosure(BaseModel):
 
     task_id: str
     loan_id: str
+    at: datetime
     outcome: str
     note: str = ""
     recording_ref: str = ""
@@ -107,6 +110,7 @@ class RecallRequest(BaseModel):
 
     placement_id: str
     loan_id: str
+    at: datetime
     reason: str
 
 
@@ -123,7 +127,6 @@ class AuditEvent(_Keyed):
     action: str
     actor: str
     stage: Stage
-    at: datetime
     detail: dict[str, str] = {}
 
 

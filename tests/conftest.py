@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 import config
 from db.store import make_engine
 from models import Borrower, OverdueLoan
 from models.schedule import local_date
+from tests.support import Harness
 from worker import create_worker
 
 TZ = "Asia/Shanghai"
@@ -44,10 +44,13 @@ def engine(db_url: str) -> Engine:
 
 
 @pytest.fixture
-async def worker(env: WorkflowEnvironment, db_url: str) -> AsyncIterator[Worker]:
-    w = create_worker(env.client, task_queue=f"test-{uuid.uuid4()}", database_url=db_url)
-    async with w:
-        yield w
+async def harness(env: WorkflowEnvironment, db_url: str, engine: Engine) -> AsyncIterator[Harness]:
+    """A worker on a fresh task queue and database; the test's workflows end with it."""
+    queue = f"test-{uuid.uuid4()}"
+    h = Harness(env=env, engine=engine, task_queue=queue)
+    async with create_worker(env.client, task_queue=queue, database_url=db_url):
+        yield h
+        await h.cleanup()
 
 
 def make_loan(

@@ -46,9 +46,11 @@ with workflow.unsafe.imports_passed_through():
     from models.schedule import (
         PlannedAction,
         action_time,
+        at_local,
         build_plan,
         catch_up,
         days_past_due,
+        local_date,
         next_contact_moment,
         stage_for_dpd,
     )
@@ -129,7 +131,7 @@ class CollectionWorkflow:
             RecordActivities.register_loan,
             LoanRegistration(
                 loan=loan, policy=policy.name, policy_version=policy.version,
-                workflow_id=workflow.info().workflow_id, stage=self._stage(),
+                workflow_id=workflow.info().workflow_id, stage=self._stage(), at=now,
             ),
         )
 
@@ -142,9 +144,13 @@ class CollectionWorkflow:
             pass
 
     def _next_due(self) -> _Due | None:
-        """The earliest pending item among all sources of work."""
+        """The earliest pending item among all sources of work. On a tie the order below
+        decides: the agency recall and overdue task outcomes come before new contacts."""
         s, now = self._state, workflow.now()
         items: list[_Due] = []
+        if s.placement is not None:
+            items.append(_Due(s.placement.recall_at, "recall", f"agency recall: {s.placement.agency}"))
+        items += [_Due(t.deadline, "task_timeout", f"outcome due: {t.task_id}", t.task_id) for t in s.open_tasks]
         if s.catch_up_key is not None:
             at = self._contact_time(s.started_at)
             items.append(_Due(at, "catch_up", s.catch_up_key.removeprefix("step:"), s.catch_up_key))
@@ -154,13 +160,10 @@ class CollectionWorkflow:
             if action.step is not None and action.step.action in _CONTACTS:
                 at = self._contact_time(at)
             items.append(_Due(at, "plan", action.key.removeprefix("step:")))
-        items += [_Due(t.deadline, "task_timeout", f"outcome due: {t.task_id}", t.task_id) for t in s.open_tasks]
         items += [
             _Due(self._contact_time(r.deadline), "retry", f"{r.kind} retry {r.attempt}: {r.step_key}", r.task_id)
             for r in s.retries
         ]
-        if s.placement is not None:
-            items.append(_Due(s.placement.recall_at, "recall", f"agency recall: {s.placement.agency}"))
         if s.charged_off_at is not None:
             end = s.charged_off_at + timedelta(days=s.policy.recovery_days)
             items.append(_Due(max(end, now), "recovery_end", "end of recovery"))
@@ -231,7 +234,7 @@ class CollectionWorkflow:
             self._note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
             return
         req = MessageRequest(
-            key=key, loan_id=s.loan.loan_id, channel=channel, template=template,  # type: ignore[arg-type]
+            key=key, loan_id=s.loan.loan_id, at=workflow.now(), channel=channel, template=template,  # type: ignore[arg-type]
             language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
@@ -242,7 +245,7 @@ class CollectionWorkflow:
         key = f"{s.loan.loan_id}/{step.key}/{attempt}"
         deadline = now + timedelta(hours=step.outcome_timeout_hours)
         req = TaskRequest(
-            key=key, loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id, kind=str(step.action),
+            key=key, loan_id=s.loan.loan_id, at=now, workflow_id=workflow.info().workflow_id, kind=str(step.action),
             queue=step.queue, template=step.template, language=s.loan.borrower.language, attempt=attempt,
             due_by=deadline, context=self._context(step.deadline_days, attempt=str(attempt)),
         )
@@ -259,10 +262,12 @@ class CollectionWorkflow:
     async def _place(self, step: LadderStep) -> None:
         s, now = self._state, workflow.now()
         key = f"{s.loan.loan_id}/{step.key}"
-        recall_at = now + timedelta(days=s.policy.agency.period_days)
+        # the recall falls at send time on the last day, so it comes before that day's steps
+        tz = s.loan.borrower.timezone
+        recall_at = at_local(local_date(now, tz) + timedelta(days=s.policy.agency.period_days), s.policy.contact.send_at, tz)
         agency = s.policy.agency.name
         req = PlacementRequest(
-            key=key, loan_id=s.loan.loan_id, agency=agency, recall_at=recall_at, balance=s.balance,
+            key=key, loan_id=s.loan.loan_id, at=now, agency=agency, recall_at=recall_at, balance=s.balance,
             currency=s.loan.currency, template=step.template, language=s.loan.borrower.language,
             context=self._context(None, agency=agency, recall_date=recall_at.date().isoformat()),
         )
@@ -278,7 +283,7 @@ class CollectionWorkflow:
         if placement is None:
             return
         s.placement = None
-        req = RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, reason=reason)
+        req = RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, at=workflow.now(), reason=reason)
         await self._activity(HandoverActivities.recall_from_agency, req)
         self._note("agency_recall", channel="agency", outcome="recalled", key=placement.placement_id, detail=reason)
 
@@ -286,7 +291,7 @@ class CollectionWorkflow:
         s = self._state
         key = f"{s.loan.loan_id}/{step.key}"
         req = CaseRequest(
-            key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency,
+            key=key, loan_id=s.loan.loan_id, at=workflow.now(), balance=s.balance, currency=s.loan.currency,
             template=step.template, language=s.loan.borrower.language, context=self._context(None),
         )
         ok = await self._try(HandoverActivities.file_case, req, key)
@@ -353,7 +358,7 @@ class CollectionWorkflow:
             raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
         receipt = self._apply_payment(payment)
         await self._activity(LedgerActivities.record_payment, PaymentRecord(
-            key=f"{s.loan.loan_id}/payment/{payment.payment_id}", loan_id=s.loan.loan_id,
+            key=f"{s.loan.loan_id}/payment/{payment.payment_id}", loan_id=s.loan.loan_id, at=workflow.now(),
             payment=payment, allocation=receipt.allocation, balance_after=receipt.outstanding,
         ))
         return receipt
@@ -377,7 +382,7 @@ class CollectionWorkflow:
                    outcome=outcome, key=task.task_id, detail=note)
         self._wake = True
         await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=task.task_id, loan_id=s.loan.loan_id, outcome=outcome, note=note,
+            task_id=task.task_id, loan_id=s.loan.loan_id, at=workflow.now(), outcome=outcome, note=note,
             recording_ref=recording, closed_by=by,
         ))
 

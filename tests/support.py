@@ -1,0 +1,77 @@
+"""Test harness for workflow tests on the time-skipping server: start loans, move the clock
+to a given day past due, read the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel, select
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+import starter
+from models import CollectionStatus, OverdueLoan
+from models.schedule import at_local, days_past_due
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+@dataclass
+class Harness:
+    env: WorkflowEnvironment
+    engine: Engine
+    task_queue: str
+    started: list[str] = field(default_factory=list)
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    async def now(self) -> datetime:
+        return await self.env.get_current_time()
+
+    async def start(self, loan: OverdueLoan, policy: str = "default") -> str:
+        wf_id = await starter.start_collection(self.client, loan, policy, task_queue=self.task_queue)
+        self.started.append(wf_id)
+        return wf_id
+
+    async def at_dpd(self, loan: OverdueLoan, dpd: int, clock: time = time(12, 0)) -> None:
+        """Skip time to `clock` local time on day `dpd` past due (noon: clear of 10:00 steps)."""
+        target = at_local(loan.due_date + timedelta(days=dpd), clock, loan.borrower.timezone)
+        wait = target - await self.now()
+        assert wait > timedelta(0), f"already past DPD {dpd}"
+        await self.env.sleep(wait)
+
+    async def status(self, loan: OverdueLoan, fresh: bool = True) -> CollectionStatus:
+        return await starter.get_status(self.client, loan.loan_id, fresh=fresh)
+
+    async def is_running(self, loan: OverdueLoan) -> bool:
+        desc = await self.client.get_workflow_handle(f"collection-{loan.loan_id}").describe()
+        return desc.status == WorkflowExecutionStatus.RUNNING
+
+    def rows(self, table: type[Row], loan_id: str, order: Any = None) -> list[Row]:
+        with Session(self.engine) as session:
+            query = select(table).where(table.loan_id == loan_id)  # type: ignore[attr-defined]
+            if order is not None:
+                query = query.order_by(order)
+            return list(session.exec(query).all())
+
+    async def cleanup(self) -> None:
+        """Terminate this test's running workflows: with no worker left on their queue,
+        their next timers would leave tasks pending and stall the shared clock."""
+        for wf_id in self.started:
+            handle = self.client.get_workflow_handle(wf_id)
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test finished")
+
+
+def dpd_of(at: datetime, loan: OverdueLoan) -> int:
+    return days_past_due(at, loan.due_date, loan.borrower.timezone)
+
+
+def timeline_rows(status: CollectionStatus, loan: OverdueLoan) -> list[tuple[int, str, str, str]]:
+    """(DPD, action, channel, outcome) for each timeline entry."""
+    return [(dpd_of(e.at, loan), e.action, e.channel, e.outcome) for e in status.timeline]

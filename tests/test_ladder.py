@@ -1,0 +1,141 @@
+"""A loan that never pays walks the whole default ladder (time-skipping server)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from db.tables import AuditRow, CaseRow, LedgerEntry, LoanRow, OutboxMessage, PlacementRow, TaskRow
+from models import Stage
+from tests.conftest import make_loan
+from tests.support import Harness, dpd_of, timeline_rows
+
+# (DPD, action, channel, outcome) of a never-paying loan of 10,000 CNY principal + 500 interest
+# + 100 fees under policies/default.toml, with no task outcome ever reported.
+EXPECTED_TIMELINE = [
+    (0, "collection_started", "", "DPD 0"),
+    (1, "reminder_first", "sms", "sent"),
+    (3, "reminder_second", "sms", "sent"),
+    (3, "reminder_second", "email", "sent"),
+    (5, "call_task", "phone", "created"),
+    (6, "call_outcome", "phone", "timeout"),  # 24 h outcome timeout
+    (7, "late_fee", "ledger", "posted"),  # grace 6 days
+    (7, "call_task", "phone", "created"),  # retry 24 h later, attempt 2 of 3
+    (8, "call_outcome", "phone", "timeout"),
+    (9, "call_task", "phone", "created"),
+    (10, "call_outcome", "phone", "timeout"),  # attempts used up
+    (15, "call_task", "phone", "created"),  # senior round
+    (17, "call_outcome", "phone", "timeout"),
+    (19, "call_task", "phone", "created"),
+    (21, "call_outcome", "phone", "timeout"),
+    (30, "stage_changed", "", "middle"),
+    (30, "demand_letter", "letter", "sent"),
+    (37, "late_fee", "ledger", "posted"),
+    (45, "field_visit_task", "visit", "created"),
+    (50, "field_visit_outcome", "visit", "timeout"),
+    (60, "agency_placement", "agency", "placed"),
+    (67, "late_fee", "ledger", "posted"),
+    (90, "stage_changed", "", "late"),
+    (97, "late_fee", "ledger", "posted"),
+    (120, "agency_recall", "agency", "recalled"),
+    (120, "pre_litigation_notice", "letter", "sent"),
+    (127, "late_fee", "ledger", "posted"),
+    (135, "litigation", "court", "filed"),
+    (157, "late_fee", "ledger", "capped"),
+    (180, "write_off", "ledger", "charged_off"),
+    (545, "recovery_ended", "", "closed as written off"),
+    (545, "collection_closed", "", "written_off"),
+]
+
+
+async def test_never_paying_loan_walks_the_whole_ladder(harness: Harness) -> None:
+    loan = make_loan(dpd=0, now=await harness.now())
+    await harness.start(loan)
+    await harness.at_dpd(loan, 600)
+
+    status = await harness.status(loan)
+    assert timeline_rows(status, loan) == EXPECTED_TIMELINE
+    assert status.stage is Stage.written_off and status.closed and status.charged_off
+    assert not await harness.is_running(loan)
+
+    lid = loan.loan_id
+    outbox = harness.rows(OutboxMessage, lid, OutboxMessage.id)
+    assert [(m.key.removeprefix(f"{lid}/"), m.status) for m in outbox] == [
+        ("message@1/sms", "sent"),
+        ("message@3/sms", "sent"),
+        ("message@3/email", "sent"),
+        ("message@30/letter", "sent"),
+        ("message@120/letter", "sent"),
+    ]
+    assert [dpd_of(m.created_at, loan) for m in outbox] == [1, 3, 3, 30, 120]
+    letter = outbox[3]
+    assert "催收函" in letter.body and "10,500.00" not in letter.body  # fee 525 posted by then
+    assert "11,125.00" in letter.body  # 10,000 + 500 + 100 + 525 late fee
+
+    tasks = harness.rows(TaskRow, lid, TaskRow.id)
+    assert [(t.task_id.removeprefix(f"{lid}/"), t.queue, t.outcome) for t in tasks] == [
+        ("call@5/1", "collectors", "timeout"),
+        ("call@5/2", "collectors", "timeout"),
+        ("call@5/3", "collectors", "timeout"),
+        ("call@15/1", "senior-collectors", "timeout"),
+        ("call@15/2", "senior-collectors", "timeout"),
+        ("field_visit@45/1", "field-agents", "timeout"),
+    ]
+
+    ledger = harness.rows(LedgerEntry, lid, LedgerEntry.id)
+    fees = [(dpd_of(e.at, loan), e.amount) for e in ledger if e.kind == "fee"]
+    # 5% of principal + interest each month, capped at 25% of principal (2,500) in total
+    assert fees == [(7, Decimal("525.00")), (37, Decimal("525.00")), (67, Decimal("525.00")),
+                    (97, Decimal("525.00")), (127, Decimal("400.00"))]
+    charge_off = [e for e in ledger if e.kind == "charge_off"]
+    assert [(dpd_of(e.at, loan), e.amount) for e in charge_off] == [(180, Decimal("13100.00"))]
+
+    placements = harness.rows(PlacementRow, lid)
+    assert len(placements) == 1
+    p = placements[0]
+    assert (dpd_of(p.placed_at, loan), dpd_of(p.recalled_at, loan), p.recall_reason) == (60, 120, "agency period ended")
+    cases = harness.rows(CaseRow, lid)
+    assert [(dpd_of(c.filed_at, loan), c.amount) for c in cases] == [(135, Decimal("13100.00"))]
+
+    loan_row = harness.rows(LoanRow, lid)[0]
+    assert loan_row.stage == "written_off"
+    audit_actions = [a.action for a in harness.rows(AuditRow, lid, AuditRow.id)]
+    assert audit_actions[0] == "collection_started" and audit_actions[-1] == "collection_closed"
+    assert audit_actions.count("fee_posted") == 5 and audit_actions.count("message_queued") == 5
+
+
+async def test_status_reports_next_action_and_open_task(harness: Harness) -> None:
+    loan = make_loan(dpd=0, now=await harness.now())
+    await harness.start(loan)
+    await harness.at_dpd(loan, 5)
+
+    status = await harness.status(loan)
+    assert status.stage is Stage.early and status.days_past_due == 5
+    assert [t.task_id for t in status.open_tasks] == [f"{loan.loan_id}/call@5/1"]
+    assert status.next_action == f"outcome due: {loan.loan_id}/call@5/1"
+    assert dpd_of(status.next_action_at, loan) == 6
+    assert status.outstanding.total == Decimal("10600.00") and status.paid_total == 0
+    assert status.paused_reason is None
+
+    # The query is free but as of the last step; the default (an update) is as of now.
+    await harness.env.sleep(timedelta(hours=2))
+    assert (await harness.status(loan, fresh=False)).days_past_due == 5
+    await harness.at_dpd(loan, 6, clock=__import__("datetime").time(9, 0))
+    assert (await harness.status(loan)).days_past_due == 6
+
+
+async def test_loan_handed_over_late_catches_up_with_the_latest_step(harness: Harness) -> None:
+    loan = make_loan(dpd=40, now=await harness.now())
+    await harness.start(loan)
+    await harness.at_dpd(loan, 41)
+
+    status = await harness.status(loan)
+    rows = timeline_rows(status, loan)
+    assert rows[0] == (40, "collection_started", "", "DPD 40")
+    # the demand letter (DPD 30) goes out on the day of hand-over, inside contact hours;
+    # the reminders, calls and earlier fee periods are not replayed
+    assert (40, "demand_letter", "letter", "sent") in rows or (41, "demand_letter", "letter", "sent") in rows
+    assert [r[1] for r in rows].count("reminder_first") == 0
+    assert [e for e in harness.rows(LedgerEntry, loan.loan_id) if e.kind == "fee"] == []
+    assert status.stage is Stage.middle
+    assert status.next_action == "field_visit@45"
