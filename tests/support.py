@@ -45,6 +45,10 @@ class Harness:
         assert wait > timedelta(0), f"already past DPD {dpd}"
         await self.env.sleep(wait)
 
+    async def settle(self) -> None:
+        """Let work already due (a catch-up step right after start) finish: a minute passes."""
+        await self.env.sleep(timedelta(minutes=1))
+
     async def status(self, loan: OverdueLoan, fresh: bool = True) -> CollectionStatus:
         return await starter.get_status(self.client, loan.loan_id, fresh=fresh)
 
