@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "collections"
     temporal_ui_port: int = 8233
+    temporal_db_file: Path = ROOT / "var" / "temporal.db"
     database_url: str = f"sqlite:///{ROOT / 'var' / 'collections.db'}"
     db_pool_size: int = 10
     policies_dir: Path = ROOT / "policies"

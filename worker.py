@@ -92,8 +92,7 @@ async def run_embedded() -> None:
     import starter  # the sample loader lives with the other client-side operations
 
     cfg = config.settings()
-    var = config.ROOT / "var"
-    var.mkdir(exist_ok=True)
+    cfg.temporal_db_file.parent.mkdir(parents=True, exist_ok=True)
     host, _, port = cfg.temporal_address.rpartition(":")
     env = await WorkflowEnvironment.start_local(
         namespace=cfg.temporal_namespace,
@@ -103,7 +102,7 @@ async def run_embedded() -> None:
         ui=True,
         ui_port=cfg.temporal_ui_port,
         dev_server_existing_path=config.venv_binary("temporal"),
-        dev_server_database_filename=str(var / "temporal.db"),
+        dev_server_database_filename=str(cfg.temporal_db_file),
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL"],
     )
     async with env:

@@ -35,7 +35,7 @@ class OutboxAdapter:
             message.template,
             mask(message.recipient),
             message.key,
-            message.subject or message.body[:60],
+            message.subject or message.body.splitlines()[0][:60],
         )
         return f"outbox:{message.id}"
 

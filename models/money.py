@@ -6,6 +6,7 @@ a figure printed on a letter can never disagree by a cent.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated
 
@@ -27,10 +28,19 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
 
 
+_MAX_AMOUNT = Decimal("1e15")
+
+
 def _check_currency(code: str) -> str:
-    if len(code) != 3 or not code.isalpha() or not code.isupper():
+    if re.fullmatch(r"[A-Z]{3}", code) is None:
         raise ValueError(f"currency must be an ISO 4217 code like 'CNY', got {code!r}")
     return code
+
+
+def _check_range(value: Decimal) -> Decimal:
+    if not value.is_finite() or abs(value) >= _MAX_AMOUNT:
+        raise ValueError(f"amount {value} is out of range (finite, below {_MAX_AMOUNT:,.0f})")
+    return value
 
 
 def _reject_float(value: object) -> object:
@@ -42,5 +52,5 @@ def _reject_float(value: object) -> object:
 Currency = Annotated[str, AfterValidator(_check_currency)]
 """An ISO 4217 currency code (three upper-case letters)."""
 
-Amount = Annotated[Decimal, BeforeValidator(_reject_float)]
+Amount = Annotated[Decimal, BeforeValidator(_reject_float), AfterValidator(_check_range)]
 """A money amount. Pydantic writes Decimal to JSON as a string, so no reader sees a float."""

@@ -121,10 +121,10 @@ def catch_up(plan: list[PlannedAction], dpd_now: int) -> tuple[int, PlannedActio
     Returns the index of the first action still ahead (DPD >= dpd_now) and the latest
     ladder step already behind it, which runs at once so that a loan handed over at
     DPD 40 gets its demand letter now rather than nothing until the next rung. Earlier
-    fee periods are taken to be in the snapshot's penalties. A loan already past its
+    fee periods are taken to be in the snapshot's penalties. A loan at or past its
     write-off day goes straight to write-off.
     """
-    if plan[-1].kind == "write_off" and plan[-1].dpd < dpd_now:
+    if plan[-1].kind == "write_off" and plan[-1].dpd <= dpd_now:
         return len(plan) - 1, None
     cursor = next((i for i, a in enumerate(plan) if a.dpd >= dpd_now), len(plan))
     behind = [a for a in plan[:cursor] if a.kind == "step"]

@@ -85,3 +85,4 @@ def make_loan(
 
 def due(dpd: int) -> date:
     return local_date(datetime.now(timezone.utc), TZ) - timedelta(days=dpd)
+

@@ -3,6 +3,7 @@ to a given day past due, read the database."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
@@ -65,10 +66,17 @@ class Harness:
 
     async def cleanup(self) -> None:
         """Terminate this test's running workflows: with no worker left on their queue,
-        their next timers would leave tasks pending and stall the shared clock."""
-        for wf_id in self.started:
+        their next timers would leave tasks pending and stall the shared clock. Wait for
+        activities in flight first: the test server keeps a terminated workflow's started
+        activity pending until its timeout, in real time, and the clock stands still."""
+        for wf_id in dict.fromkeys(self.started):
             handle = self.client.get_workflow_handle(wf_id)
-            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            for _ in range(100):
+                desc = await handle.describe()
+                if desc.status != WorkflowExecutionStatus.RUNNING or not desc.raw_description.pending_activities:
+                    break
+                await asyncio.sleep(0.05)
+            if desc.status == WorkflowExecutionStatus.RUNNING:
                 await handle.terminate("test finished")
 
 
