@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from decimal import Decimal
 
 from db.tables import AuditRow, CaseRow, LedgerEntry, LoanRow, OutboxMessage, PlacementRow, TaskRow
@@ -120,7 +120,7 @@ async def test_status_reports_next_action_and_open_task(harness: Harness) -> Non
     # The query is free but as of the last step; the default (an update) is as of now.
     await harness.env.sleep(timedelta(hours=2))
     assert (await harness.status(loan, fresh=False)).days_past_due == 5
-    await harness.at_dpd(loan, 6, clock=__import__("datetime").time(9, 0))
+    await harness.at_dpd(loan, 6, clock=time(9, 0))
     assert (await harness.status(loan)).days_past_due == 6
 
 

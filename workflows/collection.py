@@ -217,6 +217,8 @@ class CollectionWorkflow:
     async def _run_step(self, step: LadderStep, attempt: int) -> None:
         if step.action is Action.message:
             for channel in step.channels:
+                if self._state.closed_as is not None:
+                    break  # paid while the previous channel was sending
                 await self._send(step.key, step.template, channel, step.deadline_days)
         elif step.action in (Action.call, Action.field_visit):
             await self._create_task(step, attempt)
