@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,

@@ -9,7 +9,7 @@ from temporalio import activity
 from activities.rendering import Renderer
 from db.store import audit_row, insert_once
 from db.tables import CaseRow, PlacementRow
-from models.requests import CaseRequest, PlacementRequest, Recorded, RecallRequest
+from models.requests import CaseRequest, PlacementRequest, RecallRequest, Recorded
 
 
 class HandoverActivities:
