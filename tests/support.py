@@ -3,8 +3,7 @@ to a given day past due, read the database."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
 
@@ -25,7 +24,6 @@ class Harness:
     env: WorkflowEnvironment
     engine: Engine
     task_queue: str
-    started: list[str] = field(default_factory=list)
 
     @property
     def client(self) -> Client:
@@ -35,9 +33,7 @@ class Harness:
         return await self.env.get_current_time()
 
     async def start(self, loan: OverdueLoan, policy: str = "default") -> str:
-        wf_id = await starter.start_collection(self.client, loan, policy, task_queue=self.task_queue)
-        self.started.append(wf_id)
-        return wf_id
+        return await starter.start_collection(self.client, loan, policy, task_queue=self.task_queue)
 
     async def at_dpd(self, loan: OverdueLoan, dpd: int, clock: time = time(12, 0)) -> None:
         """Skip time to `clock` local time on day `dpd` past due (noon: clear of 10:00 steps)."""
@@ -63,21 +59,6 @@ class Harness:
             if order is not None:
                 query = query.order_by(order)
             return list(session.exec(query).all())
-
-    async def cleanup(self) -> None:
-        """Terminate this test's running workflows: with no worker left on their queue,
-        their next timers would leave tasks pending and stall the shared clock. Wait for
-        activities in flight first: the test server keeps a terminated workflow's started
-        activity pending until its timeout, in real time, and the clock stands still."""
-        for wf_id in dict.fromkeys(self.started):
-            handle = self.client.get_workflow_handle(wf_id)
-            for _ in range(100):
-                desc = await handle.describe()
-                if desc.status != WorkflowExecutionStatus.RUNNING or not desc.raw_description.pending_activities:
-                    break
-                await asyncio.sleep(0.05)
-            if desc.status == WorkflowExecutionStatus.RUNNING:
-                await handle.terminate("test finished")
 
 
 def dpd_of(at: datetime, loan: OverdueLoan) -> int:

@@ -161,7 +161,6 @@ async def test_replaced_worker_repeats_nothing(env: WorkflowEnvironment, db_url:
     async with create_worker(env.client, task_queue=queue, database_url=db_url):
         await harness.at_dpd(loan, 600)
         status = await harness.status(loan)
-        await harness.cleanup()
     assert timeline_rows(status, loan) == EXPECTED_TIMELINE
     assert len(harness.rows(OutboxMessage, loan.loan_id)) == 5
     assert len(harness.rows(TaskRow, loan.loan_id)) == 6
@@ -183,7 +182,6 @@ async def test_a_delivery_retried_inside_the_workflow_is_recorded_once(
         await harness.start(loan)
         await harness.at_dpd(loan, 4)
         status = await harness.status(loan)
-        await harness.cleanup()
     sent = [(e.action, e.channel) for e in status.timeline if e.outcome == "sent"]
     assert sent == [("reminder_first", "sms"), ("reminder_second", "sms"), ("reminder_second", "email")]
     stored = harness.rows(OutboxMessage, loan.loan_id)

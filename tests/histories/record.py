@@ -38,7 +38,6 @@ async def record(suffix: str) -> None:
             h = Harness(env=env, engine=make_engine(db), task_queue="record")
             async with create_worker(env.client, task_queue="record", database_url=db):
                 await _scenarios(h, suffix)
-                await h.cleanup()
 
 
 async def _scenarios(h: Harness, suffix: str) -> None:
