@@ -6,6 +6,7 @@ needs no configuration and production sets only what differs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from functools import lru_cache
@@ -96,3 +97,12 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
         namespace=namespace or cfg.temporal_namespace,
         data_converter=DATA_CONVERTER,
     )
+
+
+def exit_process(code: int) -> None:
+    """Exit without interpreter finalisation. The Temporal core's threads can still call into
+    Python while the interpreter tears down and abort it ("PyGILState_Release"), turning a
+    finished command into exit code -6; everything is flushed and closed by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -62,6 +62,7 @@ def create_worker(
             ledger.post_fee,
             ledger.record_payment,
             ledger.charge_off,
+            ledger.waive,
             tasks.create_task,
             tasks.close_task,
             handover.place_with_agency,
@@ -150,3 +151,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    config.exit_process(0)

@@ -10,7 +10,7 @@ from temporalio import activity
 from db.store import audit_row, insert_once
 from db.tables import LedgerEntry
 from models.loan import COMPONENTS
-from models.requests import ChargeOffRequest, FeeRequest, PaymentRecord, Recorded
+from models.requests import ChargeOffRequest, FeeRequest, PaymentRecord, Recorded, WaiverRequest
 
 
 class LedgerActivities:
@@ -67,4 +67,23 @@ class LedgerActivities:
         audit = audit_row(f"{req.key}#audit", req.loan_id, "charged_off", "system", "written_off", req.at,
                           amount=req.balance.total, currency=req.currency)
         row, duplicate = insert_once(self._engine, entry, "key", [audit])
+        return Recorded(ref=str(row.id), duplicate=duplicate)
+
+    @activity.defn
+    def waive(self, req: WaiverRequest) -> Recorded:
+        """Write amounts off, one ledger row per component, in one transaction."""
+        rows = [
+            LedgerEntry(
+                key=f"{req.key}/{name}", loan_id=req.loan_id, kind=req.kind, component=name,
+                amount=getattr(req.amounts, name), currency=req.currency, at=req.at, reference=req.reason,
+            )
+            for name in COMPONENTS
+            if getattr(req.amounts, name) > 0
+        ]
+        audit = audit_row(f"{req.key}#audit", req.loan_id, req.kind, "system", "", req.at,
+                          amount=req.amounts.total, currency=req.currency, reason=req.reason)
+        if not rows:
+            row, duplicate = insert_once(self._engine, audit, "key")
+            return Recorded(ref=str(row.id), duplicate=duplicate)
+        row, duplicate = insert_once(self._engine, rows[0], "key", [*rows[1:], audit])
         return Recorded(ref=str(row.id), duplicate=duplicate)

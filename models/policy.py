@@ -133,6 +133,71 @@ class Lender(_Strict):
     dispute_contact: str = "disputes@lender.example"
 
 
+class PromiseRule(_Strict):
+    """Promises to pay: how far ahead, how long a grace, how many may be broken."""
+
+    max_days: int = Field(default=14, ge=1)
+    grace_days: int = Field(default=2, ge=0)
+    max_broken: int = Field(default=2, ge=1)
+
+
+Frequency = Literal["weekly", "biweekly", "monthly"]
+
+
+class PlanRule(_Strict):
+    """Instalment plans: the limits a proposal is checked against."""
+
+    max_instalments: int = Field(default=12, ge=1)
+    min_instalment: Amount = Field(default=Decimal("100"), ge=0)
+    max_term_days: int = Field(default=365, ge=1)
+    max_first_due_days: int = Field(default=30, ge=0)
+    frequencies: list[Frequency] = ["weekly", "biweekly", "monthly"]
+    waive_interest: bool = False
+    grace_days: int = Field(default=3, ge=0)
+    max_missed: int = Field(default=2, ge=1)
+    reminder_days_before: int = Field(default=3, ge=0)
+    max_renegotiations: int = Field(default=2, ge=0)
+
+
+class SettlementRule(_Strict):
+    """Discounted settlements: the largest discount per stage and the longest deadline."""
+
+    max_days: int = Field(default=30, ge=1)
+    max_discount: dict[str, Decimal] = {
+        "early": Decimal("0"), "middle": Decimal("0.10"), "late": Decimal("0.30"), "written_off": Decimal("0.50"),
+    }
+
+    @model_validator(mode="after")
+    def _shares(self) -> SettlementRule:
+        unknown = set(self.max_discount) - {"early", "middle", "late", "written_off"}
+        if unknown:
+            raise ValueError(f"max_discount stages must be early, middle, late or written_off, not {sorted(unknown)}")
+        if any(not Decimal(0) <= v < 1 for v in self.max_discount.values()):
+            raise ValueError("max_discount values are shares in [0, 1)")
+        return self
+
+
+class HardshipRule(_Strict):
+    """Hardship: the breathing space (no contact, no fees) and who reviews the case."""
+
+    breathing_space_days: int = Field(default=60, ge=1)
+    review_queue: str = "hardship-review"
+    review_template: str = "hardship_review"
+
+
+StopRoute = Literal["legal_review", "write_off"]
+
+
+class StopRule(_Strict):
+    """Where a loan goes when collection must stop: per reason, legal review or write-off."""
+
+    bankruptcy: StopRoute = "legal_review"
+    death: StopRoute = "write_off"
+    cease_contact: StopRoute = "legal_review"
+    legal_queue: str = "legal"
+    legal_template: str = "legal_review"
+
+
 class Policy(_Strict):
     """A whole collection strategy."""
 
@@ -148,6 +213,11 @@ class Policy(_Strict):
     agency: AgencyRule = AgencyRule()
     write_off_dpd: int = Field(default=180, ge=1)
     recovery_days: int = Field(default=365, ge=0)
+    promise: PromiseRule = PromiseRule()
+    plan: PlanRule = PlanRule()
+    settlement: SettlementRule = SettlementRule()
+    hardship: HardshipRule = HardshipRule()
+    stop: StopRule = StopRule()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -135,3 +135,13 @@ class Recorded(BaseModel):
 
     ref: str
     duplicate: bool = False
+
+
+class WaiverRequest(_Keyed):
+    """Write amounts off the balance: a `waiver` (settlement, hardship, plan terms) or a
+    `cancellation` (dispute upheld)."""
+
+    amounts: Balance
+    currency: str
+    kind: str
+    reason: str

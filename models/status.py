@@ -6,6 +6,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from models.arrangements import (
+    ArrangementInfo,
+    Hold,
+    NegotiationCounts,
+    Plan,
+    Promise,
+    Settlement,
+    StopInfo,
+)
 from models.events import TimelineEntry
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import ZERO, Amount
@@ -61,7 +70,20 @@ class CollectionState(BaseModel):
     closed_at: datetime | None = None
     paused_reason: str | None = None
     paused_days: int = 0
+    pause_started_at: datetime | None = None
+    held_days: int = 0
+    hold_started_at: datetime | None = None
+    promise: Promise | None = None
+    plan: Plan | None = None
+    settlement: Settlement | None = None
+    holds: list[Hold] = []
+    stop: StopInfo | None = None
+    counts: NegotiationCounts = NegotiationCounts()
+    arrangement_seq: int = 0
     timeline: list[TimelineEntry] = []
+
+    def hold(self, kind: str) -> Hold | None:
+        return next((h for h in self.holds if h.kind == kind), None)
 
 
 class CollectionInput(BaseModel):
@@ -88,6 +110,11 @@ class CollectionStatus(BaseModel):
     next_action: str | None
     next_action_at: datetime | None
     paused_reason: str | None
+    paused_days: int
+    arrangement: ArrangementInfo | None
+    counts: NegotiationCounts
+    holds: list[Hold]
+    stop: StopInfo | None
     charged_off: bool
     closed: bool
     open_tasks: list[OpenTask]

@@ -25,7 +25,9 @@ def full_context() -> dict[str, str]:
     loan = make_loan("L-TPL", dpd=31)
     state = CollectionState(loan=loan, policy=policy, started_at=datetime.now(timezone.utc), balance=loan.balance())
     return template_context(state, datetime.now(timezone.utc), Stage.middle, deadline_days=15,
-                            attempt="1", agency="default-agency", recall_date="2027-01-01")
+                            attempt="1", agency="default-agency", recall_date="2027-01-01", reason="lost job",
+                            evidence_ref="DOC-1", instalment_number="2", instalment_amount="883.33",
+                            instalment_due="2027-02-01")
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
@@ -34,7 +36,7 @@ def test_every_template_renders_with_the_loan_figures(name: str, language: str) 
     template, kind, _ = name.rsplit(".", 2)
     subject, body = Renderer(TEMPLATES).render(template, kind, language, full_context())
     assert "L-TPL" in body or "L-TPL" in subject
-    assert "10,600.00" in body or template == "paid_confirmation"
+    assert "10,600.00" in body or template in ("paid_confirmation", "settled_confirmation", "plan_reminder")
     if kind in ("sms", "email", "letter"):
         assert "Example Lending Co." in body or "Example Lending Co." in subject
     if kind == "email":

@@ -17,6 +17,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.negotiation import Negotiation
+
 with workflow.unsafe.imports_passed_through():
     from activities.handover import HandoverActivities
     from activities.ledger import LedgerActivities
@@ -27,7 +29,15 @@ with workflow.unsafe.imports_passed_through():
     from models.context import template_context
     from models.events import AgencyReport, CourtReport, TaskReport, TimelineEntry
     from models.fees import fee_for_period
-    from models.loan import Stage
+    from models.loan import Balance, Stage
+    from models.negotiation import (
+        arrangement_info,
+        credit_payments,
+        days_between,
+        judge_instalment,
+        judged_at,
+        pause_reason,
+    )
     from models.payment import Payment, PaymentReceipt, PaymentRejected, check_payment
     from models.policy import Action, LadderStep
     from models.requests import (
@@ -81,13 +91,16 @@ class _Due:
 
 
 @workflow.defn
-class CollectionWorkflow:
+class CollectionWorkflow(Negotiation):
     @workflow.init
     def __init__(self, inp: CollectionInput) -> None:
         self._input = inp
         self._s: CollectionState | None = inp.state
         self._plan: list[PlannedAction] = build_plan(inp.state.policy, inp.state.loan) if inp.state else []
         self._wake = False
+        self._actor = "workflow"  # who caused the latest change, for pause/resume entries
+        self._credited: list[tuple[str, str, str]] = []
+        self._settlement_waiver: Balance | None = None
 
     # ---------------------------------------------------------------- run loop
 
@@ -100,6 +113,7 @@ class CollectionWorkflow:
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(CollectionInput(loan=state.loan, policy=inp.policy, state=state))
+            await self._sync_pause()
             due = self._next_due()
             if due is None:
                 break
@@ -145,12 +159,29 @@ class CollectionWorkflow:
 
     def _next_due(self) -> _Due | None:
         """The earliest pending item among all sources of work. On a tie the order below
-        decides: the agency recall and overdue task outcomes come before new contacts."""
+        decides: the agency recall and overdue task outcomes come before new contacts.
+        While escalation is paused the ladder (steps, fees, stages, write-off) waits; while
+        a hold or stop lasts, arrangement dates wait too."""
         s, now = self._state, workflow.now()
         items: list[_Due] = []
         if s.placement is not None:
             items.append(_Due(s.placement.recall_at, "recall", f"agency recall: {s.placement.agency}"))
         items += [_Due(t.deadline, "task_timeout", f"outcome due: {t.task_id}", t.task_id) for t in s.open_tasks]
+        if s.paused_reason is None and s.charged_off_at is None:
+            items += self._ladder_items()
+        if not s.holds and s.stop is None:
+            items += self._arrangement_items()
+        hardship = s.hold("hardship")
+        if hardship is not None and hardship.until is not None:
+            items.append(_Due(hardship.until, "hardship_end", "end of the breathing space"))
+        if s.charged_off_at is not None:
+            end = s.charged_off_at + timedelta(days=s.policy.recovery_days)
+            items.append(_Due(max(end, now), "recovery_end", "end of recovery"))
+        return min(items, key=lambda d: d.at) if items else None
+
+    def _ladder_items(self) -> list[_Due]:
+        s = self._state
+        items: list[_Due] = []
         if s.catch_up_key is not None:
             at = self._contact_time(s.started_at)
             items.append(_Due(at, "catch_up", s.catch_up_key.removeprefix("step:"), s.catch_up_key))
@@ -164,10 +195,28 @@ class CollectionWorkflow:
             _Due(self._contact_time(r.deadline), "retry", f"{r.kind} retry {r.attempt}: {r.step_key}", r.task_id)
             for r in s.retries
         ]
-        if s.charged_off_at is not None:
-            end = s.charged_off_at + timedelta(days=s.policy.recovery_days)
-            items.append(_Due(max(end, now), "recovery_end", "end of recovery"))
-        return min(items, key=lambda d: d.at) if items else None
+        return items
+
+    def _arrangement_items(self) -> list[_Due]:
+        """Dated checks of the open arrangements (their dates move on by the days of holds)."""
+        s, now = self._state, workflow.now()
+        items: list[_Due] = []
+        pr, plan, st = s.promise, s.plan, s.settlement
+        if pr is not None and pr.status == "open":
+            at = judged_at(s, pr.due, s.policy.promise.grace_days, pr.held_at_start, now)
+            items.append(_Due(at, "promise_check", f"promise due {pr.due}", pr.promise_id))
+        inst = plan.next_open() if plan is not None and plan.status == "active" else None
+        if plan is not None and inst is not None:
+            at = judged_at(s, inst.due, s.policy.plan.grace_days, plan.held_at_start, now)
+            items.append(_Due(at, "instalment_check", f"instalment {inst.number} due {inst.due}", plan.plan_id))
+            if not inst.reminded:
+                day = inst.due - timedelta(days=s.policy.plan.reminder_days_before)
+                at = self._contact_time(at_local(day, s.policy.contact.send_at, s.loan.borrower.timezone))
+                items.append(_Due(at, "plan_reminder", f"reminder of instalment {inst.number}", plan.plan_id))
+        if st is not None and st.status == "open":
+            at = judged_at(s, st.deadline, 0, st.held_at_start, now)
+            items.append(_Due(at, "settlement_lapse", f"settlement deadline {st.deadline}", st.offer_id))
+        return items
 
     def _contact_time(self, planned: datetime) -> datetime:
         """When a contact planned for `planned` may happen: not before now, and inside the
@@ -199,6 +248,86 @@ class CollectionWorkflow:
         elif due.kind == "recovery_end":
             s.closed_as = Stage.written_off
             self._note("recovery_ended", outcome="closed as written off")
+        else:
+            await self._run_arrangement_due(due)
+
+    async def _run_arrangement_due(self, due: _Due) -> None:
+        s = self._state
+        notes: list[tuple[str, str, str]] = []
+        if due.kind == "promise_check" and s.promise is not None:
+            s.promise.status = "broken"
+            s.counts.promises_broken += 1
+            notes.append(("promise", "broken", f"{s.promise.amount} not paid by {s.promise.due}"))
+        elif due.kind == "instalment_check" and s.plan is not None:
+            notes = judge_instalment(s, s.plan, s.policy.plan.max_missed)
+        elif due.kind == "plan_reminder" and s.plan is not None:
+            await self._remind_instalment(s.plan)
+        elif due.kind == "settlement_lapse" and s.settlement is not None:
+            s.settlement.status = "lapsed"
+            s.counts.settlements_lapsed += 1
+            notes.append(("settlement", "lapsed", f"{s.settlement.amount} not paid by {s.settlement.deadline}"))
+        elif due.kind == "hardship_end":
+            await self._end_breathing_space()
+        await self._record_notes(notes, due.ref)
+
+    async def _remind_instalment(self, plan) -> None:  # type: ignore[no-untyped-def]
+        inst = plan.next_open()
+        inst.reminded = True
+        s = self._state
+        await self._send(
+            f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}", "plan_reminder", "sms",
+            extra={"instalment_number": str(inst.number), "instalment_amount": f"{inst.amount:,}",
+                   "instalment_due": inst.due.isoformat()},
+        )
+
+    async def _end_breathing_space(self) -> None:
+        s = self._state
+        hold = s.hold("hardship")
+        assert hold is not None
+        s.holds.remove(hold)
+        self._actor = "workflow"
+        self._note("hardship", outcome="ended", key=hold.review_task_id, detail="breathing space over, no review outcome")
+        await self._activity(TaskActivities.close_task, TaskClosure(
+            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=workflow.now(), outcome="timeout",
+            note="breathing space ended before a review outcome",
+        ))
+        await self._record(f"{hold.review_task_id}/ended", "hardship_ended")
+
+    async def _record_notes(self, notes: list[tuple[str, str, str]], ref: str) -> None:
+        for action, outcome, detail in notes:
+            self._note(action, outcome=outcome, key=ref, detail=detail)
+            await self._record(f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}", detail=detail)
+
+    async def _sync_pause(self) -> None:
+        """Start or end the pause (and the hold clock) to match the state, on the timeline
+        with the reason and who caused it. Days paused are not days past due."""
+        s, now = self._state, workflow.now()
+        tz = s.loan.borrower.timezone
+        holding = bool(s.holds) or s.stop is not None
+        if holding and s.hold_started_at is None:
+            s.hold_started_at = now
+        elif not holding and s.hold_started_at is not None:
+            s.held_days += days_between(s.hold_started_at, now, tz)
+            s.hold_started_at = None
+        reason = pause_reason(s) if s.closed_as is None else None
+        if reason == s.paused_reason:
+            return
+        if s.paused_reason is None:
+            s.pause_started_at = now
+            s.retries.clear()
+            self._note("paused", outcome=reason or "", detail=f"by {self._actor}")
+        elif reason is None:
+            assert s.pause_started_at is not None
+            days = days_between(s.pause_started_at, now, tz)
+            s.paused_days += days
+            s.pause_started_at = None
+            self._note("resumed", outcome=f"{days} day(s) paused", detail=f"by {self._actor}")
+        else:
+            self._note("paused", outcome=reason, detail=f"by {self._actor}")
+        s.paused_reason = reason
+        await self._record(f"pause/{len(s.timeline)}", "paused" if reason else "resumed", self._actor,
+                           reason=reason or "")
+        self._actor = "workflow"
 
     async def _run_planned(self, action: PlannedAction) -> None:
         if action.kind == "stage":
@@ -227,7 +356,9 @@ class CollectionWorkflow:
         elif step.action is Action.litigation:
             await self._file_case(step)
 
-    async def _send(self, what: str, template: str, channel: str, deadline_days: int | None = None) -> None:
+    async def _send(
+        self, what: str, template: str, channel: str, deadline_days: int | None = None, extra: dict[str, str] | None = None
+    ) -> None:
         """Send one message; `what` (the step key) makes the idempotency key."""
         s = self._state
         key = f"{s.loan.loan_id}/{what}/{channel}"
@@ -237,7 +368,7 @@ class CollectionWorkflow:
             return
         req = MessageRequest(
             key=key, loan_id=s.loan.loan_id, at=workflow.now(), channel=channel, template=template,  # type: ignore[arg-type]
-            language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days),
+            language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days, **(extra or {})),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
         self._note(template, channel=channel, outcome="sent" if ok else "failed", key=key)
@@ -323,6 +454,7 @@ class CollectionWorkflow:
     async def _write_off(self) -> None:
         s = self._state
         s.charged_off_at = workflow.now()
+        s.cursor = len(self._plan)  # nothing of the ladder runs after a charge-off
         key = f"{s.loan.loan_id}/write-off"
         self._note("write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}")
         await self._activity(LedgerActivities.charge_off, ChargeOffRequest(
@@ -338,11 +470,16 @@ class CollectionWorkflow:
         allocation, s.balance = allocate(payment.amount, s.balance, s.policy.allocation_order)
         s.paid_total += allocation.applied()
         s.payment_ids.append(payment.payment_id)
-        if s.balance.total == 0:
-            s.closed_as, s.closed_at = Stage.paid, workflow.now()
-        self._note("payment", channel=payment.source, outcome="applied",
-                   key=f"{s.loan.loan_id}/payment/{payment.payment_id}",
+        key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
+        self._note("payment", channel=payment.source, outcome="applied", key=key,
                    detail=f"{payment.amount} {payment.currency}; left {s.balance.total}")
+        self._credited = credit_payments(s)
+        for action, outcome, detail in self._credited:
+            self._note(action, outcome=outcome, key=key, detail=detail)
+        if s.settlement is not None and s.settlement.status == "paid":
+            self._settle()
+        elif s.balance.total == 0:
+            s.closed_as, s.closed_at = Stage.paid, workflow.now()
         self._wake = True
         return PaymentReceipt(
             loan_id=s.loan.loan_id, payment_id=payment.payment_id, amount=payment.amount,
@@ -358,12 +495,28 @@ class CollectionWorkflow:
             check_payment(payment, s.loan.currency, s.payment_ids, s.closed_as)
         except PaymentRejected as exc:
             raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
+        waiver_before = self._settlement_waiver
         receipt = self._apply_payment(payment)
+        credited = self._credited
+        key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
         await self._activity(LedgerActivities.record_payment, PaymentRecord(
-            key=f"{s.loan.loan_id}/payment/{payment.payment_id}", loan_id=s.loan.loan_id, at=workflow.now(),
+            key=key, loan_id=s.loan.loan_id, at=workflow.now(),
             payment=payment, allocation=receipt.allocation, balance_after=receipt.outstanding,
         ))
+        for action, outcome, detail in credited:
+            await self._record(f"{key}/{action}-{outcome}", f"{action}_{outcome}", detail=detail)
+        if self._settlement_waiver is not waiver_before and self._settlement_waiver is not None:
+            await self._waive(self._settlement_waiver, "waiver", f"{s.settlement.offer_id}/waiver", "settlement paid")  # type: ignore[union-attr]
         return receipt
+
+    def _settle(self) -> None:
+        """The settlement is paid: waive what is left and close the loan as settled."""
+        s = self._state
+        self._settlement_waiver, s.balance = s.balance, Balance()
+        s.closed_as, s.closed_at = Stage.settled, workflow.now()
+        for arrangement, open_status in ((s.plan, "active"), (s.promise, "open")):
+            if arrangement is not None and arrangement.status == open_status:
+                arrangement.status = "settled" if arrangement is s.plan else "superseded"
 
     # ---------------------------------------------------------------- tasks
 
@@ -400,9 +553,10 @@ class CollectionWorkflow:
         reason = str(s.closed_as)
         await self._cancel_tasks(f"loan closed ({reason})")
         await self._recall(f"loan closed ({reason})")
-        if s.closed_as is Stage.paid:
+        if s.closed_as in (Stage.paid, Stage.settled) and s.stop is None:
             channel = "sms" if s.loan.borrower.phone else "email"
-            await self._send("paid", "paid_confirmation", channel)
+            template = "paid_confirmation" if s.closed_as is Stage.paid else "settled_confirmation"
+            await self._send(str(s.closed_as), template, channel)
         self._note("collection_closed", outcome=reason)
         await self._record("closed", "collection_closed")
 
@@ -503,9 +657,16 @@ class CollectionWorkflow:
         return stage_for_dpd(self._dpd(), s.policy)
 
     def _dpd(self) -> int:
+        """Days past due for the ladder: paused days, the ongoing pause included, do not count."""
         s = self._state
         at = s.closed_at or workflow.now()
-        return days_past_due(at, s.loan.due_date, s.loan.borrower.timezone, s.paused_days)
+        tz = s.loan.borrower.timezone
+        ongoing = days_between(s.pause_started_at, at, tz) if s.pause_started_at else 0
+        return days_past_due(at, s.loan.due_date, tz, s.paused_days + ongoing)
+
+    def _today(self):  # type: ignore[no-untyped-def]
+        """Today on the borrower's calendar."""
+        return local_date(workflow.now(), self._state.loan.borrower.timezone)
 
     def _context(self, deadline_days: int | None, **extra: str) -> dict[str, str]:
         return template_context(self._state, workflow.now(), self._stage(), deadline_days, **extra)
@@ -546,7 +707,9 @@ class CollectionWorkflow:
             policy_version=s.policy.version, currency=s.loan.currency, stage=self._stage(),
             days_past_due=self._dpd(), as_of=workflow.now(), outstanding=s.balance, paid_total=s.paid_total,
             next_action=due.label if due else None, next_action_at=due.at if due else None,
-            paused_reason=s.paused_reason, charged_off=s.charged_off_at is not None,
+            paused_reason=s.paused_reason, paused_days=s.paused_days,
+            arrangement=arrangement_info(s, workflow.now()), counts=s.counts, holds=list(s.holds), stop=s.stop,
+            charged_off=s.charged_off_at is not None,
             closed=s.closed_as is not None, open_tasks=list(s.open_tasks), placement=s.placement,
             case=s.case, timeline=list(s.timeline),
         )
