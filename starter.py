@@ -47,6 +47,17 @@ from models import (
     PaymentRejected,
     TaskReport,
 )
+from models.arrangements import (
+    Decision,
+    DisputeRequest,
+    DisputeResolution,
+    HardshipDecision,
+    HardshipReport,
+    PlanProposal,
+    PromiseRequest,
+    SettlementOffer,
+    StopRequest,
+)
 from models.schedule import local_date
 from workflows.collection import CollectionWorkflow
 
@@ -110,6 +121,46 @@ async def report_agency(client: Client, loan_id: str, report: AgencyReport) -> C
 async def report_court(client: Client, loan_id: str, report: CourtReport) -> CollectionStatus:
     """Pass on news of the court case."""
     return await _update(client, loan_id, CollectionWorkflow.report_court, report, RequestRejected)
+
+
+async def promise_to_pay(client: Client, loan_id: str, req: PromiseRequest) -> Decision:
+    """Record a promise to pay; escalation pauses until its date plus grace."""
+    return await _decide(client, loan_id, CollectionWorkflow.promise_to_pay, req)
+
+
+async def propose_plan(client: Client, loan_id: str, req: PlanProposal) -> Decision:
+    """Propose (or renegotiate) an instalment plan; accepted plans pause escalation."""
+    return await _decide(client, loan_id, CollectionWorkflow.propose_plan, req)
+
+
+async def offer_settlement(client: Client, loan_id: str, offer: SettlementOffer) -> Decision:
+    """Offer a discounted settlement; paid by its deadline, the rest is waived."""
+    return await _decide(client, loan_id, CollectionWorkflow.offer_settlement, offer)
+
+
+async def report_hardship(client: Client, loan_id: str, report: HardshipReport) -> Decision:
+    """Start a breathing space (no contact, no fees) and a hardship review."""
+    return await _decide(client, loan_id, CollectionWorkflow.report_hardship, report)
+
+
+async def review_hardship(client: Client, loan_id: str, decision: HardshipDecision) -> Decision:
+    """Apply the outcome of a hardship review."""
+    return await _decide(client, loan_id, CollectionWorkflow.review_hardship, decision)
+
+
+async def raise_dispute(client: Client, loan_id: str, req: DisputeRequest) -> Decision:
+    """Open a dispute: all collection activity stops until it is resolved."""
+    return await _decide(client, loan_id, CollectionWorkflow.raise_dispute, req)
+
+
+async def resolve_dispute(client: Client, loan_id: str, res: DisputeResolution) -> Decision:
+    """Resolve the open dispute: upheld closes the loan, rejected resumes collection."""
+    return await _decide(client, loan_id, CollectionWorkflow.resolve_dispute, res)
+
+
+async def stop_collection(client: Client, loan_id: str, req: StopRequest) -> Decision:
+    """Stop collection for bankruptcy, death or a cease-contact request."""
+    return await _decide(client, loan_id, CollectionWorkflow.stop_collection, req)
 
 
 async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
@@ -202,6 +253,14 @@ async def _update(client: Client, loan_id: str, update: Any, arg: BaseModel, rej
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         raise await _not_running(handle, loan_id, rejected) from exc
+
+
+async def _decide(client: Client, loan_id: str, update: Any, arg: BaseModel) -> Decision:
+    """A negotiation request: accepted, or rejected with the reason (nothing changed)."""
+    try:
+        return await _update(client, loan_id, update, arg, RequestRejected)
+    except RequestRejected as exc:
+        return Decision(accepted=False, reason=str(exc))
 
 
 async def _not_running(handle: WorkflowHandle[Any, Any], loan_id: str, rejected: type[Exception]) -> Exception:

@@ -4,7 +4,7 @@ to a given day past due, read the database."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 import starter
 from models import CollectionStatus, OverdueLoan
-from models.schedule import at_local, days_past_due
+from models.schedule import at_local, days_past_due, local_date
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -41,6 +41,13 @@ class Harness:
         wait = target - await self.now()
         assert wait > timedelta(0), f"already past DPD {dpd}"
         await self.env.sleep(wait)
+
+    async def on_date(self, loan: OverdueLoan, day: date, clock: time = time(12, 0)) -> None:
+        """Skip time to `clock` on calendar day `day` in the borrower's zone."""
+        await self.at_dpd(loan, (day - loan.due_date).days, clock)
+
+    async def today(self, loan: OverdueLoan) -> date:
+        return local_date(await self.now(), loan.borrower.timezone)
 
     async def settle(self) -> None:
         """Let work already due (a catch-up step right after start) finish: a minute passes."""

@@ -115,9 +115,10 @@ class CollectionWorkflow(Negotiation):
                 workflow.continue_as_new(CollectionInput(loan=state.loan, policy=inp.policy, state=state))
             await self._sync_pause()
             due = self._next_due()
-            if due is None:
-                break
-            if due.at > workflow.now():
+            if due is None:  # paused with nothing dated (a dispute, a stop): wait for a handler
+                self._wake = False
+                await workflow.wait_condition(lambda: self._wake)
+            elif due.at > workflow.now():
                 await self._sleep_until(due.at)  # then look again: a handler may have changed things
             else:
                 await self._run_due(due)
