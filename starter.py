@@ -3,9 +3,17 @@
     python starter.py start loan.json [--policy default]
     python starter.py pay LOAN_ID AMOUNT [--currency CNY] [--payment-id ID]
     python starter.py status LOAN_ID
-    python starter.py list [--status running|closed]
+    python starter.py list [--status running|completed|failed|terminated]
     python starter.py outcome LOAN_ID TASK_ID answered|no_answer|wrong_number|promised|refused
     python starter.py load-sample
+    python starter.py promise LOAN_ID AMOUNT YYYY-MM-DD
+    python starter.py plan LOAN_ID --instalments N --first-due YYYY-MM-DD [--frequency monthly] [--down-payment X]
+    python starter.py settle LOAN_ID AMOUNT DEADLINE
+    python starter.py hardship LOAN_ID REASON [--evidence REF]
+    python starter.py review LOAN_ID offer_plan|waive_interest|waive_fees|extend_term|resume|refer_to_write_off
+    python starter.py dispute LOAN_ID REASON
+    python starter.py resolve LOAN_ID upheld|rejected
+    python starter.py stop LOAN_ID bankruptcy|death|cease_contact [--route legal_review|write_off]
 
 Every command takes --json for machine-readable output.
 """
@@ -17,7 +25,7 @@ import asyncio
 import json
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -302,7 +310,103 @@ def _parser() -> argparse.ArgumentParser:
     outcome.add_argument("--note", default="")
     outcome.add_argument("--recording", default="", help="recording reference (calls, visits)")
     sub.add_parser("load-sample", help="load the sample portfolio and start its collection")
+    _negotiation_parsers(sub)
     return parser
+
+
+_NEGOTIATION_COMMANDS = ("promise", "plan", "settle", "hardship", "review", "dispute", "resolve", "stop")
+
+
+def _negotiation_parsers(sub: Any) -> None:
+    by = {"default": "cli", "help": "who asks (recorded on the timeline and in the audit)"}
+    p = sub.add_parser("promise", help="record a promise to pay")
+    p.add_argument("loan_id")
+    p.add_argument("amount")
+    p.add_argument("date", type=date.fromisoformat, help="YYYY-MM-DD, the borrower's calendar")
+    p.add_argument("--by", **by)
+    p = sub.add_parser("plan", help="propose or renegotiate an instalment plan")
+    p.add_argument("loan_id")
+    _plan_arguments(p, required=True)
+    p.add_argument("--by", **by)
+    p = sub.add_parser("settle", help="offer a discounted settlement")
+    p.add_argument("loan_id")
+    p.add_argument("amount")
+    p.add_argument("deadline", type=date.fromisoformat)
+    p.add_argument("--by", **by)
+    p = sub.add_parser("hardship", help="report hardship: breathing space and a review task")
+    p.add_argument("loan_id")
+    p.add_argument("reason")
+    p.add_argument("--evidence", default="")
+    p.add_argument("--by", **by)
+    p = sub.add_parser("review", help="apply a hardship review outcome")
+    p.add_argument("loan_id")
+    p.add_argument("outcome", choices=["offer_plan", "waive_interest", "waive_fees", "extend_term", "resume",
+                                       "refer_to_write_off"])
+    p.add_argument("--extend-days", type=int)
+    _plan_arguments(p, required=False)
+    p.add_argument("--by", **by)
+    p = sub.add_parser("dispute", help="open a dispute: all collection stops")
+    p.add_argument("loan_id")
+    p.add_argument("reason")
+    p.add_argument("--by", **by)
+    p = sub.add_parser("resolve", help="resolve the open dispute")
+    p.add_argument("loan_id")
+    p.add_argument("verdict", choices=["upheld", "rejected"])
+    p.add_argument("--note", default="")
+    p.add_argument("--by", **by)
+    p = sub.add_parser("stop", help="stop collection (bankruptcy, death, cease-contact)")
+    p.add_argument("loan_id")
+    p.add_argument("reason", choices=["bankruptcy", "death", "cease_contact"])
+    p.add_argument("--route", choices=["legal_review", "write_off"])
+    p.add_argument("--evidence", default="")
+    p.add_argument("--by", **by)
+
+
+def _plan_arguments(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--instalments", type=int, required=required)
+    p.add_argument("--first-due", type=date.fromisoformat, required=required)
+    p.add_argument("--frequency", choices=["weekly", "biweekly", "monthly"], default="monthly")
+    p.add_argument("--down-payment", default="0")
+
+
+def _plan_from(args: argparse.Namespace) -> PlanProposal | None:
+    if args.instalments is None:
+        return None
+    return PlanProposal(instalments=args.instalments, first_due=args.first_due, frequency=args.frequency,
+                        down_payment=_amount(args.down_payment), made_by=args.by)
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:
+        raise PaymentRejected(f"not an amount: {text!r}") from exc
+
+
+async def _negotiate(client: Client, args: argparse.Namespace) -> Decision | None:
+    if args.command not in _NEGOTIATION_COMMANDS:
+        return None
+    loan, by = args.loan_id, args.by
+    if args.command == "promise":
+        return await promise_to_pay(client, loan, PromiseRequest(amount=_amount(args.amount), date=args.date, made_by=by))
+    if args.command == "plan":
+        return await propose_plan(client, loan, _plan_from(args))  # type: ignore[arg-type]
+    if args.command == "settle":
+        return await offer_settlement(client, loan, SettlementOffer(
+            amount=_amount(args.amount), deadline=args.deadline, made_by=by))
+    if args.command == "hardship":
+        return await report_hardship(client, loan, HardshipReport(
+            reason=args.reason, evidence_ref=args.evidence, reported_by=by))
+    if args.command == "review":
+        return await review_hardship(client, loan, HardshipDecision(
+            outcome=args.outcome, plan=_plan_from(args), extend_days=args.extend_days, decided_by=by))
+    if args.command == "dispute":
+        return await raise_dispute(client, loan, DisputeRequest(reason=args.reason, raised_by=by))
+    if args.command == "resolve":
+        return await resolve_dispute(client, loan, DisputeResolution(
+            upheld=args.verdict == "upheld", note=args.note, resolved_by=by))
+    return await stop_collection(client, loan, StopRequest(
+        reason=args.reason, route=args.route, evidence_ref=args.evidence, requested_by=by))
 
 
 async def _run_cli(args: argparse.Namespace) -> Any:
@@ -311,12 +415,12 @@ async def _run_cli(args: argparse.Namespace) -> Any:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
         loan = OverdueLoan.model_validate_json(text)
         return {"workflow_id": await start_collection(client, loan, args.policy)}
+    decision = await _negotiate(client, args)
+    if decision is not None:
+        return decision
     if args.command == "pay":
         currency = args.currency or (await get_status(client, args.loan_id, fresh=False)).currency
-        try:
-            amount = Decimal(args.amount)
-        except InvalidOperation as exc:
-            raise PaymentRejected(f"not an amount: {args.amount!r}") from exc
+        amount = _amount(args.amount)
         paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(timezone.utc)
         payment = Payment(payment_id=args.payment_id or f"cli-{uuid.uuid4()}", amount=amount,
                           currency=currency, paid_at=paid_at, source="cli")
@@ -342,6 +446,8 @@ def _print(result: Any, as_json: bool) -> None:
         print(_format_status(result))
     elif isinstance(result, PaymentReceipt):
         print(_format_receipt(result))
+    elif isinstance(result, Decision):
+        print(f"{'accepted' if result.accepted else 'rejected'}: {result.reason}" + (f" [{result.ref}]" if result.ref else ""))
     elif isinstance(result, list):
         for row in result:
             print(f"{row['loan_id']:<24} {row['status']:<11} started {row['started']}  {row['closed']}")
@@ -360,6 +466,17 @@ def _format_status(st: CollectionStatus) -> str:
         f"next: {st.next_action or '-'} at {st.next_action_at.isoformat(timespec='minutes') if st.next_action_at else '-'}"
         + (f"; paused: {st.paused_reason}" if st.paused_reason else ""),
     ]
+    if st.arrangement:
+        a = st.arrangement
+        lines.append(f"arrangement: {a.kind} {a.ref}: next {a.next_due_amount} due {a.next_due_date} ({a.status})")
+    c = st.counts
+    if c != type(c)():
+        lines.append(f"promises kept/broken {c.promises_kept}/{c.promises_broken}; instalments kept/missed "
+                     f"{c.instalments_kept}/{c.instalments_missed}; plans broken {c.plans_broken}; "
+                     f"settlements lapsed {c.settlements_lapsed}")
+    lines += [f"hold: {h.kind} since {h.started_at:%Y-%m-%d} ({h.reason})" for h in st.holds]
+    if st.stop:
+        lines.append(f"stopped: {st.stop.reason}, route {st.stop.route}")
     lines += [f"open task {t.task_id} ({t.kind}, queue {t.queue}) outcome due {t.deadline:%Y-%m-%d %H:%M}" for t in st.open_tasks]
     if st.placement:
         lines.append(f"with agency {st.placement.agency} until {st.placement.recall_at:%Y-%m-%d}")
@@ -384,7 +501,10 @@ def _format_receipt(r: PaymentReceipt) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        _print(asyncio.run(_run_cli(args)), args.json)
+        result = asyncio.run(_run_cli(args))
+        _print(result, args.json)
+        if isinstance(result, Decision) and not result.accepted:
+            return 2
     except (PaymentRejected, RequestRejected, LoanNotFound, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,42 @@ def listed(env: dict[str, str], expect: int) -> list[dict[str, str]]:
     return rows
 
 
+def negotiate_through_the_cli(env: dict[str, str]) -> None:
+    """Each negotiation path driven from the CLI against the running system."""
+    soon = (date.today() + timedelta(days=3)).isoformat()
+    later = (date.today() + timedelta(days=10)).isoformat()
+
+    def ok(*args: str) -> dict[str, object]:
+        result = cli(env, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        decision = json.loads(result.stdout)
+        assert decision["accepted"], (args, decision)
+        return decision
+
+    ok("promise", "SAMPLE-003", "100.00", soon)
+    again = cli(env, "promise", "SAMPLE-003", "100.00", soon)
+    assert again.returncode == 2 and "already open" in json.loads(again.stdout)["reason"]
+    ok("plan", "SAMPLE-004", "--instalments", "3", "--first-due", later)
+    ok("settle", "SAMPLE-017", "2000.00", later)
+    ok("hardship", "SAMPLE-006", "lost job", "--evidence", "DOC-1")
+    ok("review", "SAMPLE-006", "resume")
+    ok("dispute", "SAMPLE-015", "amount is wrong")
+    ok("resolve", "SAMPLE-015", "rejected")
+    ok("stop", "SAMPLE-019", "bankruptcy")
+    shown = {
+        loan: json.loads(cli(env, "status", loan).stdout)
+        for loan in ("SAMPLE-003", "SAMPLE-004", "SAMPLE-017", "SAMPLE-015", "SAMPLE-019")
+    }
+    assert shown["SAMPLE-003"]["arrangement"]["kind"] == "promise"
+    assert shown["SAMPLE-004"]["paused_reason"] == "instalment plan"
+    assert shown["SAMPLE-017"]["arrangement"]["kind"] == "settlement"
+    assert shown["SAMPLE-015"]["placement"] is None  # recalled when the dispute opened
+    assert shown["SAMPLE-019"]["stop"]["route"] == "legal_review"
+    text = subprocess.run([sys.executable, "starter.py", "status", "SAMPLE-004"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "arrangement: plan" in text
+
+
 def test_make_run_serves_the_sample_portfolio_and_the_cli(running: Running, run_env: dict[str, str], tmp_path: Path) -> None:
     banner = running.wait_for("Sample portfolio: 20 loans")
     assert f"Web UI: http://localhost:{run_env['TEMPORAL_UI_PORT']}" in banner
@@ -111,6 +148,8 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(running: Running, run_
     assert receipt["paid_total"] == "100.00" and receipt["allocation"]["fees"] == "20.00"
     bad = cli(run_env, "pay", "SAMPLE-002", "-5")
     assert bad.returncode == 2 and "must be positive" in bad.stderr
+
+    negotiate_through_the_cli(run_env)
 
     loan_file = tmp_path / "loan.json"
     loan_file.write_text(json.dumps({
