@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from datetime import datetime, time, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +19,16 @@ from temporalio.testing import WorkflowEnvironment
 import config
 import starter
 from models import AgencyReport, CourtReport, Payment, TaskOutcome, TaskReport
+from models.arrangements import (
+    DisputeRequest,
+    DisputeResolution,
+    HardshipDecision,
+    HardshipReport,
+    PlanProposal,
+    PromiseRequest,
+    SettlementOffer,
+    StopRequest,
+)
 from tests.conftest import make_loan
 from tests.support import Harness
 from worker import create_worker
@@ -41,6 +51,16 @@ async def record(suffix: str) -> None:
 
 
 async def _scenarios(h: Harness, suffix: str) -> None:
+    names = await _collection(h) + await _negotiation(h)
+    for loan_id, name in names:
+        handle = h.client.get_workflow_handle(config.workflow_id(loan_id))
+        history = await handle.fetch_history()
+        path = HERE / f"{name}-{suffix}.json"
+        path.write_text(history.to_json())
+        print(f"wrote {path} ({len(history.events)} events)")
+
+
+async def _collection(h: Harness) -> list[tuple[str, str]]:
     now = await h.now()
     ladder = make_loan("REC-LADDER", dpd=0, now=now)
     paid = make_loan("REC-PAID", dpd=0, now=now)
@@ -69,12 +89,48 @@ async def _scenarios(h: Harness, suffix: str) -> None:
     assert case is not None
     await starter.report_court(h.client, reports.loan_id, CourtReport(case_id=case.case_id, event="hearing"))
     await h.at_dpd(ladder, 600)
-    for loan, name in ((ladder, "ladder"), (paid, "paid"), (reports, "reports")):
-        handle = h.client.get_workflow_handle(config.workflow_id(loan.loan_id))
-        history = await handle.fetch_history()
-        path = HERE / f"{name}-{suffix}.json"
-        path.write_text(history.to_json())
-        print(f"wrote {path} ({len(history.events)} events)")
+    return [(ladder.loan_id, "ladder"), (paid.loan_id, "paid"), (reports.loan_id, "reports")]
+
+
+async def _negotiation(h: Harness) -> list[tuple[str, str]]:
+    """A plan kept to the end (with a promise it replaced), a dispute resolved against the
+    borrower during agency placement, a lapsed then paid settlement, hardship ending in a plan
+    that breaks, and a stop."""
+    now = await h.now()
+    plan, dispute, settle, hardship, stop = (make_loan(f"REC-{n}", dpd=d, now=now) for n, d in (
+        ("PLAN", 0), ("DISPUTE", 55), ("SETTLE", 95), ("HARDSHIP", 8), ("STOP", 130)))
+    for loan in (plan, dispute, settle, hardship, stop):
+        await h.start(loan)
+
+    def paid(amount: Decimal, ref: str) -> Payment:
+        return Payment(payment_id=ref, amount=amount, currency="CNY", paid_at=datetime.now(timezone.utc))
+
+    today = await h.today(plan)
+    await starter.promise_to_pay(h.client, plan.loan_id, PromiseRequest(amount=Decimal("500"), date=today + timedelta(days=3)))
+    await starter.propose_plan(h.client, plan.loan_id, PlanProposal(instalments=3, first_due=today + timedelta(days=7)))
+    await starter.offer_settlement(h.client, settle.loan_id, SettlementOffer(amount=Decimal("9500"), deadline=today + timedelta(days=5)))
+    await starter.report_hardship(h.client, hardship.loan_id, HardshipReport(reason="illness", evidence_ref="DOC-1"))
+    await starter.stop_collection(h.client, stop.loan_id, StopRequest(reason="cease_contact"))
+    async def pay_instalment(n: int) -> None:
+        arrangement = (await h.status(plan)).arrangement
+        assert arrangement is not None and arrangement.next_due_date and arrangement.next_due_amount
+        await h.on_date(plan, arrangement.next_due_date)
+        await starter.register_payment(h.client, plan.loan_id, paid(arrangement.next_due_amount, f"REC-PLAN-{n}"))
+
+    await pay_instalment(0)  # day 7
+    await h.at_dpd(dispute, 65)  # day 10
+    await starter.raise_dispute(h.client, dispute.loan_id, DisputeRequest(reason="amount wrong"))
+    await starter.review_hardship(h.client, hardship.loan_id, HardshipDecision(
+        outcome="offer_plan", plan=PlanProposal(instalments=2, first_due=await h.today(hardship) + timedelta(days=5))))
+    await pay_instalment(1)
+    await pay_instalment(2)
+    await starter.resolve_dispute(h.client, dispute.loan_id, DisputeResolution(upheld=False))
+    await starter.offer_settlement(h.client, settle.loan_id, SettlementOffer(
+        amount=Decimal("9500"), deadline=await h.today(settle) + timedelta(days=5)))
+    await starter.register_payment(h.client, settle.loan_id, paid(Decimal("9500"), "REC-SETTLE"))
+    await h.env.sleep(timedelta(days=700))
+    return [(plan.loan_id, "plan"), (dispute.loan_id, "dispute"), (settle.loan_id, "settlement"),
+            (hardship.loan_id, "hardship"), (stop.loan_id, "stop")]
 
 
 if __name__ == "__main__":
