@@ -37,10 +37,16 @@ def days_between(start: datetime, end: datetime, tz: str) -> int:
     return (local_date(end, tz) - local_date(start, tz)).days
 
 
-def held_since(s: CollectionState, held_at_start: int, now: datetime) -> int:
-    """Days of holds since an arrangement was made, the ongoing hold included."""
+def held_so_far(s: CollectionState, now: datetime) -> int:
+    """Days of holds in the loan's life so far, the ongoing hold included: an arrangement
+    records this when it is made, so only later hold days move its dates."""
     ongoing = days_between(s.hold_started_at, now, s.loan.borrower.timezone) if s.hold_started_at else 0
-    return s.held_days + ongoing - held_at_start
+    return s.held_days + ongoing
+
+
+def held_since(s: CollectionState, held_at_start: int, now: datetime) -> int:
+    """Days of holds since an arrangement was made (its `held_at_start`)."""
+    return held_so_far(s, now) - held_at_start
 
 
 def judged_at(s: CollectionState, due: date, grace_days: int, held_at_start: int, now: datetime) -> datetime:

@@ -11,8 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx

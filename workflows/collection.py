@@ -99,8 +99,6 @@ class CollectionWorkflow(Negotiation):
         self._plan: list[PlannedAction] = build_plan(inp.state.policy, inp.state.loan) if inp.state else []
         self._wake = False
         self._actor = "workflow"  # who caused the latest change, for pause/resume entries
-        self._credited: list[tuple[str, str, str]] = []
-        self._settlement_waiver: Balance | None = None
 
     # ---------------------------------------------------------------- run loop
 
@@ -464,9 +462,11 @@ class CollectionWorkflow(Negotiation):
         await self._record("written-off", "written_off")
         await self._cancel_tasks("written off")
 
-    def _apply_payment(self, payment: Payment) -> PaymentReceipt:
+    def _apply_payment(self, payment: Payment) -> tuple[PaymentReceipt, list[tuple[str, str, str]], Balance]:
         """Allocate and apply a checked payment to the state at once (no await), so two
-        payments can never be allocated against the same balance."""
+        payments can never be allocated against the same balance. Returns the receipt, what
+        the payment fulfilled (promise, instalments, settlement) and what a paid settlement
+        waives."""
         s = self._state
         allocation, s.balance = allocate(payment.amount, s.balance, s.policy.allocation_order)
         s.paid_total += allocation.applied()
@@ -474,20 +474,22 @@ class CollectionWorkflow(Negotiation):
         key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
         self._note("payment", channel=payment.source, outcome="applied", key=key,
                    detail=f"{payment.amount} {payment.currency}; left {s.balance.total}")
-        self._credited = credit_payments(s)
-        for action, outcome, detail in self._credited:
+        credited = credit_payments(s)
+        for action, outcome, detail in credited:
             self._note(action, outcome=outcome, key=key, detail=detail)
+        waived = Balance()
         if s.settlement is not None and s.settlement.status == "paid":
-            self._settle()
+            waived = self._settle()
         elif s.balance.total == 0:
             s.closed_as, s.closed_at = Stage.paid, workflow.now()
         self._wake = True
-        return PaymentReceipt(
+        receipt = PaymentReceipt(
             loan_id=s.loan.loan_id, payment_id=payment.payment_id, amount=payment.amount,
             currency=payment.currency, allocation=allocation, outstanding=s.balance,
             paid_total=s.paid_total, stage=self._stage(), closed=s.closed_as is not None,
             received_at=workflow.now(),
         )
+        return receipt, credited, waived
 
     async def _take_payment(self, payment: Payment) -> PaymentReceipt:
         await workflow.wait_condition(lambda: self._s is not None)
@@ -496,9 +498,7 @@ class CollectionWorkflow(Negotiation):
             check_payment(payment, s.loan.currency, s.payment_ids, s.closed_as)
         except PaymentRejected as exc:
             raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
-        waiver_before = self._settlement_waiver
-        receipt = self._apply_payment(payment)
-        credited = self._credited
+        receipt, credited, waived = self._apply_payment(payment)
         key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
         await self._activity(LedgerActivities.record_payment, PaymentRecord(
             key=key, loan_id=s.loan.loan_id, at=workflow.now(),
@@ -506,18 +506,20 @@ class CollectionWorkflow(Negotiation):
         ))
         for action, outcome, detail in credited:
             await self._record(f"{key}/{action}-{outcome}", f"{action}_{outcome}", detail=detail)
-        if self._settlement_waiver is not waiver_before and self._settlement_waiver is not None:
-            await self._waive(self._settlement_waiver, "waiver", f"{s.settlement.offer_id}/waiver", "settlement paid")  # type: ignore[union-attr]
+        if waived.total > 0 and s.settlement is not None:
+            await self._waive(waived, "waiver", f"{s.settlement.offer_id}/waiver", "settlement paid")
         return receipt
 
-    def _settle(self) -> None:
-        """The settlement is paid: waive what is left and close the loan as settled."""
+    def _settle(self) -> Balance:
+        """The settlement is paid: close the loan as settled; returns the balance to waive."""
         s = self._state
-        self._settlement_waiver, s.balance = s.balance, Balance()
+        waived, s.balance = s.balance, Balance()
         s.closed_as, s.closed_at = Stage.settled, workflow.now()
-        for arrangement, open_status in ((s.plan, "active"), (s.promise, "open")):
-            if arrangement is not None and arrangement.status == open_status:
-                arrangement.status = "settled" if arrangement is s.plan else "superseded"
+        if s.plan is not None and s.plan.status == "active":
+            s.plan.status = "settled"
+        if s.promise is not None and s.promise.status == "open":
+            s.promise.status = "superseded"
+        return waived
 
     # ---------------------------------------------------------------- tasks
 

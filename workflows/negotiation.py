@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.loan import Balance, Stage
     from models.money import ZERO
+    from models.negotiation import held_so_far
     from models.requests import TaskClosure, TaskRequest, WaiverRequest
 
 
@@ -59,7 +60,7 @@ class Negotiation:
         ref = self._new_ref("promise")
         s.promise = Promise(
             promise_id=ref, amount=req.amount, due=req.date, made_at=workflow.now(),
-            paid_at_start=s.paid_total, held_at_start=s.held_days, made_by=req.made_by,
+            paid_at_start=s.paid_total, held_at_start=held_so_far(s, workflow.now()), made_by=req.made_by,
         )
         return await self._accepted(ref, "promise", f"{req.amount} {s.loan.currency} by {req.date}", req.made_by)
 
@@ -110,7 +111,7 @@ class Negotiation:
         ref = self._new_ref("plan")
         s.plan = Plan(
             plan_id=ref, total=s.balance.total, frequency=req.frequency, instalments=schedule,
-            made_at=workflow.now(), paid_at_start=s.paid_total, held_at_start=s.held_days,
+            made_at=workflow.now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, workflow.now()),
             made_by=actor, renegotiation=renegotiation,
         )
         if waived.total > 0:
@@ -128,7 +129,7 @@ class Negotiation:
         ref = self._new_ref("settlement")
         s.settlement = Settlement(
             offer_id=ref, amount=offer.amount, deadline=offer.deadline, discount=discount,
-            made_at=workflow.now(), paid_at_start=s.paid_total, held_at_start=s.held_days, made_by=offer.made_by,
+            made_at=workflow.now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, workflow.now()), made_by=offer.made_by,
         )
         detail = f"{offer.amount} {s.loan.currency} by {offer.deadline} ({discount:.2%} off {s.balance.total})"
         return await self._accepted(ref, "settlement", detail, offer.made_by, "offered")
