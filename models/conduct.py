@@ -1,0 +1,272 @@
+"""The conduct guard: may we contact this person on this channel now?
+
+Rule sets (CN, US, UK) are data files under `rulesets/`; each rule has an id that every decision
+cites. `decide` is pure: it takes the request, the person's contact history (all their loans
+and agencies) and the rule set, and answers allowed, deferred until the first allowed moment,
+or refused. Nothing is ever dropped silently: a deferred contact is asked again at that moment.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Channel = Literal["sms", "email", "letter", "phone", "visit", "agency"]
+CHANNELS: tuple[str, ...] = ("sms", "email", "letter", "phone", "visit", "agency")
+Purpose = Literal["escalation", "arrangement", "transactional", "agency", "locate"]
+
+# Rules every rule set has; their ids appear in decisions like the rule set's own.
+GEN_STOP = "GEN-STOP"  # collection stopped (bankruptcy, death, cease-contact)
+GEN_HOLD = "GEN-HOLD"  # hardship breathing space or an open dispute
+GEN_PAUSED = "GEN-PAUSED"  # escalation paused by an arrangement
+GEN_OPT_OUT = "GEN-OPT-OUT"  # the borrower opted out of this channel
+GEN_TRANSACTIONAL = "GEN-TRANSACTIONAL"  # confirmations are not collection contacts
+GEN_ALLOWED = "GEN-ALLOWED"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HoursRule(_Strict):
+    """Contact only between `start` and `end`, borrower's local time, not on holidays."""
+
+    id: str
+    start: time
+    end: time
+    channels: list[Channel] = ["sms", "email", "phone", "visit", "agency"]
+    holidays: str | None = None  # calendar file name under rulesets/holidays/
+    holidays_id: str = ""
+
+    @model_validator(mode="after")
+    def _window(self) -> HoursRule:
+        if not self.start < self.end:
+            raise ValueError("hours: start must be before end")
+        return self
+
+
+class CapRule(_Strict):
+    """At most `max` contacts on `channels` in any rolling `window_hours`. `count` counts
+    attempts or only connected ones (a conversation); `action` defers or refuses the excess."""
+
+    id: str
+    channels: list[Channel]
+    max: int = Field(ge=0)
+    window_hours: int = Field(ge=1)
+    count: Literal["attempts", "connected"] = "attempts"
+    action: Literal["defer", "refuse"] = "defer"
+
+
+class QuietRule(_Strict):
+    """No contact on `channels` within `days` after a conversation (e.g. Regulation F)."""
+
+    id: str
+    channels: list[Channel]
+    days: int = Field(ge=1)
+    action: Literal["defer", "refuse"] = "refuse"
+
+
+class RuleSet(_Strict):
+    """A jurisdiction's conduct rules."""
+
+    name: str
+    description: str = ""
+    retention_years: int = Field(ge=1)
+    hours: HoursRule
+    caps: list[CapRule] = []
+    quiet: list[QuietRule] = []
+    opt_out_required: list[Channel] = []  # messages on these channels carry an opt-out line
+    opt_out_id: str = ""
+    third_party_id: str = ""
+
+    def rule_ids(self) -> list[str]:
+        ids = [self.hours.id, *(c.id for c in self.caps), *(q.id for q in self.quiet)]
+        return [i for i in ids if i]
+
+
+class ContactRequest(BaseModel):
+    """A contact the workflow (or an agency) wants to make now."""
+
+    borrower_id: str
+    loan_id: str
+    channel: Channel
+    purpose: Purpose = "escalation"
+    at: datetime
+    timezone: str
+    key: str = ""
+
+
+class PastContact(BaseModel):
+    """A contact already made to the person (any loan, any agency)."""
+
+    channel: Channel
+    at: datetime
+    connected: bool = False
+
+
+class Situation(BaseModel):
+    """What the loan's state says about contacting now."""
+
+    stopped: bool = False
+    held: bool = False  # hardship or dispute
+    paused: bool = False  # an arrangement pauses escalation
+    opted_out: list[str] = []
+
+
+class GuardDecision(BaseModel):
+    """Allowed now, deferred until `at`, or refused; `rule` is the id that decided."""
+
+    verdict: Literal["allowed", "deferred", "refused"]
+    rule: str
+    at: datetime
+    reason: str = ""
+
+
+def load_ruleset(name: str, folder: Path, overrides: dict[str, Any] | None = None) -> RuleSet:
+    """Read `folder/<name>.toml`, apply `overrides` (merged into the file's tables) and validate."""
+    path = folder / f"{name}.toml"
+    if not name.isalnum() or not path.is_file():
+        raise ValueError(f"no rule set {name!r} in {folder}")
+    data = _merge(tomllib.loads(path.read_text(encoding="utf-8")), overrides or {})
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def load_holidays(name: str | None, folder: Path) -> frozenset[date]:
+    """Holiday dates from `folder/holidays/<name>.toml` (`dates = [...]`)."""
+    if not name:
+        return frozenset()
+    data = tomllib.loads((folder / "holidays" / f"{name}.toml").read_text(encoding="utf-8"))
+    return frozenset(date.fromisoformat(str(d)) for d in data["dates"])
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+# ------------------------------------------------------------------ the decision
+
+
+def decide(
+    req: ContactRequest,
+    history: list[PastContact],
+    rules: RuleSet,
+    situation: Situation,
+    holidays: frozenset[date] = frozenset(),
+) -> GuardDecision:
+    """The guard's answer for `req` given everything already sent to the person."""
+    refusal = _refusal(req, history, rules, situation)
+    if refusal is not None:
+        return refusal
+    if req.purpose == "transactional":
+        return GuardDecision(verdict="allowed", rule=GEN_TRANSACTIONAL, at=req.at)
+    at, rule = first_allowed(req.at, req.channel, req.timezone, history, rules, holidays)
+    if at == req.at:
+        return GuardDecision(verdict="allowed", rule=GEN_ALLOWED, at=req.at)
+    return GuardDecision(verdict="deferred", rule=rule, at=at, reason=f"next allowed moment {at.isoformat()}")
+
+
+def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, sit: Situation) -> GuardDecision | None:
+    def refused(rule: str, reason: str) -> GuardDecision:
+        return GuardDecision(verdict="refused", rule=rule, at=req.at, reason=reason)
+
+    if sit.stopped:
+        return refused(GEN_STOP, "collection is stopped")
+    if req.purpose == "transactional":
+        return None
+    if sit.held:
+        return refused(GEN_HOLD, "hardship breathing space or dispute open")
+    if sit.paused and req.purpose == "escalation":
+        return refused(GEN_PAUSED, "escalation is paused by an arrangement")
+    if req.channel in sit.opted_out:
+        return refused(rules.opt_out_id or GEN_OPT_OUT, f"the borrower opted out of {req.channel}")
+    for cap in rules.caps:
+        if req.channel in cap.channels and cap.action == "refuse" and _over_cap(req.at, history, cap):
+            return refused(cap.id, f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
+    for quiet in rules.quiet:
+        if req.channel in quiet.channels and quiet.action == "refuse" and _quiet_until(req.at, history, quiet):
+            return refused(quiet.id, f"a conversation took place within {quiet.days} days")
+    return None
+
+
+def first_allowed(
+    at: datetime, channel: str, tz: str, history: list[PastContact], rules: RuleSet, holidays: frozenset[date]
+) -> tuple[datetime, str]:
+    """The first moment at or after `at` that no deferring rule forbids, and the rule that
+    pushed it last (empty if `at` itself is allowed)."""
+    rule = ""
+    for _ in range(1000):  # each pass moves forward; a few passes settle it
+        moved = False
+        for step, step_rule in _deferrals(at, channel, tz, history, rules, holidays):
+            if step > at:
+                at, rule, moved = step, step_rule, True
+        if not moved:
+            return at, rule
+    raise RuntimeError("no allowed moment found")  # pragma: no cover - rules always leave a window
+
+
+def _deferrals(at: datetime, channel: str, tz: str, history: list[PastContact], rules: RuleSet,
+               holidays: frozenset[date]) -> list[tuple[datetime, str]]:
+    out = []
+    if channel in rules.hours.channels:
+        out.append((_in_hours(at, tz, rules.hours, holidays), rules.hours.id))
+    for cap in rules.caps:
+        if channel in cap.channels and cap.action == "defer":
+            out.append((_cap_frees(at, history, cap), cap.id))
+    for quiet in rules.quiet:
+        if channel in quiet.channels and quiet.action == "defer":
+            until = _quiet_until(at, history, quiet)
+            out.append((max(at, until) if until else at, quiet.id))
+    return out
+
+
+def _in_hours(at: datetime, tz: str, hours: HoursRule, holidays: frozenset[date]) -> datetime:
+    """`at` if inside the window on a working day, else the next window opening."""
+    zone = ZoneInfo(tz)
+    local = at.astimezone(zone)
+    day = local.date()
+    if hours.start <= local.time() < hours.end and day not in holidays:
+        return at
+    if local.time() >= hours.end or day in holidays:
+        day += timedelta(days=1)
+    while day in holidays:
+        day += timedelta(days=1)
+    opening = datetime.combine(day, hours.start, tzinfo=zone)
+    return max(at, opening.astimezone(ZoneInfo("UTC")).astimezone(zone))
+
+
+def _counted(history: list[PastContact], cap: CapRule) -> list[datetime]:
+    return sorted(c.at for c in history if c.channel in cap.channels and (cap.count == "attempts" or c.connected))
+
+
+def _over_cap(at: datetime, history: list[PastContact], cap: CapRule) -> bool:
+    window = timedelta(hours=cap.window_hours)
+    return sum(1 for t in _counted(history, cap) if at - window < t <= at) >= cap.max
+
+
+def _cap_frees(at: datetime, history: list[PastContact], cap: CapRule) -> datetime:
+    """When a slot frees up in the rolling window (the oldest counted contact ages out)."""
+    window = timedelta(hours=cap.window_hours)
+    inside = [t for t in _counted(history, cap) if at - window < t <= at]
+    if len(inside) < cap.max:
+        return at
+    return inside[len(inside) - cap.max] + window if cap.max > 0 else at + timedelta(days=36500)
+
+
+def _quiet_until(at: datetime, history: list[PastContact], quiet: QuietRule) -> datetime | None:
+    """End of the quiet period after the latest conversation, if `at` falls inside it."""
+    talks = [c.at for c in history if c.connected and c.at <= at]
+    if not talks:
+        return None
+    until = max(talks) + timedelta(days=quiet.days)
+    return until if at < until else None
