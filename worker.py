@@ -20,6 +20,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 import config
 from activities.channels import make_adapter
+from activities.guard import GuardActivities
 from activities.handover import HandoverActivities
 from activities.ledger import LedgerActivities
 from activities.messaging import MessagingActivities
@@ -52,7 +53,8 @@ def create_worker(
     ledger = LedgerActivities(engine)
     tasks = TaskActivities(engine, renderer)
     handover = HandoverActivities(engine, renderer)
-    records = RecordActivities(engine, policies_dir or cfg.policies_dir)
+    records = RecordActivities(engine, policies_dir or cfg.policies_dir, config.ROOT / "rulesets")
+    guard = GuardActivities(engine)
     return Worker(
         config.with_converter(client),
         task_queue=queue,
@@ -71,6 +73,9 @@ def create_worker(
             records.load_policy,
             records.register_loan,
             records.record_event,
+            records.load_conduct_rules,
+            guard.request_contact,
+            guard.record_conversation,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,

@@ -6,20 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.store import audit_row, insert_once
 from db.tables import BorrowerRow, LoanRow, utcnow
-from models.policy import Policy, PolicyError, load_policy
-from models.requests import AuditEvent, LoanRegistration, Recorded
+from models.conduct import load_holidays, load_ruleset
+from models.loan import Borrower
+from models.policy import Conduct, Policy, PolicyError, load_policy
+from models.requests import AuditEvent, ConductRules, LoanRegistration, Recorded
 
 
 class RecordActivities:
-    def __init__(self, engine: Engine, policies_dir: Path) -> None:
+    def __init__(self, engine: Engine, policies_dir: Path, rulesets_dir: Path) -> None:
         self._engine = engine
         self._policies_dir = policies_dir
+        self._rulesets_dir = rulesets_dir
 
     @activity.defn
     def load_policy(self, name: str) -> Policy:
@@ -30,13 +34,21 @@ class RecordActivities:
             raise ApplicationError(str(exc), type="PolicyError", non_retryable=True) from exc
 
     @activity.defn
+    def load_conduct_rules(self, conduct: Conduct) -> ConductRules:
+        """The rule set a policy names, with its overrides and holiday calendar."""
+        try:
+            ruleset = load_ruleset(conduct.ruleset, self._rulesets_dir, conduct.overrides)
+            holidays = load_holidays(ruleset.hours.holidays, self._rulesets_dir)
+        except (ValueError, OSError) as exc:
+            raise ApplicationError(str(exc), type="RuleSetError", non_retryable=True) from exc
+        return ConductRules(ruleset=ruleset, holidays=sorted(holidays))
+
+    @activity.defn
     def register_loan(self, req: LoanRegistration) -> Recorded:
         """Insert the borrower and loan rows if new, and link the loan to its workflow."""
         loan, b = req.loan, req.loan.borrower
+        self._ensure_borrower(b)
         with Session(self._engine) as session:
-            if session.get(BorrowerRow, b.borrower_id) is None:
-                session.add(BorrowerRow(**b.model_dump()))
-                session.flush()
             row = session.get(LoanRow, loan.loan_id)
             if row is None:
                 row = LoanRow(
@@ -52,6 +64,17 @@ class RecordActivities:
             action="collection_started", actor="platform", stage=req.stage, at=req.at,
             detail={"policy": req.policy, "policy_version": req.policy_version},
         ))
+
+    def _ensure_borrower(self, b: Borrower) -> None:
+        """Insert the borrower once; two loans of one person starting together may race."""
+        with Session(self._engine) as session:
+            if session.get(BorrowerRow, b.borrower_id) is not None:
+                return
+            session.add(BorrowerRow(**b.model_dump(include=set(BorrowerRow.model_fields))))
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
 
     @activity.defn
     def record_event(self, event: AuditEvent) -> Recorded:

@@ -67,3 +67,22 @@ class TimelineEntry(BaseModel):
     outcome: str = ""
     key: str = ""
     detail: str = ""
+
+
+class OptOutRequest(BaseModel):
+    """The borrower asks not to be contacted on a channel (e.g. replied STOP to a text)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: Literal["sms", "email", "phone", "letter", "visit"]
+    requested_by: str = "borrower"
+
+
+class AgencyContactRequest(BaseModel):
+    """An agency asks the guard for a contact slot before it calls, texts or visits."""
+
+    model_config = ConfigDict(frozen=True)
+
+    placement_id: str = Field(min_length=1)
+    channel: Literal["sms", "email", "letter", "phone", "visit"]
+    agent: str = "agency"

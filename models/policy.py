@@ -12,7 +12,7 @@ from datetime import time
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -198,6 +198,14 @@ class StopRule(_Strict):
     legal_template: str = "legal_review"
 
 
+class Conduct(_Strict):
+    """Which conduct rule set (rulesets/<name>.toml) guards every contact, and overrides
+    merged into it (e.g. `overrides = { hours = { holidays = "cn" } }`)."""
+
+    ruleset: str = "cn"
+    overrides: dict[str, Any] = {}
+
+
 class Policy(_Strict):
     """A whole collection strategy."""
 
@@ -218,6 +226,7 @@ class Policy(_Strict):
     settlement: SettlementRule = SettlementRule()
     hardship: HardshipRule = HardshipRule()
     stop: StopRule = StopRule()
+    conduct: Conduct = Conduct()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

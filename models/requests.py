@@ -3,11 +3,12 @@ the workflow from business facts (loan, step, period, attempt), never from the a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel
 
 from models.allocation import Allocation
+from models.conduct import ContactRequest, RuleSet, Situation
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import Amount
 from models.payment import Payment
@@ -145,3 +146,18 @@ class WaiverRequest(_Keyed):
     currency: str
     kind: str
     reason: str
+
+
+class ConductRules(BaseModel):
+    """A loan's conduct rules as loaded when it first contacts someone (pinned for its life)."""
+
+    ruleset: RuleSet
+    holidays: list[date] = []
+
+
+class GuardRequest(BaseModel):
+    """Ask the guard for a contact slot; `contact.key` makes an allowed slot idempotent."""
+
+    contact: ContactRequest
+    rules: ConductRules
+    situation: Situation

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from models.arrangements import (
@@ -19,6 +21,7 @@ from models.events import TimelineEntry
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import ZERO, Amount
 from models.policy import Policy
+from models.requests import ConductRules
 
 
 class OpenTask(BaseModel):
@@ -80,10 +83,29 @@ class CollectionState(BaseModel):
     stop: StopInfo | None = None
     counts: NegotiationCounts = NegotiationCounts()
     arrangement_seq: int = 0
+    rules: ConductRules | None = None  # loaded at the first contact, then pinned
+    deferred: list[DeferredContact] = []
+    opted_out: list[str] = []
     timeline: list[TimelineEntry] = []
 
     def hold(self, kind: str) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)
+
+
+class DeferredContact(BaseModel):
+    """A contact the guard deferred: asked again at `at` (never dropped silently)."""
+
+    key: str
+    kind: Literal["message", "task"]
+    purpose: str
+    channel: str
+    at: datetime
+    what: str = ""  # message: the idempotency-key stem
+    template: str = ""
+    deadline_days: int | None = None
+    extra: dict[str, str] = {}
+    step_key: str = ""  # task: the ladder step
+    attempt: int = 1
 
 
 class CollectionInput(BaseModel):
@@ -115,6 +137,8 @@ class CollectionStatus(BaseModel):
     counts: NegotiationCounts
     holds: list[Hold]
     stop: StopInfo | None
+    deferred: list[DeferredContact]
+    opted_out: list[str]
     charged_off: bool
     closed: bool
     open_tasks: list[OpenTask]

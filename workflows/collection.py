@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows.negotiation import Negotiation
 
 with workflow.unsafe.imports_passed_through():
+    from activities.guard import GuardActivities
     from activities.handover import HandoverActivities
     from activities.ledger import LedgerActivities
     from activities.messaging import MessagingActivities
@@ -27,8 +28,17 @@ with workflow.unsafe.imports_passed_through():
     from activities.tasks import TaskActivities
     from models.allocation import allocate
     from models.context import template_context
-    from models.events import AgencyReport, CourtReport, TaskReport, TimelineEntry
+    from models.arrangements import ArrangementRejected, Decision
+    from models.events import (
+        AgencyContactRequest,
+        AgencyReport,
+        CourtReport,
+        OptOutRequest,
+        TaskReport,
+        TimelineEntry,
+    )
     from models.fees import fee_for_period
+    from models.conduct import ContactRequest, GuardDecision, Situation
     from models.loan import Balance, Stage
     from models.negotiation import (
         arrangement_info,
@@ -46,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         ChargeOffRequest,
         FeeRequest,
         LoanRegistration,
+        GuardRequest,
         MessageRequest,
         PaymentRecord,
         PlacementRequest,
@@ -69,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
         CollectionInput,
         CollectionState,
         CollectionStatus,
+        DeferredContact,
         OpenTask,
         PlacementInfo,
     )
@@ -77,6 +89,8 @@ with workflow.unsafe.imports_passed_through():
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
 _TIMEOUT = timedelta(seconds=60)
 _CHANNEL_FIELD = {"sms": "phone", "email": "email", "letter": "address"}
+# Loans started before the conduct guard existed take it on at their next contact.
+CONDUCT_PATCH = "conduct-guard-1"
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -166,6 +180,7 @@ class CollectionWorkflow(Negotiation):
         if s.placement is not None:
             items.append(_Due(s.placement.recall_at, "recall", f"agency recall: {s.placement.agency}"))
         items += [_Due(t.deadline, "task_timeout", f"outcome due: {t.task_id}", t.task_id) for t in s.open_tasks]
+        items += [_Due(d.at, "deferred", f"deferred {d.channel} contact: {d.key}", d.key) for d in s.deferred]
         if s.paused_reason is None and s.charged_off_at is None:
             items += self._ladder_items()
         if not s.holds and s.stop is None:
@@ -217,6 +232,43 @@ class CollectionWorkflow(Negotiation):
             items.append(_Due(at, "settlement_lapse", f"settlement deadline {st.deadline}", st.offer_id))
         return items
 
+    async def _run_deferred(self, key: str) -> None:
+        """Ask the guard again for a contact it deferred to now."""
+        s = self._state
+        d = next(x for x in s.deferred if x.key == key)
+        s.deferred.remove(d)
+        if d.kind == "message":
+            await self._send(d.what, d.template, d.channel, d.deadline_days, d.extra, d.purpose)
+        else:
+            step = next(a.step for a in self._plan if a.key == f"step:{d.step_key}")
+            assert step is not None
+            await self._create_task(step, d.attempt)
+
+    async def _ask_guard(self, channel: str, purpose: str, key: str, what: str) -> GuardDecision | None:
+        """The conduct guard's decision for a contact (None for runs from before the guard)."""
+        s = self._state
+        if s.rules is None:
+            if not workflow.patched(CONDUCT_PATCH):
+                return None
+            s.rules = await self._activity(RecordActivities.load_conduct_rules, s.policy.conduct)
+        contact = ContactRequest(
+            borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,  # type: ignore[arg-type]
+            purpose=purpose, at=workflow.now(), timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
+        )
+        decision: GuardDecision = await self._activity(
+            GuardActivities.request_contact, GuardRequest(contact=contact, rules=s.rules, situation=self._situation())
+        )
+        if decision.verdict != "allowed":
+            until = f" until {decision.at:%Y-%m-%d %H:%M}" if decision.verdict == "deferred" else ""
+            self._note(what, channel=channel, outcome=decision.verdict, key=key,
+                       detail=f"{decision.rule}{until}: {decision.reason}")
+        return decision
+
+    def _situation(self) -> Situation:
+        s = self._state
+        return Situation(stopped=s.stop is not None, held=bool(s.holds),
+                         paused=s.paused_reason is not None, opted_out=list(s.opted_out))
+
     def _contact_time(self, planned: datetime) -> datetime:
         """When a contact planned for `planned` may happen: not before now, and inside the
         borrower's contact window (a late timer at 23:00 waits for the morning)."""
@@ -236,6 +288,8 @@ class CollectionWorkflow(Negotiation):
             await self._run_step(action.step, attempt=1)
         elif due.kind == "task_timeout":
             await self._task_timed_out(due.ref)
+        elif due.kind == "deferred":
+            await self._run_deferred(due.ref)
         elif due.kind == "retry":
             retry = next(r for r in s.retries if r.task_id == due.ref)
             s.retries.remove(retry)
@@ -275,7 +329,7 @@ class CollectionWorkflow(Negotiation):
         s = self._state
         await self._send(
             f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}", "plan_reminder", "sms",
-            extra={"instalment_number": str(inst.number), "instalment_amount": f"{inst.amount:,}",
+            purpose="arrangement", extra={"instalment_number": str(inst.number), "instalment_amount": f"{inst.amount:,}",
                    "instalment_due": inst.due.isoformat()},
         )
 
@@ -314,6 +368,7 @@ class CollectionWorkflow(Negotiation):
         if s.paused_reason is None:
             s.pause_started_at = now
             s.retries.clear()
+            s.deferred = [d for d in s.deferred if d.purpose != "escalation"]
             self._note("paused", outcome=reason or "", detail=f"by {self._actor}")
         elif reason is None:
             assert s.pause_started_at is not None
@@ -356,14 +411,24 @@ class CollectionWorkflow(Negotiation):
             await self._file_case(step)
 
     async def _send(
-        self, what: str, template: str, channel: str, deadline_days: int | None = None, extra: dict[str, str] | None = None
+        self, what: str, template: str, channel: str, deadline_days: int | None = None,
+        extra: dict[str, str] | None = None, purpose: str = "escalation",
     ) -> None:
-        """Send one message; `what` (the step key) makes the idempotency key."""
+        """Send one message once the guard allows it; `what` (the step key) makes the
+        idempotency key. A deferred message is queued for the guard's moment."""
         s = self._state
         key = f"{s.loan.loan_id}/{what}/{channel}"
         recipient = getattr(s.loan.borrower, _CHANNEL_FIELD[channel])
         if not recipient:
             self._note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
+            return
+        decision = await self._ask_guard(channel, purpose, key, template)
+        if decision is not None and decision.verdict == "deferred":
+            s.deferred.append(DeferredContact(
+                key=key, kind="message", purpose=purpose, channel=channel, at=decision.at, what=what,
+                template=template, deadline_days=deadline_days, extra=extra or {},
+            ))
+        if decision is not None and decision.verdict != "allowed":
             return
         req = MessageRequest(
             key=key, loan_id=s.loan.loan_id, at=workflow.now(), channel=channel, template=template,  # type: ignore[arg-type]
@@ -375,6 +440,13 @@ class CollectionWorkflow(Negotiation):
     async def _create_task(self, step: LadderStep, attempt: int) -> None:
         s, now = self._state, workflow.now()
         key = f"{s.loan.loan_id}/{step.key}/{attempt}"
+        channel = "phone" if step.action is Action.call else "visit"
+        decision = await self._ask_guard(channel, "escalation", key, f"{step.action}_task")
+        if decision is not None and decision.verdict == "deferred":
+            s.deferred.append(DeferredContact(key=key, kind="task", purpose="escalation", channel=channel,
+                                              at=decision.at, step_key=step.key, attempt=attempt))
+        if decision is not None and decision.verdict != "allowed":
+            return
         deadline = now + timedelta(hours=step.outcome_timeout_hours)
         req = TaskRequest(
             key=key, loan_id=s.loan.loan_id, at=now, workflow_id=workflow.info().workflow_id, kind=str(step.action),
@@ -382,7 +454,6 @@ class CollectionWorkflow(Negotiation):
             due_by=deadline, context=self._context(step.deadline_days, attempt=str(attempt)),
         )
         ok = await self._try(TaskActivities.create_task, req, key)
-        channel = "phone" if step.action is Action.call else "visit"
         self._note(f"{step.action}_task", channel=channel, outcome="created" if ok else "failed", key=key,
                    detail=f"attempt {attempt}, queue {step.queue}")
         if ok:
@@ -543,10 +614,13 @@ class CollectionWorkflow(Negotiation):
             task_id=task.task_id, loan_id=s.loan.loan_id, at=workflow.now(), outcome=outcome, note=note,
             recording_ref=recording, closed_by=by,
         ))
+        if reached and s.rules is not None:  # a conversation: the caps and quiet periods count it
+            await self._activity(GuardActivities.record_conversation, task.task_id)
 
     async def _cancel_tasks(self, reason: str) -> None:
         s = self._state
         s.retries.clear()
+        s.deferred.clear()
         for task in list(s.open_tasks):
             await self._close_task(task, "cancelled", reason, "workflow")
 
@@ -559,7 +633,7 @@ class CollectionWorkflow(Negotiation):
         if s.closed_as in (Stage.paid, Stage.settled) and s.stop is None:
             channel = "sms" if s.loan.borrower.phone else "email"
             template = "paid_confirmation" if s.closed_as is Stage.paid else "settled_confirmation"
-            await self._send(str(s.closed_as), template, channel)
+            await self._send(str(s.closed_as), template, channel, purpose="transactional")
         self._note("collection_closed", outcome=reason)
         await self._record("closed", "collection_closed")
 
@@ -630,6 +704,43 @@ class CollectionWorkflow(Negotiation):
         case = self._s.case if self._s else None
         if case is None or case.case_id != report.case_id:
             raise ValueError(f"case {report.case_id} is not open on this loan")
+
+    @workflow.update
+    async def opt_out(self, req: OptOutRequest) -> Decision:
+        """No more contact on this channel (the guard refuses it from now on)."""
+        self._guard(self._check_opt_out, req)
+        s = self._state
+        s.opted_out.append(req.channel)
+        s.deferred = [d for d in s.deferred if d.channel != req.channel]
+        self._note("opt_out", channel=req.channel, outcome="recorded", detail=f"by {req.requested_by}")
+        await self._record(f"opt-out/{req.channel}", "opt_out", req.requested_by, channel=req.channel)
+        return Decision(accepted=True, reason=f"no more {req.channel} contact", ref=req.channel)
+
+    @opt_out.validator
+    def _check_opt_out(self, req: OptOutRequest) -> None:
+        s = self._ready_state()
+        if s.closed_as is not None:
+            raise ArrangementRejected("the loan is closed")
+        if req.channel in s.opted_out:
+            raise ArrangementRejected(f"already opted out of {req.channel}")
+
+    @workflow.update
+    async def agency_contact(self, req: AgencyContactRequest) -> GuardDecision:
+        """An agency asks before each contact; it shares the person's budget with the lender."""
+        s = self._state
+        key = f"{req.placement_id}/{req.channel}/{len(s.timeline)}"
+        decision = await self._ask_guard(req.channel, "agency", key, "agency_contact")
+        if decision is None:  # a run from before the guard: allow, as it did then
+            decision = GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=workflow.now())
+        if decision.verdict == "allowed":
+            self._note("agency_contact", channel=req.channel, outcome="allowed", key=key, detail=f"by {req.agent}")
+        return decision
+
+    @agency_contact.validator
+    def _check_agency_contact(self, req: AgencyContactRequest) -> None:
+        placement = self._s.placement if self._s else None
+        if placement is None or placement.placement_id != req.placement_id:
+            raise ValueError(f"placement {req.placement_id} is not active on this loan")
 
     @workflow.update
     async def current_status(self) -> CollectionStatus:
@@ -712,7 +823,7 @@ class CollectionWorkflow(Negotiation):
             next_action=due.label if due else None, next_action_at=due.at if due else None,
             paused_reason=s.paused_reason, paused_days=s.paused_days,
             arrangement=arrangement_info(s, workflow.now()), counts=s.counts, holds=list(s.holds), stop=s.stop,
-            charged_off=s.charged_off_at is not None,
+            charged_off=s.charged_off_at is not None, deferred=list(s.deferred), opted_out=list(s.opted_out),
             closed=s.closed_as is not None, open_tasks=list(s.open_tasks), placement=s.placement,
             case=s.case, timeline=list(s.timeline),
         )

@@ -1,0 +1,88 @@
+"""The guard activity: one contact budget per person, decided inside a database transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, select
+from temporalio import activity
+
+from db.contacts import ContactRow, PersonLock
+from db.store import audit_row
+from models.conduct import GuardDecision, PastContact, RuleSet, decide
+from models.requests import GuardRequest, Recorded
+
+
+def _horizon(rules: RuleSet) -> timedelta:
+    """How far back the rules look: the longest rolling window or quiet period."""
+    hours = [c.window_hours for c in rules.caps] + [q.days * 24 for q in rules.quiet] + [24]
+    return timedelta(hours=max(hours))
+
+
+class GuardActivities:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @activity.defn
+    def request_contact(self, req: GuardRequest) -> GuardDecision:
+        """Decide a contact against the person's whole history and, if allowed, take the slot.
+
+        A retried request whose slot was already taken is answered `allowed` again without a
+        second row. Every decision goes to the audit record with the rule that decided it.
+        Two first-ever requests for a person racing to create the lock row: the loser retries.
+        """
+        for attempt in range(5):
+            try:
+                return self._decide(req)
+            except (IntegrityError, OperationalError):
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _decide(self, req: GuardRequest) -> GuardDecision:
+        c, rules = req.contact, req.rules.ruleset
+        with Session(self._engine) as session:
+            self._lock_person(session, c.borrower_id)
+            taken = session.exec(select(ContactRow).where(ContactRow.key == c.key)).first()
+            if taken is not None:
+                session.rollback()
+                return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken")
+            rows = session.exec(
+                select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - _horizon(rules))
+            ).all()
+            history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]  # type: ignore[arg-type]
+            decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
+            if decision.verdict == "allowed":
+                session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
+                                       purpose=c.purpose, at=c.at))
+            session.add(audit_row(
+                f"{c.key}#guard@{c.at.isoformat()}", c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
+                channel=c.channel, purpose=c.purpose, rule=decision.rule, until=decision.at.isoformat(),
+                reason=decision.reason, ruleset=rules.name,
+            ))
+            session.commit()
+        return decision
+
+    @activity.defn
+    def record_conversation(self, key: str) -> Recorded:
+        """A call reached the borrower: it now counts as a conversation for the caps."""
+        with Session(self._engine) as session:
+            row = session.exec(select(ContactRow).where(ContactRow.key == key)).first()
+            if row is None or row.connected:
+                return Recorded(ref=key, duplicate=True)
+            row.connected = True
+            session.add(row)
+            session.commit()
+        return Recorded(ref=key)
+
+    @staticmethod
+    def _lock_person(session: Session, borrower_id: str) -> None:
+        """Write before reading anything, so the transaction holds the person's lock (the
+        row lock; SQLite's write lock) before it looks at the history."""
+        bumped = session.exec(update(PersonLock).where(PersonLock.borrower_id == borrower_id)  # type: ignore[call-overload]
+                              .values(version=PersonLock.version + 1))
+        if bumped.rowcount == 0:
+            session.add(PersonLock(borrower_id=borrower_id, version=1))
+            session.flush()
