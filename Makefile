@@ -1,11 +1,12 @@
 # The two commands: `make run` (embedded Temporal dev server + worker + sample portfolio)
 # and `make test` (the whole suite). Both create the virtualenv on first use.
+# `make codec-server` lets the Web UI decode the encrypted payloads (see the `make run` banner).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test worker clean
+.PHONY: run test worker codec-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ test: $(STAMP)
 
 worker: $(STAMP)
 	$(PY) worker.py
+
+codec-server: $(STAMP)
+	$(PY) codec_server.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

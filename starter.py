@@ -14,6 +14,8 @@
     python starter.py dispute LOAN_ID REASON
     python starter.py resolve LOAN_ID upheld|rejected
     python starter.py stop LOAN_ID bankruptcy|death|cease_contact [--route legal_review|write_off]
+    python starter.py opt-out LOAN_ID sms|email|phone|letter|visit
+    python starter.py audit LOAN_ID [--format json|csv] [--out FILE] [--retention-years N]
 
 Every command takes --json for machine-readable output.
 """
@@ -66,6 +68,8 @@ from models.arrangements import (
     SettlementOffer,
     StopRequest,
 )
+from models.conduct import GuardDecision
+from models.events import AgencyContactRequest, OptOutRequest
 from models.schedule import local_date
 from workflows.collection import CollectionWorkflow
 
@@ -171,6 +175,17 @@ async def stop_collection(client: Client, loan_id: str, req: StopRequest) -> Dec
     return await _decide(client, loan_id, CollectionWorkflow.stop_collection, req)
 
 
+async def opt_out(client: Client, loan_id: str, req: OptOutRequest) -> Decision:
+    """The borrower opts out of a channel (a STOP reply, an unsubscribe link, a letter)."""
+    return await _decide(client, loan_id, CollectionWorkflow.opt_out, req)
+
+
+async def request_agency_contact(client: Client, loan_id: str, req: AgencyContactRequest) -> GuardDecision:
+    """An agency asks the guard before it contacts the borrower; it shares the person's
+    contact budget with the lender and every other agency."""
+    return await _update(client, loan_id, CollectionWorkflow.agency_contact, req, RequestRejected)
+
+
 async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
     """The loan's collection status. For a running loan `fresh` asks through an update so
     days past due are as of now (two history events); `fresh=False` uses a query (no
@@ -242,6 +257,137 @@ async def load_sample_portfolio(client: Client, database_url: str | None = None)
     return [await start_collection(client, loan) for loan in loans]
 
 
+# ------------------------------------------------------------------------- audit export
+# Reads the database directly: needs no Temporal server and no worker.
+
+AUDIT_COLUMNS = ("seq", "key", "loan_id", "at", "actor", "action", "stage", "rule_id", "evidence_ref", "detail",
+                 "prev_hash", "hash", "recorded_at")
+"""The columns of an exported audit entry (`at` is the canonical UTC time the hash covers,
+`detail` the stored JSON text), so an export can be verified on its own with
+`models.audit.verify_chain`."""
+
+
+def export_audit(
+    loan_id: str, database_url: str | None = None, *, retention_years: int | None = None
+) -> tuple[list[dict[str, Any]], list[str], date | None]:
+    """A loan's evidential record: its audit entries in chain order (as dicts with
+    AUDIT_COLUMNS), the problems the hash chain shows (empty: intact) and the date until
+    which the record must be kept (the last entry's UTC date plus `retention_years`, by
+    default the retention of the rule set of the loan's policy; None for a loan with no
+    entries). Reads DATABASE_URL unless `database_url` is given."""
+    from sqlmodel import create_engine, select
+
+    from db.tables import AuditRow
+    from models.audit import canonical_time, verify_chain
+
+    url = database_url or config.settings().database_url
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if path and path != ":memory:" and not Path(path).exists():
+        raise FileNotFoundError(f"no database at {path}")
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            query = select(AuditRow).where(AuditRow.loan_id == loan_id)
+            rows = session.exec(query.order_by(AuditRow.seq, AuditRow.id)).all()  # type: ignore[arg-type]
+            if retention_years is None:
+                retention_years = _retention_years(session, loan_id)
+    finally:
+        engine.dispose()
+    entries = [
+        {
+            **{name: getattr(row, name) for name in AUDIT_COLUMNS},
+            "at": canonical_time(row.at),
+            "recorded_at": canonical_time(row.recorded_at),
+        }
+        for row in rows
+    ]
+    retain_until = _years_after(rows[-1].at.date(), retention_years) if rows else None
+    return entries, verify_chain(entries), retain_until
+
+
+def _retention_years(session: Session, loan_id: str) -> int:
+    """Records are kept as long as the rule set of the loan's policy says (5 years if unknown)."""
+    from db.tables import LoanRow
+    from models.conduct import load_ruleset
+    from models.policy import load_policy
+
+    cfg = config.settings()
+    row = session.get(LoanRow, loan_id)
+    try:
+        policy = load_policy(row.policy if row else "default", cfg.policies_dir)
+        return load_ruleset(policy.conduct.ruleset, cfg.rulesets_dir, policy.conduct.overrides).retention_years
+    except ValueError:
+        return 5
+
+
+def _years_between(at: str, until: date | None) -> int | None:
+    return None if until is None else until.year - datetime.fromisoformat(at).year
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
+
+
+def _audit_parser(sub: Any) -> None:
+    p = sub.add_parser("audit", help="export a loan's audit record (JSON or CSV) and verify its hash chain")
+    p.add_argument("loan_id")
+    p.add_argument("--format", choices=["json", "csv"], help="default json")
+    p.add_argument("--out", help="write the export to this file (default: standard output)")
+    p.add_argument("--retention-years", type=int,
+                   help="years the record is kept after its last entry (default: the loan's rule set)")
+
+
+def _audit_cli(args: argparse.Namespace) -> int:
+    """`audit LOAN_ID`: the export on stdout (or --out), the verdict on stderr; exit code 3
+    when the chain is broken, 2 for a loan without entries, 1 when the database is unreadable."""
+    import csv
+    import io
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models.audit import GENESIS
+
+    try:
+        entries, problems, retain_until = export_audit(args.loan_id, retention_years=args.retention_years)
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"error: cannot read the audit record: {exc}", file=sys.stderr)
+        return 1
+    if not entries:
+        print(f"error: no audit entries for loan {args.loan_id}", file=sys.stderr)
+        return 2
+    if (args.format or "json") == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(entries)
+        text = buffer.getvalue()
+    else:
+        text = json.dumps({
+            "loan_id": args.loan_id,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "retention_years": args.retention_years or _years_between(entries[-1]["at"], retain_until),
+            "retain_until": retain_until.isoformat() if retain_until else None,
+            "chain": {"algorithm": "sha256", "genesis": GENESIS, "intact": not problems, "entries": len(entries),
+                      "head": entries[-1]["hash"], "problems": problems},
+            "entries": entries,
+        }, ensure_ascii=False, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8", newline="")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"chain broken ({len(problems)} problem(s) in {len(entries)} entries)", file=sys.stderr)
+        return 3
+    print(f"chain intact ({len(entries)} entries)", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------- internals
 
 
@@ -311,10 +457,11 @@ def _parser() -> argparse.ArgumentParser:
     outcome.add_argument("--recording", default="", help="recording reference (calls, visits)")
     sub.add_parser("load-sample", help="load the sample portfolio and start its collection")
     _negotiation_parsers(sub)
+    _audit_parser(sub)
     return parser
 
 
-_NEGOTIATION_COMMANDS = ("promise", "plan", "settle", "hardship", "review", "dispute", "resolve", "stop")
+_NEGOTIATION_COMMANDS = ("promise", "plan", "settle", "hardship", "review", "dispute", "resolve", "stop", "opt-out")
 
 
 def _negotiation_parsers(sub: Any) -> None:
@@ -354,6 +501,10 @@ def _negotiation_parsers(sub: Any) -> None:
     p.add_argument("verdict", choices=["upheld", "rejected"])
     p.add_argument("--note", default="")
     p.add_argument("--by", **by)
+    p = sub.add_parser("opt-out", help="the borrower opts out of a channel")
+    p.add_argument("loan_id")
+    p.add_argument("channel", choices=["sms", "email", "phone", "letter", "visit"])
+    p.add_argument("--by", default="borrower")
     p = sub.add_parser("stop", help="stop collection (bankruptcy, death, cease-contact)")
     p.add_argument("loan_id")
     p.add_argument("reason", choices=["bankruptcy", "death", "cease_contact"])
@@ -405,6 +556,8 @@ async def _negotiate(client: Client, args: argparse.Namespace) -> Decision | Non
     if args.command == "resolve":
         return await resolve_dispute(client, loan, DisputeResolution(
             upheld=args.verdict == "upheld", note=args.note, resolved_by=by))
+    if args.command == "opt-out":
+        return await opt_out(client, loan, OptOutRequest(channel=args.channel, requested_by=by))
     return await stop_collection(client, loan, StopRequest(
         reason=args.reason, route=args.route, evidence_ref=args.evidence, requested_by=by))
 
@@ -500,6 +653,8 @@ def _format_receipt(r: PaymentReceipt) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "audit":
+        return _audit_cli(args)  # the database only: no Temporal connection
     try:
         result = asyncio.run(_run_cli(args))
         _print(result, args.json)

@@ -53,7 +53,7 @@ def create_worker(
     ledger = LedgerActivities(engine)
     tasks = TaskActivities(engine, renderer)
     handover = HandoverActivities(engine, renderer)
-    records = RecordActivities(engine, policies_dir or cfg.policies_dir, config.ROOT / "rulesets")
+    records = RecordActivities(engine, policies_dir or cfg.policies_dir, cfg.rulesets_dir, cfg.templates_dir)
     guard = GuardActivities(engine)
     return Worker(
         config.with_converter(client),
@@ -99,10 +99,12 @@ async def run_embedded() -> None:
 
     cfg = config.settings()
     cfg.temporal_db_file.parent.mkdir(parents=True, exist_ok=True)
+    if config.ensure_codec_key():  # first start: encrypt payloads from the very first loan
+        log.info("created codec key file %s (keep it: without it the history cannot be read)", cfg.codec_key_file)
     host, _, port = cfg.temporal_address.rpartition(":")
     env = await WorkflowEnvironment.start_local(
         namespace=cfg.temporal_namespace,
-        data_converter=config.DATA_CONVERTER,
+        data_converter=config.data_converter(),
         ip=host or "127.0.0.1",
         port=int(port),
         ui=True,
@@ -123,6 +125,22 @@ async def run_embedded() -> None:
 def _banner(cfg: config.Settings, loans: int) -> str:
     host = cfg.temporal_address.rpartition(":")[0] or "localhost"
     ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
+    # The Web UI shows only ciphertext until it is pointed at the codec server, which wants the
+    # token: the CLI sends it as a header; the Web UI, which has no field for one, in the path.
+    sealing, token = config.payload_codec(), config.codec_server_token()
+    if sealing is None or token is None:
+        privacy = "Payloads are NOT encrypted (no codec key): personal data is readable in the Web UI.\n"
+    else:
+        source = "COLLECTIONS_CODEC_KEYS" if cfg.codec_keys.get_secret_value().strip() else cfg.codec_key_file
+        codec_url = f"http://localhost:{cfg.codec_server_port}"
+        privacy = (
+            f"Payloads are encrypted (key id {sealing.key_id}, key in {source}). To read them in the Web UI:\n"
+            f"  make codec-server   (another terminal; decodes on {codec_url} only for holders of the token)\n"
+            f"  then in the Web UI's codec server setting (Data Encoder) set the endpoint to\n"
+            f"    {codec_url}/{token}\n"
+            f"  CLI: .venv/bin/temporal workflow show -w collection-SAMPLE-001 --address {cfg.temporal_address} \\\n"
+            f"         --codec-endpoint {codec_url} --codec-auth 'Bearer {token}'\n"
+        )
     return f"""
 Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
 Worker on task queue '{config.task_queue()}'; database {cfg.database_url}
@@ -133,7 +151,8 @@ In another terminal:
   .venv/bin/python starter.py status SAMPLE-001
   .venv/bin/python starter.py pay SAMPLE-001 100.00 --currency CNY
   .venv/bin/python starter.py start path/to/loan.json
-Ctrl-C stops the worker and the server (state stays in var/).
+
+{privacy}Ctrl-C stops the worker and the server (state stays in var/).
 """
 
 
@@ -150,6 +169,7 @@ def main() -> None:
     parser.add_argument("--embedded", action="store_true", help="start the embedded dev server, UI and sample portfolio")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config.install_log_masking()  # phone numbers and e-mail addresses never reach the log in full
     logging.getLogger("temporalio").setLevel(logging.WARNING)
     asyncio.run(run_embedded() if args.embedded else run_worker())
 

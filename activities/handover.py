@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.rendering import Renderer
-from db.store import audit_row, insert_once
+from db.store import append_audit, audit_row, insert_once
 from db.tables import CaseRow, PlacementRow
 from models.requests import CaseRequest, PlacementRequest, RecallRequest, Recorded
 
@@ -39,8 +39,8 @@ class HandoverActivities:
                 return Recorded(ref=req.placement_id, duplicate=True)
             row.recalled_at, row.recall_reason = req.at, req.reason
             session.add(row)
-            session.add(audit_row(f"{req.placement_id}#recalled", req.loan_id, "agency_recalled", "system", "",
-                                  req.at, agency=row.agency, reason=req.reason))
+            append_audit(session, audit_row(f"{req.placement_id}#recalled", req.loan_id, "agency_recalled", "system",
+                                            "", req.at, agency=row.agency, reason=req.reason))
             session.commit()
         return Recorded(ref=req.placement_id)
 

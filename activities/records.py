@@ -15,23 +15,44 @@ from db.store import audit_row, insert_once
 from db.tables import BorrowerRow, LoanRow, utcnow
 from models.conduct import load_holidays, load_ruleset
 from models.loan import Borrower
-from models.policy import Conduct, Policy, PolicyError, load_policy
+from models.linter import lint_folder
+from models.policy import Conduct, Policy, PolicyError, load_policy, template_names
 from models.requests import AuditEvent, ConductRules, LoanRegistration, Recorded
 
 
 class RecordActivities:
-    def __init__(self, engine: Engine, policies_dir: Path, rulesets_dir: Path) -> None:
+    def __init__(self, engine: Engine, policies_dir: Path, rulesets_dir: Path, templates_dir: Path) -> None:
         self._engine = engine
         self._policies_dir = policies_dir
         self._rulesets_dir = rulesets_dir
+        self._templates_dir = templates_dir
+        self._checked: set[tuple[str, str]] = set()
 
     @activity.defn
     def load_policy(self, name: str) -> Policy:
-        """Read and validate the named policy; a broken file fails the start, not later."""
+        """Read and validate the named policy, its rule set and, under that rule set, every
+        template it may send; a broken policy or an uncivil template fails the start."""
         try:
-            return load_policy(name, self._policies_dir)
+            policy = load_policy(name, self._policies_dir)
+            self._check_conduct(policy)
+            return policy
         except PolicyError as exc:
             raise ApplicationError(str(exc), type="PolicyError", non_retryable=True) from exc
+
+    def _check_conduct(self, policy: Policy) -> None:
+        """Lint the policy's templates once per policy version in this worker."""
+        if (policy.name, policy.version) in self._checked:
+            return
+        try:
+            ruleset = load_ruleset(policy.conduct.ruleset, self._rulesets_dir, policy.conduct.overrides)
+        except ValueError as exc:
+            raise PolicyError(f"policy {policy.name}: field 'conduct.ruleset': {exc}") from exc
+        problems = lint_folder(self._templates_dir, ruleset.opt_out_required, self._rulesets_dir / "wordlists",
+                               template_names(policy))
+        if problems:
+            listed = "; ".join(f"{name}: {', '.join(found)}" for name, found in sorted(problems.items()))
+            raise PolicyError(f"policy {policy.name}: templates refused under rule set {ruleset.name}: {listed}")
+        self._checked.add((policy.name, policy.version))
 
     @activity.defn
     def load_conduct_rules(self, conduct: Conduct) -> ConductRules:

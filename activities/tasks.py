@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.rendering import Renderer
-from db.store import audit_row, insert_once
+from db.store import append_audit, audit_row, insert_once
 from db.tables import AuditRow, TaskRow
 from models.requests import Recorded, TaskClosure, TaskRequest
 
@@ -43,7 +43,7 @@ class TaskActivities:
             session.add(row)
             key = f"{req.task_id}#closed"
             if session.exec(select(AuditRow).where(AuditRow.key == key)).first() is None:
-                session.add(audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", req.at,
-                                      outcome=req.outcome, recording_ref=req.recording_ref, note=req.note))
+                append_audit(session, audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", req.at,
+                                                outcome=req.outcome, recording_ref=req.recording_ref, note=req.note))
             session.commit()
         return Recorded(ref=req.task_id)

@@ -1,19 +1,29 @@
-"""Engine set-up and the one write primitive every side effect uses: insert-once by key."""
+"""Engine set-up, the one write primitive every side effect uses (insert-once by key) and the
+one way an audit entry is appended (chained onto its loan's hash chain, `models.audit`)."""
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from db.tables import AuditRow
+from models.audit import GENESIS, entry_hash
 
 Row = TypeVar("Row", bound=SQLModel)
+
+CHAIN_ATTEMPTS = 8
+"""How often a transaction that lost a race for a loan's next audit seq is run again."""
+
+_CHAIN_CONSTRAINT = "uq_audit_loan_seq"
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
@@ -28,6 +38,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     else:
         engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    _upgrade_audit_table(engine)
     return engine
 
 
@@ -39,8 +50,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def audit_row(key: str, loan_id: str, action: str, actor: str, stage: str, at: Any, **detail: Any) -> AuditRow:
-    """An audit entry; detail values are stored as JSON text."""
+def audit_row(
+    key: str, loan_id: str, action: str, actor: str, stage: str, at: Any, *,
+    rule_id: str = "", evidence_ref: str = "", **detail: Any,
+) -> AuditRow:
+    """An audit entry (not chained yet: that happens when it is appended); detail values are
+    stored as JSON text."""
     return AuditRow(
         key=key,
         loan_id=loan_id,
@@ -48,36 +63,191 @@ def audit_row(key: str, loan_id: str, action: str, actor: str, stage: str, at: A
         actor=actor,
         stage=stage,
         at=at,
+        rule_id=rule_id,
+        evidence_ref=evidence_ref,
         detail=json.dumps({k: str(v) for k, v in detail.items()}, ensure_ascii=False, sort_keys=True),
     )
 
 
+# --- the audit chain ----------------------------------------------------------------------
+
+
+def append_audit(session: Session, row: AuditRow) -> AuditRow:
+    """Append `row` to its loan's chain inside the caller's transaction: read the loan's last
+    entry, set seq / prev_hash / hash, insert (flushed at once, so a lost race shows here).
+
+    On SQLite the transaction takes the database's write lock before the last entry is read,
+    so appends are serialised. Elsewhere a concurrent append of the same seq hits the unique
+    (loan_id, seq) constraint: the append is rolled back to a savepoint and tried again on
+    the new last entry (read committed sees it), up to CHAIN_ATTEMPTS times.
+    """
+    session.flush()  # the business row's change first
+    _hold_write_lock(session)
+    for attempt in range(CHAIN_ATTEMPTS):
+        try:
+            with session.begin_nested():  # flushed on leaving: chained by chain_new_entries
+                session.add(row)
+            return row
+        except IntegrityError as exc:
+            if not is_chain_conflict(exc) or attempt == CHAIN_ATTEMPTS - 1:
+                raise
+            _unchain(row)
+            _backoff(attempt)
+    raise AssertionError("unreachable")
+
+
+def chain_new_entries(session: OrmSession) -> None:
+    """Chain every new, not yet chained AuditRow in `session`, in the order added: the one
+    place where seq, prev_hash and hash are set. Runs before each flush (so an entry added
+    with a plain `session.add` is chained too)."""
+    pending = [obj for obj in session.new if isinstance(obj, AuditRow) and not obj.hash]
+    if not pending:
+        return
+    pending.sort(key=lambda obj: inspect(obj).insert_order or 0)
+    _hold_write_lock(session)
+    heads: dict[str, tuple[int, str]] = {}
+    for row in pending:
+        if row.loan_id not in heads:
+            heads[row.loan_id] = _last_entry(session, row.loan_id)
+        seq, prev_hash = heads[row.loan_id]
+        row.seq, row.prev_hash = seq + 1, prev_hash
+        row.hash = entry_hash(prev_hash, row)
+        heads[row.loan_id] = (row.seq, row.hash)
+
+
+def _last_entry(session: OrmSession, loan_id: str) -> tuple[int, str]:
+    """(seq, hash) of the loan's newest entry, or (0, GENESIS) for a loan with none."""
+    last = session.execute(
+        select(AuditRow.seq, AuditRow.hash).where(AuditRow.loan_id == loan_id)
+        .order_by(AuditRow.seq.desc()).limit(1)  # type: ignore[attr-defined]
+    ).first()
+    return (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _before_flush(session: OrmSession, _context: Any, _instances: Any) -> None:
+    for obj in session.deleted:
+        if isinstance(obj, AuditRow):
+            raise PermissionError(f"audit entry {obj.key} cannot be deleted: the audit record is append-only")
+    for obj in session.dirty:
+        if isinstance(obj, AuditRow) and session.is_modified(obj):
+            raise PermissionError(f"audit entry {obj.key} cannot be changed: the audit record is append-only")
+    chain_new_entries(session)
+
+
+def is_chain_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is a lost race for a loan's next audit seq (to be retried), as opposed to
+    a duplicate business key (which means "already done")."""
+    if isinstance(exc, IntegrityError):
+        message = str(exc.orig)
+        return _CHAIN_CONSTRAINT in message or "audit.loan_id, audit.seq" in message
+    if isinstance(exc, DBAPIError):
+        message = str(exc.orig).lower()
+        return any(s in message for s in ("database is locked", "deadlock detected", "could not serialize"))
+    return False
+
+
+def _is_sqlite(session: OrmSession) -> bool:
+    bind = session.get_bind()
+    return bind.dialect.name == "sqlite"
+
+
+def _hold_write_lock(session: OrmSession) -> None:
+    """SQLite: make sure the transaction holds the write lock before the chain's head is read
+    (the driver starts transactions only at the first write, so a transaction whose first
+    write is the audit entry would read the head outside it). Other databases: nothing."""
+    if not _is_sqlite(session):
+        return
+    dbapi = session.connection().connection.dbapi_connection
+    if dbapi is not None and not dbapi.in_transaction:
+        dbapi.execute("BEGIN IMMEDIATE")
+
+
+def _unchain(obj: SQLModel) -> None:
+    """Forget what a rolled-back attempt set on a row, so the next attempt inserts it afresh."""
+    if "id" in type(obj).model_fields and isinstance(getattr(obj, "id", None), int):
+        obj.id = None  # type: ignore[attr-defined]
+    if isinstance(obj, AuditRow):
+        obj.seq, obj.prev_hash, obj.hash = 0, "", ""
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+
+
+# --- insert once --------------------------------------------------------------------------
+
+
 def insert_once(engine: Engine, row: Row, key_field: str, extra: Sequence[SQLModel] = ()) -> tuple[Row, bool]:
     """Insert `row` (and `extra` rows, in the same transaction) unless a row with the same
-    business key exists. Returns the stored row and whether it was already there.
+    business key exists. Returns the stored row and whether it was already there. Audit
+    entries among them (`row` or in `extra`) are appended to their loans' chains in the
+    same transaction.
 
     The pre-check makes the common retry cheap; the unique constraint settles races between
-    two attempts that both passed it.
+    two attempts that both passed it. A transaction that lost the race for a loan's next
+    audit seq (and whose business key is still free) is run again, up to CHAIN_ATTEMPTS times.
     """
     model = type(row)
     key = getattr(row, key_field)
-    with Session(engine, expire_on_commit=False) as session:
-        found = _find(session, model, key_field, key)
-        if found is not None:
-            return found, True
-        session.add(row)
-        session.add_all(extra)
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
+    for attempt in range(CHAIN_ATTEMPTS):
+        with Session(engine, expire_on_commit=False) as session:
             found = _find(session, model, key_field, key)
-            if found is None:
-                raise
-            return found, True
-        session.refresh(row)
-        return row, False
+            if found is not None:
+                return found, True
+            session.add(row)
+            session.add_all(extra)  # audit entries are chained by the flush, after `row`
+            try:
+                session.commit()
+            except (IntegrityError, OperationalError) as exc:
+                session.rollback()
+                found = _find(session, model, key_field, key)
+                if found is not None:
+                    return found, True
+                if not is_chain_conflict(exc) or attempt == CHAIN_ATTEMPTS - 1:
+                    raise
+            else:
+                session.refresh(row)
+                return row, False
+        for obj in (row, *extra):
+            _unchain(obj)
+        _backoff(attempt)
+    raise AssertionError("unreachable")
 
 
 def _find(session: Session, model: type[Row], key_field: str, key: object) -> Row | None:
     return session.exec(select(model).where(getattr(model, key_field) == key)).first()
+
+
+# --- upgrade of a database written before the chain -----------------------------------------
+
+_CHAIN_COLUMNS = {
+    "rule_id": "VARCHAR NOT NULL DEFAULT ''",
+    "evidence_ref": "VARCHAR NOT NULL DEFAULT ''",
+    "seq": "INTEGER NOT NULL DEFAULT 0",
+    "prev_hash": "VARCHAR NOT NULL DEFAULT ''",
+    "hash": "VARCHAR NOT NULL DEFAULT ''",
+}
+
+
+def _upgrade_audit_table(engine: Engine) -> None:
+    """An audit table created before the chain gets its columns, and its entries are chained
+    per loan in the order they were written (only chain columns are set; no content changes).
+    Nothing happens on a current table."""
+    present = {c["name"] for c in inspect(engine).get_columns(AuditRow.__tablename__)}
+    missing = [name for name in _CHAIN_COLUMNS if name not in present]
+    if not missing:
+        return
+    table = AuditRow.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        for name in missing:
+            conn.execute(text(f"ALTER TABLE audit ADD COLUMN {name} {_CHAIN_COLUMNS[name]}"))
+        heads: dict[str, tuple[int, str]] = {}
+        for entry in conn.execute(table.select().order_by(table.c.loan_id, table.c.id)).mappings().all():
+            seq, prev_hash = heads.get(entry["loan_id"], (0, GENESIS))
+            fields = {**entry, "seq": seq + 1}
+            digest = entry_hash(prev_hash, fields)
+            conn.execute(table.update().where(table.c.id == entry["id"])
+                         .values(seq=seq + 1, prev_hash=prev_hash, hash=digest))
+            heads[entry["loan_id"]] = (seq + 1, digest)
+        conn.execute(text(f"CREATE UNIQUE INDEX {_CHAIN_CONSTRAINT} ON audit (loan_id, seq)"))

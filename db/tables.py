@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from db.types import Money, UtcDateTime
@@ -147,9 +147,15 @@ class CaseRow(SQLModel, table=True):
 
 
 class AuditRow(SQLModel, table=True):
-    """Append-only record of every decision and action; rows are never updated or deleted."""
+    """Append-only record of every decision and action; rows are never updated or deleted.
+
+    Each loan's entries form a hash chain (`models.audit`): `seq` counts them 1, 2, 3 ...,
+    `prev_hash` is the previous entry's `hash` and `hash` covers this entry's content and
+    `prev_hash`. Rows are chained by `db.store` when they are inserted; (loan_id, seq) is
+    unique, so two concurrent appends can never fork a loan's chain."""
 
     __tablename__ = "audit"
+    __table_args__ = (UniqueConstraint("loan_id", "seq", name="uq_audit_loan_seq"),)
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(unique=True)
@@ -158,5 +164,10 @@ class AuditRow(SQLModel, table=True):
     actor: str
     action: str
     stage: str = ""
+    rule_id: str = ""
+    evidence_ref: str = ""
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    seq: int = 0  # set when appended (0 = not chained yet)
+    prev_hash: str = ""
+    hash: str = ""
     recorded_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)

@@ -249,15 +249,26 @@ def _counted(history: list[PastContact], cap: CapRule) -> list[datetime]:
     return sorted(c.at for c in history if c.channel in cap.channels and (cap.count == "attempts" or c.connected))
 
 
+DELIVERY_MARGIN = timedelta(minutes=1)
+"""A contact is stamped when the guard allows it and delivered a moment later; windows are
+this much longer so that delivery times, too, never exceed a cap."""
+
+
+def _window(cap: CapRule) -> timedelta:
+    return timedelta(hours=cap.window_hours) + DELIVERY_MARGIN
+
+
 def _over_cap(at: datetime, history: list[PastContact], cap: CapRule) -> bool:
-    window = timedelta(hours=cap.window_hours)
-    return sum(1 for t in _counted(history, cap) if at - window < t <= at) >= cap.max
+    """Contacts stamped after `at` count too: another loan of the person may have taken a
+    slot a moment later in its clock but earlier in the database."""
+    window = _window(cap)
+    return sum(1 for t in _counted(history, cap) if at - window < t) >= cap.max
 
 
 def _cap_frees(at: datetime, history: list[PastContact], cap: CapRule) -> datetime:
     """When a slot frees up in the rolling window (the oldest counted contact ages out)."""
-    window = timedelta(hours=cap.window_hours)
-    inside = [t for t in _counted(history, cap) if at - window < t <= at]
+    window = _window(cap)
+    inside = [t for t in _counted(history, cap) if at - window < t]
     if len(inside) < cap.max:
         return at
     return inside[len(inside) - cap.max] + window if cap.max > 0 else at + timedelta(days=36500)
@@ -265,7 +276,7 @@ def _cap_frees(at: datetime, history: list[PastContact], cap: CapRule) -> dateti
 
 def _quiet_until(at: datetime, history: list[PastContact], quiet: QuietRule) -> datetime | None:
     """End of the quiet period after the latest conversation, if `at` falls inside it."""
-    talks = [c.at for c in history if c.connected and c.at <= at]
+    talks = [c.at for c in history if c.connected]
     if not talks:
         return None
     until = max(talks) + timedelta(days=quiet.days)

@@ -33,6 +33,16 @@ class Stage(StrEnum):
         return self not in (Stage.early, Stage.middle, Stage.late)
 
 
+class ThirdParty(BaseModel):
+    """Someone who may be asked, only to locate an unreachable borrower; never told of the debt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = ""
+    phone: str = Field(min_length=1)
+    relation: str = ""
+
+
 class Borrower(BaseModel):
     """The person who owes; contact details are personal data and stay out of logs."""
 
@@ -45,6 +55,7 @@ class Borrower(BaseModel):
     address: str = ""
     timezone: str = "Asia/Shanghai"
     language: Language = "zh"
+    third_parties: list[ThirdParty] = []
 
     @field_validator("timezone")
     @classmethod

@@ -243,6 +243,17 @@ class Policy(_Strict):
         return self
 
 
+WORKFLOW_TEMPLATES = frozenset({"paid_confirmation", "settled_confirmation", "plan_reminder", "locate_request"})
+"""Templates the workflow sends whatever the ladder says."""
+
+
+def template_names(policy: Policy) -> set[str]:
+    """Every template a loan under `policy` may use."""
+    return {step.template for step in policy.ladder} | WORKFLOW_TEMPLATES | {
+        policy.hardship.review_template, policy.stop.legal_template,
+    }
+
+
 class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the file and the field."""
 

@@ -3,6 +3,7 @@ to a given day past due, read the database."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
@@ -56,9 +57,15 @@ class Harness:
     async def status(self, loan: OverdueLoan, fresh: bool = True) -> CollectionStatus:
         return await starter.get_status(self.client, loan.loan_id, fresh=fresh)
 
-    async def is_running(self, loan: OverdueLoan) -> bool:
-        desc = await self.client.get_workflow_handle(f"collection-{loan.loan_id}").describe()
-        return desc.status == WorkflowExecutionStatus.RUNNING
+    async def is_running(self, loan: OverdueLoan, settle_seconds: float = 5.0) -> bool:
+        """Whether the loan's workflow still runs, allowing a closing workflow a few real
+        seconds to finish its last activities (they are not time the server can skip)."""
+        handle = self.client.get_workflow_handle(f"collection-{loan.loan_id}")
+        for _ in range(int(settle_seconds / 0.05)):
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def rows(self, table: type[Row], loan_id: str, order: Any = None) -> list[Row]:
         with Session(self.engine) as session:

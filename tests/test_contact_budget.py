@@ -85,3 +85,26 @@ async def test_a_conversation_on_one_loan_quiets_calls_on_the_others(
     assert calls[:3] == [5, 5, 5] and all(d >= 12 for d in calls[3:])  # quiet until day 5 + 7
     tasks = [t for loan in loans for t in h.rows(TaskRow, loan.loan_id)]
     assert all(dpd_of(t.created_at, loans[0]) not in range(6, 12) for t in tasks)
+
+
+async def test_opt_out_and_agency_slots_go_through_the_guard(harness: Harness) -> None:
+    from models.events import AgencyContactRequest, OptOutRequest
+
+    h = harness
+    loan = make_loan(dpd=58, now=await h.now())
+    await h.start(loan)
+    await h.at_dpd(loan, 61)  # placed with the agency at DPD 60
+    placement = (await h.status(loan)).placement
+    assert placement is not None
+    assert (await starter.opt_out(h.client, loan.loan_id, OptOutRequest(channel="phone"))).accepted
+    again = await starter.opt_out(h.client, loan.loan_id, OptOutRequest(channel="phone"))
+    assert not again.accepted and "already opted out" in again.reason
+    refused = await starter.request_agency_contact(h.client, loan.loan_id, AgencyContactRequest(
+        placement_id=placement.placement_id, channel="phone"))
+    assert (refused.verdict, refused.rule) == ("refused", "CN-OPT-OUT")
+    texts = [await starter.request_agency_contact(h.client, loan.loan_id, AgencyContactRequest(
+        placement_id=placement.placement_id, channel="sms")) for _ in range(4)]
+    assert [t.verdict for t in texts] == ["allowed", "allowed", "allowed", "deferred"]
+    assert texts[3].rule == "CN-MESSAGES-3-PER-DAY"
+    person = loan.borrower.borrower_id
+    assert [c.purpose for c in contacts(h.engine, person) if c.channel == "sms"].count("agency") == 3

@@ -38,6 +38,7 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'collections.db'}",
         "TEMPORAL_TASK_QUEUE": "embedded-test",
+        "CODEC_KEY_FILE": str(tmp_path / "codec.key"),  # as make run: a key made on first start
     }
 
 

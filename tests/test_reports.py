@@ -108,3 +108,60 @@ async def test_a_broken_policy_fails_the_start_naming_the_field(
             await env.client.get_workflow_handle(wf_id).result()
     message = str(failure.value.cause.cause)
     assert "broken.toml" in message and "ladder.0.channels.0" in message
+
+
+def test_a_policy_whose_template_threatens_is_refused_at_load(tmp_path: Path, engine: Engine) -> None:
+    """The linter runs at policy load, under the policy's rule set."""
+    import shutil
+
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    import config
+    from activities.records import RecordActivities
+
+    templates = tmp_path / "templates"
+    shutil.copytree(config.settings().templates_dir, templates)
+    (templates / "en" / "reminder_first.sms.j2").write_text(
+        "{{ lender_name }}: pay {{ amount_due }} or else we tell your employer. Dispute: {{ dispute_contact }}"
+    )
+    records = RecordActivities(engine, config.settings().policies_dir, config.ROOT / "rulesets", templates)
+    with pytest.raises(ApplicationError) as refused:
+        ActivityEnvironment().run(records.load_policy, "default")
+    assert "en/reminder_first.sms.j2" in str(refused.value) and "or else" in str(refused.value)
+    assert refused.value.non_retryable
+    # the same policy under US rules also needs the opt-out line on texts and e-mails
+    (templates / "en" / "reminder_first.sms.j2").write_text(
+        "{{ lender_name }}: {{ amount_due }} is overdue. Dispute: {{ dispute_contact }}"
+    )
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "default.toml").write_text(
+        (config.settings().policies_dir / "default.toml").read_text().replace('ruleset = "cn"', 'ruleset = "us"')
+    )
+    records = RecordActivities(engine, policies, config.ROOT / "rulesets", templates)
+    with pytest.raises(ApplicationError, match="opt-out"):
+        ActivityEnvironment().run(records.load_policy, "default")
+
+
+async def test_wrong_number_asks_a_third_party_without_naming_the_debt(harness: Harness) -> None:
+    from models.loan import ThirdParty
+
+    h = harness
+    loan = make_loan(dpd=0, now=await h.now())
+    borrower = loan.borrower.model_copy(update={"third_parties": [ThirdParty(name="王芳", phone="+8613900000001",
+                                                                             relation="sister")]})
+    loan = loan.model_copy(update={"borrower": borrower})
+    await h.start(loan)
+    await h.at_dpd(loan, 5)
+    await starter.report_task_outcome(h.client, loan.loan_id, TaskReport(
+        task_id=f"{loan.loan_id}/call@5/1", outcome=TaskOutcome.wrong_number))
+    await h.settle()
+    from db.tables import OutboxMessage
+
+    locate = [m for m in h.rows(OutboxMessage, loan.loan_id) if m.template == "locate_request"]
+    assert len(locate) == 1 and locate[0].recipient == "+8613900000001"
+    body = locate[0].body
+    assert "明" in body and "李明" not in body  # the given name only
+    for secret in (loan.loan_id, "10,600.00", "逾期", "欠款", "Example Lending"):
+        assert secret not in body

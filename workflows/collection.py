@@ -126,10 +126,12 @@ class CollectionWorkflow(Negotiation):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(CollectionInput(loan=state.loan, policy=inp.policy, state=state))
             await self._sync_pause()
+            if state.closed_as is not None:  # closed by a handler while the pause was recorded
+                break
             due = self._next_due()
             if due is None:  # paused with nothing dated (a dispute, a stop): wait for a handler
                 self._wake = False
-                await workflow.wait_condition(lambda: self._wake)
+                await workflow.wait_condition(lambda: self._wake or state.closed_as is not None)
             elif due.at > workflow.now():
                 await self._sleep_until(due.at)  # then look again: a handler may have changed things
             else:
@@ -166,7 +168,8 @@ class CollectionWorkflow(Negotiation):
         """Sleep until `at`, or until a handler changes something and sets `_wake`."""
         self._wake = False
         try:
-            await workflow.wait_condition(lambda: self._wake, timeout=at - workflow.now())
+            await workflow.wait_condition(lambda: self._wake or self._state.closed_as is not None,
+                                          timeout=at - workflow.now())
         except asyncio.TimeoutError:
             pass
 
@@ -418,7 +421,7 @@ class CollectionWorkflow(Negotiation):
         idempotency key. A deferred message is queued for the guard's moment."""
         s = self._state
         key = f"{s.loan.loan_id}/{what}/{channel}"
-        recipient = getattr(s.loan.borrower, _CHANNEL_FIELD[channel])
+        recipient = self._recipient(channel, purpose)
         if not recipient:
             self._note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
             return
@@ -436,6 +439,13 @@ class CollectionWorkflow(Negotiation):
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
         self._note(template, channel=channel, outcome="sent" if ok else "failed", key=key)
+
+    def _recipient(self, channel: str, purpose: str) -> str:
+        """The borrower's address for the channel; for `locate`, the first third party's phone."""
+        borrower = self._state.loan.borrower
+        if purpose == "locate":
+            return borrower.third_parties[0].phone if borrower.third_parties else ""
+        return str(getattr(borrower, _CHANNEL_FIELD[channel]))
 
     async def _create_task(self, step: LadderStep, attempt: int) -> None:
         s, now = self._state, workflow.now()
@@ -616,6 +626,11 @@ class CollectionWorkflow(Negotiation):
         ))
         if reached and s.rules is not None:  # a conversation: the caps and quiet periods count it
             await self._activity(GuardActivities.record_conversation, task.task_id)
+        located = any(e.action == "locate_request" for e in s.timeline)
+        if outcome == "wrong_number" and s.loan.borrower.third_parties and s.rules is not None and not located:
+            # the borrower cannot be reached: ask a third party, once, to pass on a call-back
+            # request; the template names neither the debt nor the lender
+            await self._send("locate", "locate_request", "sms", purpose="locate")
 
     async def _cancel_tasks(self, reason: str) -> None:
         s = self._state
