@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from db.contacts import ContactRow, PersonLock
-from db.store import audit_row
+from db.store import append_audit, audit_row
 from models.conduct import GuardDecision, PastContact, RuleSet, decide
 from models.requests import GuardRequest, Recorded
 
@@ -57,9 +57,9 @@ class GuardActivities:
             if decision.verdict == "allowed":
                 session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
                                        purpose=c.purpose, at=c.at))
-            session.add(audit_row(
+            append_audit(session, audit_row(
                 f"{c.key}#guard@{c.at.isoformat()}", c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
-                channel=c.channel, purpose=c.purpose, rule=decision.rule, until=decision.at.isoformat(),
+                rule_id=decision.rule, channel=c.channel, purpose=c.purpose, until=decision.at.isoformat(),
                 reason=decision.reason, ruleset=rules.name,
             ))
             session.commit()

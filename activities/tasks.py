@@ -44,6 +44,6 @@ class TaskActivities:
             key = f"{req.task_id}#closed"
             if session.exec(select(AuditRow).where(AuditRow.key == key)).first() is None:
                 append_audit(session, audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", req.at,
-                                                outcome=req.outcome, recording_ref=req.recording_ref, note=req.note))
+                                                evidence_ref=req.recording_ref, outcome=req.outcome, note=req.note))
             session.commit()
         return Recorded(ref=req.task_id)

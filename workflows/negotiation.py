@@ -159,7 +159,7 @@ class Negotiation:
         s.holds.append(Hold(kind="hardship", reason=report.reason, evidence_ref=report.evidence_ref,
                             started_at=now, until=until, review_task_id=task_id, by=report.reported_by))
         decision = await self._accepted(task_id, "hardship", f"{report.reason}; breathing space until {until:%Y-%m-%d}",
-                                        report.reported_by, "breathing_space")
+                                        report.reported_by, "breathing_space", report.evidence_ref)
         await self._stop_contact("hardship reported")
         await self._activity(TaskActivities.create_task, TaskRequest(
             key=task_id, loan_id=s.loan.loan_id, at=now, workflow_id=workflow.info().workflow_id,
@@ -287,7 +287,8 @@ class Negotiation:
                           legal_task_id=s.stop.legal_task_id if s.stop else "")
         self._cancel_arrangements(f"collection stopped ({req.reason})")
         ref = self._new_ref("stop")
-        decision = await self._accepted(ref, "stop", f"{req.reason}; route {route}", req.requested_by, route)
+        decision = await self._accepted(ref, "stop", f"{req.reason}; route {route}", req.requested_by, route,
+                                        req.evidence_ref)
         await self._stop_contact(f"collection stopped ({req.reason})")
         if route == "write_off":
             await self._write_off()
@@ -335,12 +336,13 @@ class Negotiation:
         s.arrangement_seq += 1
         return f"{s.loan.loan_id}/{kind}/{s.arrangement_seq}"
 
-    async def _accepted(self, ref: str, kind: str, detail: str, actor: str, outcome: str = "accepted") -> Decision:
+    async def _accepted(self, ref: str, kind: str, detail: str, actor: str, outcome: str = "accepted",
+                        evidence_ref: str = "") -> Decision:
         """Timeline and audit for an accepted request; the loop re-evaluates the pause."""
         self._actor = actor
         self._wake = True
         self._note(kind, outcome=outcome, key=ref, detail=f"{detail} (by {actor})")
-        await self._record(f"{ref}/{outcome}", f"{kind}_{outcome}", actor, detail=detail)
+        await self._record(f"{ref}/{outcome}", f"{kind}_{outcome}", actor, detail=detail, evidence_ref=evidence_ref)
         return Decision(accepted=True, reason=detail, ref=ref)
 
     def _cancel_arrangements(self, why: str) -> None:
