@@ -11,14 +11,14 @@ from temporalio import activity
 
 from db.contacts import ContactRow, PersonLock
 from db.store import append_audit, audit_row
-from models.conduct import GuardDecision, PastContact, RuleSet, decide
+from models.conduct import DELIVERY_MARGIN, GuardDecision, PastContact, RuleSet, decide
 from models.requests import GuardRequest, Recorded
 
 
 def _horizon(rules: RuleSet) -> timedelta:
     """How far back the rules look: the longest rolling window or quiet period."""
     hours = [c.window_hours for c in rules.caps] + [q.days * 24 for q in rules.quiet] + [24]
-    return timedelta(hours=max(hours))
+    return timedelta(hours=max(hours)) + DELIVERY_MARGIN
 
 
 class GuardActivities:

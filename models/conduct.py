@@ -165,6 +165,7 @@ def decide(
     holidays: frozenset[date] = frozenset(),
 ) -> GuardDecision:
     """The guard's answer for `req` given everything already sent to the person."""
+    req, history = _in_utc(req, history)
     refusal = _refusal(req, history, rules, situation)
     if refusal is not None:
         return refusal
@@ -174,6 +175,14 @@ def decide(
     if at == req.at:
         return GuardDecision(verdict="allowed", rule=GEN_ALLOWED, at=req.at)
     return GuardDecision(verdict="deferred", rule=rule, at=at, reason=f"next allowed moment {at.isoformat()}")
+
+
+def _in_utc(req: ContactRequest, history: list[PastContact]) -> tuple[ContactRequest, list[PastContact]]:
+    """All instants in UTC: rolling windows are real hours, and Python's arithmetic on two
+    times in the same ZoneInfo is wall-clock arithmetic (an hour off across a DST change)."""
+    utc = ZoneInfo("UTC")
+    return (req.model_copy(update={"at": req.at.astimezone(utc)}),
+            [c.model_copy(update={"at": c.at.astimezone(utc)}) for c in history])
 
 
 def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, sit: Situation) -> GuardDecision | None:
@@ -191,6 +200,8 @@ def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, si
     if req.channel in sit.opted_out:
         return refused(rules.opt_out_id or GEN_OPT_OUT, f"the borrower opted out of {req.channel}")
     for cap in rules.caps:
+        if req.channel in cap.channels and cap.max == 0:
+            return refused(cap.id, f"no {'/'.join(cap.channels)} contact allowed at all")
         if req.channel in cap.channels and cap.action == "refuse" and _over_cap(req.at, history, cap):
             return refused(cap.id, f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
     for quiet in rules.quiet:
@@ -204,6 +215,9 @@ def first_allowed(
 ) -> tuple[datetime, str]:
     """The first moment at or after `at` that no deferring rule forbids, and the rule that
     pushed it last (empty if `at` itself is allowed)."""
+    utc = ZoneInfo("UTC")
+    at = at.astimezone(utc)
+    history = [c.model_copy(update={"at": c.at.astimezone(utc)}) for c in history]
     rule = ""
     for _ in range(1000):  # each pass moves forward; a few passes settle it
         moved = False
@@ -231,18 +245,59 @@ def _deferrals(at: datetime, channel: str, tz: str, history: list[PastContact], 
 
 
 def _in_hours(at: datetime, tz: str, hours: HoursRule, holidays: frozenset[date]) -> datetime:
-    """`at` if inside the window on a working day, else the next window opening."""
+    """`at` if the borrower's wall clock reads inside the window on a working day, else the
+    first later instant at which it does. Clock changes are taken as they come: a window
+    opening inside a skipped hour opens when the clock jumps past it; in a repeated hour the
+    wall clock is what counts, and a jump back into the window reopens it."""
     zone = ZoneInfo(tz)
-    local = at.astimezone(zone)
-    day = local.date()
-    if hours.start <= local.time() < hours.end and day not in holidays:
+    if _open_at(at, zone, hours, holidays):
         return at
-    if local.time() >= hours.end or day in holidays:
-        day += timedelta(days=1)
-    while day in holidays:
-        day += timedelta(days=1)
-    opening = datetime.combine(day, hours.start, tzinfo=zone)
-    return max(at, opening.astimezone(ZoneInfo("UTC")).astimezone(zone))
+    first_day = at.astimezone(zone).date()
+    for offset in range(0, 800):
+        day = first_day + timedelta(days=offset)
+        if day in holidays:
+            continue
+        for candidate in sorted(_openings(day, zone, hours)):
+            if candidate > at and _open_at(candidate, zone, hours, holidays):
+                return candidate
+    raise RuntimeError("no contact window within 800 days")  # pragma: no cover - holidays cannot fill years
+
+
+def _open_at(at: datetime, zone: ZoneInfo, hours: HoursRule, holidays: frozenset[date]) -> bool:
+    local = at.astimezone(zone)
+    return hours.start <= local.time() < hours.end and local.date() not in holidays
+
+
+def _openings(day: date, zone: ZoneInfo, hours: HoursRule) -> list[datetime]:
+    """Instants on `day` at which the wall clock may enter the window: each real reading of
+    `start` (two in a repeated hour, none in a skipped one) and every clock change."""
+    utc = ZoneInfo("UTC")
+    out = []
+    for fold in (0, 1):
+        local = datetime.combine(day, hours.start, tzinfo=zone).replace(fold=fold)
+        instant = local.astimezone(utc)
+        if instant.astimezone(zone).replace(tzinfo=None) == local.replace(tzinfo=None):
+            out.append(instant)
+    return out + _clock_changes(day, zone)
+
+
+def _clock_changes(day: date, zone: ZoneInfo) -> list[datetime]:
+    """The instants during `day` (local) at which the zone's UTC offset changes."""
+    utc = ZoneInfo("UTC")
+    lo = datetime.combine(day, time(0), tzinfo=zone).astimezone(utc) - timedelta(hours=2)
+    hi = lo + timedelta(hours=28)
+    step = timedelta(minutes=30)
+    changes, t = [], lo
+    while t < hi:
+        if t.astimezone(zone).utcoffset() != (t + step).astimezone(zone).utcoffset():
+            a, b = t, t + step  # the offset changes in (a, b]: narrow it to the second
+            while b - a > timedelta(seconds=1):
+                mid = a + (b - a) / 2
+                a, b = (mid, b) if mid.astimezone(zone).utcoffset() == a.astimezone(zone).utcoffset() else (a, mid)
+            if b.astimezone(zone).date() == day:
+                changes.append(b)
+        t += step
+    return changes
 
 
 def _counted(history: list[PastContact], cap: CapRule) -> list[datetime]:
@@ -271,7 +326,7 @@ def _cap_frees(at: datetime, history: list[PastContact], cap: CapRule) -> dateti
     inside = [t for t in _counted(history, cap) if at - window < t]
     if len(inside) < cap.max:
         return at
-    return inside[len(inside) - cap.max] + window if cap.max > 0 else at + timedelta(days=36500)
+    return inside[len(inside) - cap.max] + window
 
 
 def _quiet_until(at: datetime, history: list[PastContact], quiet: QuietRule) -> datetime | None:
