@@ -1,4 +1,6 @@
-"""Record workflow histories for the replay test: `python -m tests.histories.record`.
+"""Record workflow histories for the replay test:
+`CODEC_KEY_FILE=/nonexistent python -m tests.histories.record v3` (no codec key, so the files
+hold plain payloads any checkout can replay).
 
 Run this only when a workflow version is released: the files it writes are what running
 loans look like, and `tests/test_replay.py` fails any later change that would break them.
