@@ -38,6 +38,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -199,6 +200,12 @@ async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> Col
                 raise
     try:
         return await handle.query(CollectionWorkflow.status)
+    except WorkflowQueryFailedError:
+        if fresh:
+            raise
+        # a loan that is still starting (loading its policy) cannot answer a query yet; the
+        # update waits for it
+        return await get_status(client, loan_id, fresh=True)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise LoanNotFound(f"no collection for loan {loan_id}") from exc
@@ -572,7 +579,7 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if decision is not None:
         return decision
     if args.command == "pay":
-        currency = args.currency or (await get_status(client, args.loan_id, fresh=False)).currency
+        currency = args.currency or (await get_status(client, args.loan_id)).currency
         amount = _amount(args.amount)
         paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(timezone.utc)
         payment = Payment(payment_id=args.payment_id or f"cli-{uuid.uuid4()}", amount=amount,
