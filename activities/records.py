@@ -14,8 +14,8 @@ from temporalio.exceptions import ApplicationError
 from db.store import audit_row, insert_once
 from db.tables import BorrowerRow, LoanRow, utcnow
 from models.conduct import load_holidays, load_ruleset
-from models.loan import Borrower
 from models.linter import lint_folder
+from models.loan import Borrower
 from models.policy import Conduct, Policy, PolicyError, load_policy, template_names
 from models.requests import AuditEvent, ConductRules, LoanRegistration, Recorded
 

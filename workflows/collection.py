@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -27,8 +27,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.records import RecordActivities
     from activities.tasks import TaskActivities
     from models.allocation import allocate
+    from models.arrangements import ArrangementRejected, Decision, Plan
+    from models.conduct import ContactRequest, GuardDecision, Situation
     from models.context import template_context
-    from models.arrangements import ArrangementRejected, Decision
     from models.events import (
         AgencyContactRequest,
         AgencyReport,
@@ -38,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         TimelineEntry,
     )
     from models.fees import fee_for_period
-    from models.conduct import ContactRequest, GuardDecision, Situation
     from models.loan import Balance, Stage
     from models.negotiation import (
         arrangement_info,
@@ -55,8 +55,8 @@ with workflow.unsafe.imports_passed_through():
         CaseRequest,
         ChargeOffRequest,
         FeeRequest,
-        LoanRegistration,
         GuardRequest,
+        LoanRegistration,
         MessageRequest,
         PaymentRecord,
         PlacementRequest,
@@ -326,8 +326,9 @@ class CollectionWorkflow(Negotiation):
             await self._end_breathing_space()
         await self._record_notes(notes, due.ref)
 
-    async def _remind_instalment(self, plan) -> None:  # type: ignore[no-untyped-def]
+    async def _remind_instalment(self, plan: Plan) -> None:
         inst = plan.next_open()
+        assert inst is not None  # the reminder is due only while an instalment is open
         inst.reminded = True
         s = self._state
         await self._send(
@@ -793,7 +794,7 @@ class CollectionWorkflow(Negotiation):
         ongoing = days_between(s.pause_started_at, at, tz) if s.pause_started_at else 0
         return days_past_due(at, s.loan.due_date, tz, s.paused_days + ongoing)
 
-    def _today(self):  # type: ignore[no-untyped-def]
+    def _today(self) -> date:
         """Today on the borrower's calendar."""
         return local_date(workflow.now(), self._state.loan.borrower.timezone)
 
