@@ -3,7 +3,8 @@
     python starter.py start loan.json [--policy default]
     python starter.py pay LOAN_ID AMOUNT [--currency CNY] [--payment-id ID]
     python starter.py status LOAN_ID
-    python starter.py list [--status running|completed|failed|terminated]
+    python starter.py list [--status running|completed|failed|terminated] [--stage S] [--policy P] [--agency A]
+    python starter.py stats [--policy P]
     python starter.py outcome LOAN_ID TASK_ID answered|no_answer|wrong_number|promised|refused
     python starter.py load-sample
     python starter.py promise LOAN_ID AMOUNT YYYY-MM-DD
@@ -46,6 +47,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import config
+import search_attributes as sa
 from models import (
     AgencyReport,
     Borrower,
@@ -56,6 +58,7 @@ from models import (
     Payment,
     PaymentReceipt,
     PaymentRejected,
+    Stage,
     TaskReport,
 )
 from models.arrangements import (
@@ -71,6 +74,7 @@ from models.arrangements import (
 )
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest, OptOutRequest
+from models.money import minor_units
 from models.schedule import local_date
 from workflows.collection import CollectionWorkflow
 
@@ -212,21 +216,58 @@ async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> Col
         raise
 
 
-async def list_loans(client: Client, status: str | None = None, limit: int = 1000) -> list[dict[str, str]]:
-    """Collection workflows from the server's visibility store, newest first."""
-    query = f"WorkflowType = '{CollectionWorkflow.__name__}'"
-    if status:
-        query += f" AND ExecutionStatus = '{status.capitalize()}'"
+async def list_loans(
+    client: Client, status: str | None = None, *, stage: str | None = None, policy: str | None = None,
+    agency: str | None = None, limit: int | None = 1000,
+) -> list[dict[str, Any]]:
+    """Loans in collection from the server's visibility store, filtered by workflow status,
+    stage, policy and agency (the portfolio's search attributes), newest first."""
     rows = []
-    async for wf in config.with_converter(client).list_workflows(query, limit=limit):
+    async for wf in config.with_converter(client).list_workflows(_portfolio_query(status, stage, policy, agency),
+                                                                  limit=limit):
+        attrs = wf.typed_search_attributes
+        currency = attrs.get(sa.CURRENCY) or ""
+        minor = attrs.get(sa.OUTSTANDING)
         rows.append({
             "loan_id": wf.id.removeprefix(config.WORKFLOW_ID_PREFIX),
             "workflow_id": wf.id,
             "status": wf.status.name.lower() if wf.status else "",
+            "stage": attrs.get(sa.STAGE) or "",
+            "dpd_band": attrs.get(sa.DPD_BAND) or "",
+            "policy": attrs.get(sa.POLICY) or "",
+            "agency": attrs.get(sa.AGENCY) or "",
+            "currency": currency,
+            "outstanding": str(Decimal(minor).scaleb(-minor_units(currency))) if minor is not None and currency else "",
             "started": wf.start_time.isoformat(timespec="seconds"),
             "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
         })
     return rows
+
+
+async def portfolio_stats(client: Client, *, policy: str | None = None) -> list[dict[str, Any]]:
+    """Loans and outstanding totals per stage and currency, from visibility (no workflow is
+    queried, so it costs the same for ten loans or a hundred thousand)."""
+    totals: dict[tuple[str, str], list[Any]] = {}
+    for row in await list_loans(client, policy=policy, limit=None):
+        entry = totals.setdefault((row["stage"] or "starting", row["currency"]), [0, Decimal(0)])
+        entry[0] += 1
+        entry[1] += Decimal(row["outstanding"] or 0)
+    return [
+        {"stage": stage, "currency": currency, "loans": count, "outstanding": str(amount)}
+        for (stage, currency), (count, amount) in sorted(totals.items())
+    ]
+
+
+def _portfolio_query(status: str | None, stage: str | None, policy: str | None, agency: str | None) -> str:
+    clauses = [f"WorkflowType = '{CollectionWorkflow.__name__}'"]
+    if status:
+        clauses.append(f"ExecutionStatus = '{status.capitalize()}'")
+    for key, value in ((sa.STAGE, stage), (sa.POLICY, policy), (sa.AGENCY, agency)):
+        if value:
+            if "'" in value:
+                raise ValueError(f"invalid filter value {value!r}")
+            clauses.append(f"{key.name} = '{value}'")
+    return " AND ".join(clauses)
 
 
 async def load_sample_portfolio(client: Client, database_url: str | None = None) -> list[str]:
@@ -454,8 +495,13 @@ def _parser() -> argparse.ArgumentParser:
     pay.add_argument("--paid-at", help="ISO time with zone (default now)")
     status = sub.add_parser("status", help="show a loan's collection status")
     status.add_argument("loan_id")
-    listing = sub.add_parser("list", help="list loans in collection")
+    listing = sub.add_parser("list", help="list loans in collection (filters: search attributes)")
     listing.add_argument("--status", choices=["running", "completed", "failed", "terminated"])
+    listing.add_argument("--stage", choices=[str(x) for x in Stage])
+    listing.add_argument("--policy")
+    listing.add_argument("--agency")
+    stats = sub.add_parser("stats", help="loans and outstanding totals per stage and currency")
+    stats.add_argument("--policy")
     outcome = sub.add_parser("outcome", help="report the outcome of a call or visit task")
     outcome.add_argument("loan_id")
     outcome.add_argument("task_id")
@@ -588,7 +634,9 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if args.command == "status":
         return await get_status(client, args.loan_id)
     if args.command == "list":
-        return await list_loans(client, args.status)
+        return await list_loans(client, args.status, stage=args.stage, policy=args.policy, agency=args.agency)
+    if args.command == "stats":
+        return {"stats": await portfolio_stats(client, policy=args.policy)}
     if args.command == "outcome":
         report = TaskReport(task_id=args.task_id, outcome=args.outcome, note=args.note,
                             recording_ref=args.recording, reported_by="cli")
@@ -610,8 +658,12 @@ def _print(result: Any, as_json: bool) -> None:
         print(f"{'accepted' if result.accepted else 'rejected'}: {result.reason}" + (f" [{result.ref}]" if result.ref else ""))
     elif isinstance(result, list):
         for row in result:
-            print(f"{row['loan_id']:<24} {row['status']:<11} started {row['started']}  {row['closed']}")
+            print(f"{row['loan_id']:<20} {row['status']:<10} {row['stage']:<12} {row['dpd_band']:<8} "
+                  f"{row['outstanding']:>12} {row['currency']:<4} {row['agency'] or '-':<16} started {row['started']}")
         print(f"{len(result)} loan(s)")
+    elif isinstance(result, dict) and "stats" in result:
+        for row in result["stats"]:
+            print(f"{row['stage']:<14} {row['currency']:<4} {row['loans']:>7} loans  {row['outstanding']:>16}")
     else:
         for key, value in result.items():
             print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 import config
+from activities.admin import AdminActivities, ensure_search_attributes
 from activities.channels import make_adapter
 from activities.guard import GuardActivities
 from activities.handover import HandoverActivities
@@ -55,6 +56,7 @@ def create_worker(
     handover = HandoverActivities(engine, renderer)
     records = RecordActivities(engine, policies_dir or cfg.policies_dir, cfg.rulesets_dir, cfg.templates_dir)
     guard = GuardActivities(engine)
+    admin = AdminActivities(client)
     return Worker(
         config.with_converter(client),
         task_queue=queue,
@@ -76,6 +78,7 @@ def create_worker(
             records.load_conduct_rules,
             guard.request_contact,
             guard.record_conversation,
+            admin.ensure_search_attributes,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
@@ -87,6 +90,7 @@ def create_worker(
 async def run_worker() -> None:
     """Serve the configured Temporal server until SIGINT/SIGTERM."""
     client = await config.connect()
+    await ensure_search_attributes(client)  # the portfolio view's attributes, registered idempotently
     worker = create_worker(client)
     log.info("worker on %s, task queue %s", config.settings().temporal_address, worker.task_queue)
     async with worker:
@@ -114,6 +118,7 @@ async def run_embedded() -> None:
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL"],
     )
     async with env:
+        await ensure_search_attributes(env.client)
         worker = create_worker(env.client)
         async with worker:
             started = await starter.load_sample_portfolio(env.client)

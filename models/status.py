@@ -85,6 +85,8 @@ class CollectionState(BaseModel):
     rules: ConductRules | None = None  # loaded at the first contact, then pinned
     deferred: list[DeferredContact] = []
     opted_out: list[str] = []
+    search_ready: bool | None = None  # None: not checked yet; False: the server has none
+    search_values: dict[str, str | int] = {}
     timeline: list[TimelineEntry] = []
 
     def hold(self, kind: str) -> Hold | None:

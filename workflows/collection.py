@@ -17,9 +17,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+import search_attributes as sa
 from workflows.negotiation import Negotiation
 
 with workflow.unsafe.imports_passed_through():
+    from activities.admin import AdminActivities
     from activities.guard import GuardActivities
     from activities.handover import HandoverActivities
     from activities.ledger import LedgerActivities
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.fees import fee_for_period
     from models.loan import Balance, Stage
+    from models.money import minor_units
     from models.negotiation import (
         arrangement_info,
         credit_payments,
@@ -91,6 +94,8 @@ _TIMEOUT = timedelta(seconds=60)
 _CHANNEL_FIELD = {"sms": "phone", "email": "email", "letter": "address"}
 # Loans started before the conduct guard existed take it on at their next contact.
 CONDUCT_PATCH = "conduct-guard-1"
+# ... and the portfolio's search attributes from their next run (continue-as-new) on.
+SEARCH_PATCH = "search-attributes-1"
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -128,6 +133,7 @@ class CollectionWorkflow(Negotiation):
             await self._sync_pause()
             if state.closed_as is not None:  # closed by a handler while the pause was recorded
                 break
+            await self._sync_search()
             due = self._next_due()
             if due is None:  # paused with nothing dated (a dispute, a stop): wait for a handler
                 self._wake = False
@@ -266,6 +272,32 @@ class CollectionWorkflow(Negotiation):
             self._note(what, channel=channel, outcome=decision.verdict, key=key,
                        detail=f"{decision.rule}{until}: {decision.reason}")
         return decision
+
+    async def _sync_search(self) -> None:
+        """Keep the portfolio's search attributes current (only what changed is upserted).
+        They carry no personal data: stage, DPD band, policy, agency, currency, amount."""
+        s = self._state
+        if s.search_ready is None:
+            if not workflow.patched(SEARCH_PATCH):
+                return
+            s.search_ready = await workflow.execute_activity_method(
+                AdminActivities.ensure_search_attributes, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
+            )
+        if not s.search_ready:
+            return
+        values: dict[str, str | int] = {
+            sa.STAGE.name: str(self._stage()),
+            sa.DPD_BAND.name: sa.dpd_band(self._dpd()),
+            sa.POLICY.name: s.policy.name,
+            sa.AGENCY.name: s.placement.agency if s.placement else "",
+            sa.CURRENCY.name: s.loan.currency,
+            sa.OUTSTANDING.name: int(s.balance.total.scaleb(minor_units(s.loan.currency))),
+        }
+        changed = {name: value for name, value in values.items() if s.search_values.get(name) != value}
+        if changed:
+            keys = {key.name: key for key in sa.ALL}
+            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[attr-defined]
+            s.search_values.update(changed)
 
     def _situation(self) -> Situation:
         s = self._state
@@ -652,6 +684,7 @@ class CollectionWorkflow(Negotiation):
             await self._send(str(s.closed_as), template, channel, purpose="transactional")
         self._note("collection_closed", outcome=reason)
         await self._record("closed", "collection_closed")
+        await self._sync_search()
 
     # ---------------------------------------------------------------- handlers
 
