@@ -137,7 +137,7 @@ class CollectionWorkflow(Negotiation):
             due = self._next_due()
             if due is None:  # paused with nothing dated (a dispute, a stop): wait for a handler
                 self._wake = False
-                await workflow.wait_condition(lambda: self._wake or state.closed_as is not None)
+                await workflow.wait_condition(self._woken)
             elif due.at > workflow.now():
                 await self._sleep_until(due.at)  # then look again: a handler may have changed things
             else:
@@ -170,12 +170,16 @@ class CollectionWorkflow(Negotiation):
             ),
         )
 
+    def _woken(self) -> bool:
+        """Why the loop stops waiting: a handler changed something, the loan closed, or the
+        history grew enough (status calls, reports) that the server suggests continuing as new."""
+        return self._wake or self._state.closed_as is not None or workflow.info().is_continue_as_new_suggested()
+
     async def _sleep_until(self, at: datetime) -> None:
         """Sleep until `at`, or until a handler changes something and sets `_wake`."""
         self._wake = False
         try:
-            await workflow.wait_condition(lambda: self._wake or self._state.closed_as is not None,
-                                          timeout=at - workflow.now())
+            await workflow.wait_condition(self._woken, timeout=at - workflow.now())
         except asyncio.TimeoutError:
             pass
 
