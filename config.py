@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_timeout_seconds: float = 10.0
     activity_threads: int = 32
-    max_cached_workflows: int = 2000
+    max_cached_workflows: int = 800  # ~375 KiB each: 10,000 loans in flight stay under 500 MB
     codec_keys: SecretStr = Field(default=SecretStr(""), validation_alias=AliasChoices("COLLECTIONS_CODEC_KEYS"))
     """Comma-separated base64 AES-256 keys, current first; overrides `codec_key_file`."""
     codec_key_file: Path = ROOT / "var" / "codec.key"
