@@ -193,7 +193,7 @@ async def request_agency_contact(client: Client, loan_id: str, req: AgencyContac
 
 async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
     """The loan's collection status. For a running loan `fresh` asks through an update so
-    days past due are as of now (two history events); `fresh=False` uses a query (no
+    days past due are as of now (about five history events); `fresh=False` uses a query (no
     history, figures as of the workflow's last step). A closed loan is always queried."""
     handle = _handle(client, loan_id)
     if fresh:
