@@ -23,11 +23,11 @@ def pause_reason(s: CollectionState) -> str | None:
         return "dispute open"
     if s.hold("hardship"):
         return "hardship breathing space"
-    if s.settlement and s.settlement.status == "open":
+    if s.open_settlement():
         return "settlement offer open"
-    if s.plan and s.plan.status == "active":
+    if s.active_plan():
         return "instalment plan"
-    if s.promise and s.promise.status == "open":
+    if s.open_promise():
         return "promise to pay"
     return None
 
@@ -59,17 +59,18 @@ def judged_at(s: CollectionState, due: date, grace_days: int, held_at_start: int
 def credit_payments(s: CollectionState) -> list[Note]:
     """Recognise what the payments so far fulfil: a settlement, a promise, instalments."""
     notes: list[Note] = []
-    st = s.settlement
-    if st and st.status == "open" and s.paid_total - st.paid_at_start >= st.amount:
+    st = s.open_settlement()
+    if st and s.paid_total - st.paid_at_start >= st.amount:
         st.status = "paid"
         notes.append(("settlement", "paid", f"{st.amount} paid by {st.deadline}"))
-    pr = s.promise
-    if pr and pr.status == "open" and s.paid_total - pr.paid_at_start >= pr.amount:
+    pr = s.open_promise()
+    if pr and s.paid_total - pr.paid_at_start >= pr.amount:
         pr.status = "kept"
         s.counts.promises_kept += 1
         notes.append(("promise", "kept", f"{pr.amount} promised for {pr.due}"))
-    if s.plan and s.plan.status == "active":
-        notes += _credit_plan(s, s.plan)
+    plan = s.active_plan()
+    if plan:
+        notes += _credit_plan(s, plan)
     return notes
 
 
@@ -107,17 +108,17 @@ def judge_instalment(s: CollectionState, plan: Plan, max_missed: int) -> list[No
 
 def arrangement_info(s: CollectionState, now: datetime) -> ArrangementInfo | None:
     """The arrangement the status shows: an open settlement, else the plan, else a promise."""
-    st, plan, pr = s.settlement, s.plan, s.promise
-    if st and st.status == "open":
+    st, plan, pr = s.open_settlement(), s.active_plan(), s.open_promise()
+    if st:
         left = max(ZERO, st.amount - (s.paid_total - st.paid_at_start))
         return ArrangementInfo(kind="settlement", ref=st.offer_id, next_due_date=st.deadline,
                                next_due_amount=left, status=st.status)
-    if plan and plan.status == "active":
+    if plan:
         inst = plan.next_open()
         left = None if inst is None else max(ZERO, inst.cumulative - (s.paid_total - plan.paid_at_start))
         return ArrangementInfo(kind="plan", ref=plan.plan_id, next_due_date=inst.due if inst else None,
                                next_due_amount=left, status=f"{plan.missed} missed")
-    if pr and pr.status == "open":
+    if pr:
         left = max(ZERO, pr.amount - (s.paid_total - pr.paid_at_start))
         return ArrangementInfo(kind="promise", ref=pr.promise_id, next_due_date=pr.due,
                                next_due_amount=left, status=pr.status)

@@ -92,6 +92,15 @@ class CollectionState(BaseModel):
     def hold(self, kind: str) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)
 
+    def open_promise(self) -> Promise | None:
+        return self.promise if self.promise is not None and self.promise.status == "open" else None
+
+    def active_plan(self) -> Plan | None:
+        return self.plan if self.plan is not None and self.plan.status == "active" else None
+
+    def open_settlement(self) -> Settlement | None:
+        return self.settlement if self.settlement is not None and self.settlement.status == "open" else None
+
 
 class DeferredContact(BaseModel):
     """A contact the guard deferred: asked again at `at` (never dropped silently)."""

@@ -228,11 +228,11 @@ class CollectionWorkflow(Negotiation):
         """Dated checks of the open arrangements (their dates move on by the days of holds)."""
         s, now = self._state, workflow.now()
         items: list[_Due] = []
-        pr, plan, st = s.promise, s.plan, s.settlement
-        if pr is not None and pr.status == "open":
+        pr, plan, st = s.open_promise(), s.active_plan(), s.open_settlement()
+        if pr is not None:
             at = judged_at(s, pr.due, s.policy.promise.grace_days, pr.held_at_start, now)
             items.append(_Due(at, "promise_check", f"promise due {pr.due}", pr.promise_id))
-        inst = plan.next_open() if plan is not None and plan.status == "active" else None
+        inst = plan.next_open() if plan is not None else None
         if plan is not None and inst is not None:
             at = judged_at(s, inst.due, s.policy.plan.grace_days, plan.held_at_start, now)
             items.append(_Due(at, "instalment_check", f"instalment {inst.number} due {inst.due}", plan.plan_id))
@@ -240,7 +240,7 @@ class CollectionWorkflow(Negotiation):
                 day = inst.due - timedelta(days=s.policy.plan.reminder_days_before)
                 at = self._contact_time(at_local(day, s.policy.contact.send_at, s.loan.borrower.timezone))
                 items.append(_Due(at, "plan_reminder", f"reminder of instalment {inst.number}", plan.plan_id))
-        if st is not None and st.status == "open":
+        if st is not None:
             at = judged_at(s, st.deadline, 0, st.held_at_start, now)
             items.append(_Due(at, "settlement_lapse", f"settlement deadline {st.deadline}", st.offer_id))
         return items
@@ -633,10 +633,10 @@ class CollectionWorkflow(Negotiation):
         s = self._state
         waived, s.balance = s.balance, Balance()
         s.closed_as, s.closed_at = Stage.settled, workflow.now()
-        if s.plan is not None and s.plan.status == "active":
-            s.plan.status = "settled"
-        if s.promise is not None and s.promise.status == "open":
-            s.promise.status = "superseded"
+        if plan := s.active_plan():
+            plan.status = "settled"
+        if promise := s.open_promise():
+            promise.status = "superseded"
         return waived
 
     # ---------------------------------------------------------------- tasks

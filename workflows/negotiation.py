@@ -70,8 +70,8 @@ class Negotiation:
         self._refuse_arrangement()
         check_promise(
             req, today=self._today(), outstanding=s.balance.total, currency=s.loan.currency,
-            broken=s.counts.promises_broken, promise_open=bool(s.promise and s.promise.status == "open"),
-            plan_active=bool(s.plan and s.plan.status == "active"), policy=s.policy,
+            broken=s.counts.promises_broken, promise_open=s.open_promise() is not None,
+            plan_active=s.active_plan() is not None, policy=s.policy,
         )
 
     # ------------------------------------------------------------ instalment plan
@@ -89,11 +89,11 @@ class Negotiation:
 
     def _schedule(self, req: PlanProposal) -> Any:
         s = self._state
-        active = s.plan is not None and s.plan.status == "active"
+        active = s.active_plan()
         interest = s.balance.interest if s.policy.plan.waive_interest else ZERO
         return plan_schedule(
             req, total=s.balance.total - interest, currency=s.loan.currency, today=self._today(),
-            policy=s.policy, renegotiations=(s.plan.renegotiation + 1) if active else 0,
+            policy=s.policy, renegotiations=(active.renegotiation + 1) if active else 0,
         )
 
     async def _start_plan(self, req: PlanProposal, actor: str) -> Decision:
@@ -101,11 +101,11 @@ class Negotiation:
         s = self._state
         schedule = self._schedule(req)
         renegotiation = 0
-        if s.plan is not None and s.plan.status == "active":
-            s.plan.status = "renegotiated"
-            renegotiation = s.plan.renegotiation + 1
-        if s.promise is not None and s.promise.status == "open":
-            s.promise.status = "superseded"
+        if old := s.active_plan():
+            old.status = "renegotiated"
+            renegotiation = old.renegotiation + 1
+        if promise := s.open_promise():
+            promise.status = "superseded"
         waived = Balance(interest=s.balance.interest) if s.policy.plan.waive_interest else Balance()
         s.balance = s.balance.with_component("interest", s.balance.interest - waived.interest)
         ref = self._new_ref("plan")
@@ -144,7 +144,7 @@ class Negotiation:
         s = self._state
         return check_settlement(
             offer, today=self._today(), outstanding=s.balance.total, currency=s.loan.currency,
-            stage=str(self._stage()), settlement_open=bool(s.settlement and s.settlement.status == "open"),
+            stage=str(self._stage()), settlement_open=s.open_settlement() is not None,
             policy=s.policy,
         )
 
@@ -347,11 +347,10 @@ class Negotiation:
 
     def _cancel_arrangements(self, why: str) -> None:
         s = self._state
-        for arrangement, status, open_status in ((s.promise, "cancelled", "open"), (s.plan, "cancelled", "active"),
-                                                 (s.settlement, "cancelled", "open")):
-            if arrangement is not None and arrangement.status == open_status:
-                arrangement.status = status
-                self._note("arrangement_cancelled", outcome=status, detail=why)
+        for arrangement in (s.open_promise(), s.active_plan(), s.open_settlement()):
+            if arrangement is not None:
+                arrangement.status = "cancelled"
+                self._note("arrangement_cancelled", outcome="cancelled", detail=why)
 
     async def _stop_contact(self, why: str) -> None:
         """Holds and stops: recall the agency and cancel open tasks and planned retries now."""
