@@ -3,6 +3,7 @@ reports that have no other side effect."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -27,6 +28,7 @@ class RecordActivities:
         self._rulesets_dir = rulesets_dir
         self._templates_dir = templates_dir
         self._checked: set[tuple[str, str]] = set()
+        self._lint_lock = threading.Lock()
 
     @activity.defn
     def load_policy(self, name: str) -> Policy:
@@ -41,8 +43,12 @@ class RecordActivities:
 
     def _check_conduct(self, policy: Policy) -> None:
         """Lint the policy's templates once per policy version in this worker."""
-        if (policy.name, policy.version) in self._checked:
-            return
+        with self._lint_lock:  # twenty loans starting together lint once, not twenty times
+            if (policy.name, policy.version) not in self._checked:
+                self._lint(policy)
+                self._checked.add((policy.name, policy.version))
+
+    def _lint(self, policy: Policy) -> None:
         try:
             ruleset = load_ruleset(policy.conduct.ruleset, self._rulesets_dir, policy.conduct.overrides)
         except ValueError as exc:
@@ -52,7 +58,6 @@ class RecordActivities:
         if problems:
             listed = "; ".join(f"{name}: {', '.join(found)}" for name, found in sorted(problems.items()))
             raise PolicyError(f"policy {policy.name}: templates refused under rule set {ruleset.name}: {listed}")
-        self._checked.add((policy.name, policy.version))
 
     @activity.defn
     def load_conduct_rules(self, conduct: Conduct) -> ConductRules:
