@@ -17,7 +17,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_histories_are_kept() -> None:
     names = {p.stem.rsplit("-", 1)[0] for p in HISTORIES}
-    assert {"ladder", "paid", "reports", "plan", "dispute", "settlement", "hardship", "stop"} <= names
+    assert {"ladder", "paid", "reports", "plan", "dispute", "settlement", "hardship", "stop",
+            "continued-run1", "continued-run2", "continued-run3"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
