@@ -244,6 +244,29 @@ async def list_loans(
     return rows
 
 
+async def roll_over(client: Client, loan_ids: list[str] | None = None, *, started_before: datetime | None = None) -> list[str]:
+    """Ask running loans to continue as new at their next quiet moment, so they take the
+    current code's patched branches (see the README's upgrade guide). Either the given loans,
+    or every running collection whose current run started before `started_before`. Returns
+    the loan ids asked; a loan that is not running is skipped."""
+    if loan_ids is None:
+        if started_before is None:
+            raise ValueError("give loan ids or started_before")
+        when = started_before.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = f'WorkflowType="CollectionWorkflow" AND ExecutionStatus="Running" AND StartTime < "{when}"'
+        loan_ids = [wf.id.removeprefix(config.WORKFLOW_ID_PREFIX) async for wf in client.list_workflows(query)]
+    asked = []
+    for loan_id in loan_ids:
+        try:
+            await _handle(client, loan_id).signal(CollectionWorkflow.roll_over)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            continue
+        asked.append(loan_id)
+    return asked
+
+
 async def portfolio_stats(client: Client, *, policy: str | None = None) -> list[dict[str, Any]]:
     """Loans and outstanding totals per stage and currency, from visibility (no workflow is
     queried, so it costs the same for ten loans or a hundred thousand)."""
@@ -509,6 +532,9 @@ def _parser() -> argparse.ArgumentParser:
     outcome.add_argument("--note", default="")
     outcome.add_argument("--recording", default="", help="recording reference (calls, visits)")
     sub.add_parser("load-sample", help="load the sample portfolio and start its collection")
+    roll = sub.add_parser("roll-over", help="ask running loans to continue as new (after a deploy)")
+    roll.add_argument("loan_ids", nargs="*")
+    roll.add_argument("--started-before", help="every running loan whose run started before this ISO time")
     _negotiation_parsers(sub)
     _audit_parser(sub)
     return parser
@@ -643,6 +669,11 @@ async def _run_cli(args: argparse.Namespace) -> Any:
         return await report_task_outcome(client, args.loan_id, report)
     if args.command == "load-sample":
         return {"started": await load_sample_portfolio(client)}
+    if args.command == "roll-over":
+        before = datetime.fromisoformat(args.started_before) if args.started_before else None
+        if before is not None and before.tzinfo is None:
+            raise SystemExit("--started-before needs a time zone, e.g. 2026-12-01T00:00:00+00:00")
+        return {"asked": await roll_over(client, args.loan_ids or None, started_before=before)}
     raise AssertionError(args.command)
 
 

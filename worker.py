@@ -13,6 +13,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -41,9 +42,11 @@ def create_worker(
     database_url: str | None = None,
     max_cached_workflows: int | None = None,
     policies_dir: Path | None = None,
+    **options: Any,
 ) -> Worker:
     """A worker with every workflow and activity registered, writing to `database_url`
-    (default: the DATABASE_URL setting, a SQLite file under var/)."""
+    (default: the DATABASE_URL setting, a SQLite file under var/). `options` go to
+    `temporalio.worker.Worker` as they are (tests and benchmarks tune the worker with them)."""
     cfg = config.settings()
     queue = config.task_queue(task_queue)
     config.remember_task_queue(queue)
@@ -84,6 +87,7 @@ def create_worker(
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        **options,
     )
 
 

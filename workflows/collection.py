@@ -96,6 +96,12 @@ _CHANNEL_FIELD = {"sms": "phone", "email": "email", "letter": "address"}
 CONDUCT_PATCH = "conduct-guard-1"
 # ... and the portfolio's search attributes from their next run (continue-as-new) on.
 SEARCH_PATCH = "search-attributes-1"
+# ... and continue as new at HISTORY_CAP events even if the server never suggests it.
+HISTORY_CAP_PATCH = "history-cap-1"
+HISTORY_CAP = 10_000
+"""Events after which a run continues as new whatever the server's settings: the server's
+suggestion comes at 4,096 by default (a setting a cluster may raise), and its hard limit
+(51,200) terminates the run."""
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -118,6 +124,8 @@ class CollectionWorkflow(Negotiation):
         self._plan: list[PlannedAction] = build_plan(inp.state.policy, inp.state.loan) if inp.state else []
         self._wake = False
         self._actor = "workflow"  # who caused the latest change, for pause/resume entries
+        self._roll_over_asked = False  # an operator asked for continue-as-new (see roll_over)
+        self._cap_declined = True  # a run recorded before HISTORY_CAP_PATCH has no cap
 
     # ---------------------------------------------------------------- run loop
 
@@ -125,9 +133,11 @@ class CollectionWorkflow(Negotiation):
     async def run(self, inp: CollectionInput) -> CollectionStatus:
         if self._s is None:
             await self._begin(inp)
+        # Decided once per run, at its start: runs recorded before the cap replay as they ran.
+        self._cap_declined = not workflow.patched(HISTORY_CAP_PATCH)
         state = self._state
         while state.closed_as is None:
-            if workflow.info().is_continue_as_new_suggested():
+            if self._roll_over_due():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(CollectionInput(loan=state.loan, policy=inp.policy, state=state))
             await self._sync_pause()
@@ -172,8 +182,15 @@ class CollectionWorkflow(Negotiation):
 
     def _woken(self) -> bool:
         """Why the loop stops waiting: a handler changed something, the loan closed, or the
-        history grew enough (status calls, reports) that the server suggests continuing as new."""
-        return self._wake or self._state.closed_as is not None or workflow.info().is_continue_as_new_suggested()
+        history grew enough (status calls, reports) that it should continue as new."""
+        return self._wake or self._state.closed_as is not None or self._roll_over_due()
+
+    def _roll_over_due(self) -> bool:
+        """Whether the run should continue as new: the server suggests it, an operator asked,
+        or the history reached HISTORY_CAP (unless this run predates the cap)."""
+        info = workflow.info()
+        capped = not self._cap_declined and info.get_current_history_length() >= HISTORY_CAP
+        return info.is_continue_as_new_suggested() or self._roll_over_asked or capped
 
     async def _sleep_until(self, at: datetime) -> None:
         """Sleep until `at`, or until a handler changes something and sets `_wake`."""
@@ -691,6 +708,13 @@ class CollectionWorkflow(Negotiation):
         await self._sync_search()
 
     # ---------------------------------------------------------------- handlers
+
+    @workflow.signal
+    def roll_over(self) -> None:
+        """Continue as new at the next quiet moment. An operator's tool after a deploy: the new
+        run takes the current code's patched branches (README: Upgrading a live system)."""
+        if self._s is not None and self._s.closed_as is None:
+            self._roll_over_asked = True
 
     @workflow.update
     async def pay(self, payment: Payment) -> PaymentReceipt:
