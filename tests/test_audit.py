@@ -420,7 +420,7 @@ def test_concurrent_appends_that_race_for_a_seq_are_retried(engine: Engine, monk
             together.wait(timeout=10)
         return head
 
-    monkeypatch.setattr(db.store, "_hold_write_lock", lambda session: None)
+    monkeypatch.setattr(db.store, "hold_write_lock", lambda session: None)
     monkeypatch.setattr(db.store, "_last_entry", read_together)
     monkeypatch.setattr(db.store, "_backoff", counted)
     concurrent_appends(engine, 4)
