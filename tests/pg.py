@@ -84,7 +84,8 @@ class PostgresCluster:
     def __init__(self) -> None:
         self.bin = find_bin_dir()
         self.as_postgres = os.geteuid() == 0
-        self.dir = Path(tempfile.mkdtemp(prefix="lc-pgtest-"))
+        # as root the server runs as `postgres`, which must reach the dir: /tmp, not $TMPDIR
+        self.dir = Path(tempfile.mkdtemp(prefix="lc-pgtest-", dir="/tmp" if self.as_postgres else None))
         self.data = self.dir / "data"
         self.port = 0
         self._watchdog: subprocess.Popen[bytes] | None = None
