@@ -144,8 +144,7 @@ def is_chain_conflict(exc: BaseException) -> bool:
     """Whether `exc` is a lost race for a loan's next audit seq (to be retried), as opposed to
     a duplicate business key (which means "already done").
 
-    PostgreSQL (psycopg) names the violated constraint; SQLite only says which columns (a
-    database upgraded from before the chain has a unique index, not the named constraint).
+    PostgreSQL (psycopg) names the violated constraint; SQLite only says which columns.
     A deadlock or serialization failure (PostgreSQL) or a busy SQLite database is retried too.
     """
     orig = getattr(exc, "orig", None)
