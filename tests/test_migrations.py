@@ -146,6 +146,9 @@ def alembic_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_alembic_by_hand_upgrades_checks_and_downgrades_the_configured_database(empty_url: str) -> None:
+    done = alembic_cli(empty_url, "upgrade", "head", "--sql")  # the SQL for a DBA, nothing applied
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE audit" in done.stdout and tables(empty_url) == set()
     done = alembic_cli(empty_url, "upgrade", "head")
     assert done.returncode == 0, done.stderr
     assert revision(empty_url) == migrate.head()

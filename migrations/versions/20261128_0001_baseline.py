@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -198,7 +198,8 @@ TABLES: dict[str, Callable[[], None]] = {  # in dependency order (loans refers t
 
 
 def upgrade() -> None:
-    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    # Offline (`alembic upgrade head --sql`) there is no database to look at: the SQL is for an empty one.
+    existing = set() if context.is_offline_mode() else set(sa.inspect(op.get_bind()).get_table_names())
     for name, create in TABLES.items():
         if name not in existing:
             create()
