@@ -1,6 +1,8 @@
 # The two commands: `make run` (embedded Temporal dev server + worker + sample portfolio)
 # and `make test` (the whole suite). Both create the virtualenv on first use.
 # `make codec-server` lets the Web UI decode the encrypted payloads (see the `make run` banner).
+# `make test` runs the database tests on SQLite and on a throwaway PostgreSQL cluster; it first
+# makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; README "Database").
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,6 +20,7 @@ run: $(STAMP)
 	$(PY) worker.py --embedded
 
 test: $(STAMP)
+	sh scripts/ensure-postgres.sh
 	$(PY) -m pytest
 
 worker: $(STAMP)

@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     temporal_ui_port: int = 8233
     temporal_db_file: Path = ROOT / "var" / "temporal.db"
     database_url: str = f"sqlite:///{ROOT / 'var' / 'collections.db'}"
-    db_pool_size: int = 10
+    database_pool_size: int = Field(default=10, validation_alias=AliasChoices("DATABASE_POOL_SIZE", "DB_POOL_SIZE"))
+    """Connections each worker keeps open (not SQLite); DB_POOL_SIZE is the older name."""
+    database_max_overflow: int = 10
+    """Extra connections a worker may open under load, closed when returned (not SQLite)."""
     policies_dir: Path = ROOT / "policies"
     templates_dir: Path = ROOT / "templates"
     rulesets_dir: Path = ROOT / "rulesets"

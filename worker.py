@@ -29,6 +29,7 @@ from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
 from activities.rendering import Renderer
 from activities.tasks import TaskActivities
+from db import migrate
 from db.store import make_engine
 from workflows.collection import CollectionWorkflow
 
@@ -50,7 +51,9 @@ def create_worker(
     cfg = config.settings()
     queue = config.task_queue(task_queue)
     config.remember_task_queue(queue)
-    engine = make_engine(database_url or cfg.database_url, cfg.db_pool_size)
+    url = database_url or cfg.database_url
+    migrate.upgrade(url)  # the schema to head (Alembic) before anything writes; idempotent, locked
+    engine = make_engine(url, cfg.database_pool_size, cfg.database_max_overflow)
     renderer = Renderer(cfg.templates_dir)
     adapter = make_adapter(cfg.channel_adapter, cfg.webhook_url, cfg.webhook_timeout_seconds)
     messaging = MessagingActivities(engine, renderer, adapter)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 from temporalio import activity
 
-from db.contacts import ContactRow, PersonLock
-from db.store import append_audit, audit_row
+from db.contacts import ContactRow, lock_person
+from db.store import append_audit, audit_row, hold_write_lock
 from models.conduct import DELIVERY_MARGIN, GuardDecision, PastContact, RuleSet, decide
 from models.requests import GuardRequest, Recorded
 
@@ -31,7 +31,7 @@ class GuardActivities:
 
         A retried request whose slot was already taken is answered `allowed` again without a
         second row. Every decision goes to the audit record with the rule that decided it.
-        Two first-ever requests for a person racing to create the lock row: the loser retries.
+        A transaction the database turned back (deadlock, busy SQLite, a lost race) runs again.
         """
         for attempt in range(5):
             try:
@@ -44,7 +44,7 @@ class GuardActivities:
     def _decide(self, req: GuardRequest) -> GuardDecision:
         c, rules = req.contact, req.rules.ruleset
         with Session(self._engine) as session:
-            self._lock_person(session, c.borrower_id)
+            lock_person(session, c.borrower_id)  # before reading the person's history
             taken = session.exec(select(ContactRow).where(ContactRow.key == c.key)).first()
             if taken is not None:
                 session.rollback()
@@ -69,20 +69,11 @@ class GuardActivities:
     def record_conversation(self, key: str) -> Recorded:
         """A call reached the borrower: it now counts as a conversation for the caps."""
         with Session(self._engine) as session:
-            row = session.exec(select(ContactRow).where(ContactRow.key == key)).first()
+            hold_write_lock(session)
+            row = session.exec(select(ContactRow).where(ContactRow.key == key).with_for_update()).first()
             if row is None or row.connected:
                 return Recorded(ref=key, duplicate=True)
             row.connected = True
             session.add(row)
             session.commit()
         return Recorded(ref=key)
-
-    @staticmethod
-    def _lock_person(session: Session, borrower_id: str) -> None:
-        """Write before reading anything, so the transaction holds the person's lock (the
-        row lock; SQLite's write lock) before it looks at the history."""
-        bumped = session.exec(update(PersonLock).where(PersonLock.borrower_id == borrower_id)  # type: ignore[call-overload]
-                              .values(version=PersonLock.version + 1))
-        if bumped.rowcount == 0:
-            session.add(PersonLock(borrower_id=borrower_id, version=1))
-            session.flush()

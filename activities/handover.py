@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.rendering import Renderer
-from db.store import append_audit, audit_row, insert_once
+from db.store import append_audit, audit_row, hold_write_lock, insert_once
 from db.tables import CaseRow, PlacementRow
 from models.requests import CaseRequest, PlacementRequest, RecallRequest, Recorded
 
@@ -32,9 +32,12 @@ class HandoverActivities:
 
     @activity.defn
     def recall_from_agency(self, req: RecallRequest) -> Recorded:
-        """Take the account back; a second recall changes nothing."""
+        """Take the account back; a second recall changes nothing (the row is locked before it
+        is read, so a concurrent second recall waits and then finds it recalled)."""
         with Session(self._engine) as session:
-            row = session.exec(select(PlacementRow).where(PlacementRow.placement_id == req.placement_id)).first()
+            hold_write_lock(session)
+            row = session.exec(select(PlacementRow).where(PlacementRow.placement_id == req.placement_id)
+                               .with_for_update()).first()
             if row is None or row.recalled_at is not None:
                 return Recorded(ref=req.placement_id, duplicate=True)
             row.recalled_at, row.recall_reason = req.at, req.reason

@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.rendering import Renderer
-from db.store import append_audit, audit_row, insert_once
+from db.store import append_audit, audit_row, hold_write_lock, insert_once
 from db.tables import AuditRow, TaskRow
 from models.requests import Recorded, TaskClosure, TaskRequest
 
@@ -33,9 +33,12 @@ class TaskActivities:
 
     @activity.defn
     def close_task(self, req: TaskClosure) -> Recorded:
-        """Close a task with its outcome; closing a closed task changes nothing."""
+        """Close a task with its outcome; closing a closed task changes nothing. The row is
+        locked before it is read, so a second closing attempt at the same moment waits and
+        then finds it closed (instead of overwriting the outcome and failing on the audit key)."""
         with Session(self._engine) as session:
-            row = session.exec(select(TaskRow).where(TaskRow.task_id == req.task_id)).first()
+            hold_write_lock(session)
+            row = session.exec(select(TaskRow).where(TaskRow.task_id == req.task_id).with_for_update()).first()
             if row is None or row.status == "closed":
                 return Recorded(ref=req.task_id, duplicate=True)
             row.status, row.outcome, row.note = "closed", req.outcome, req.note

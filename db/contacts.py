@@ -1,17 +1,20 @@
 """The contact budget: every contact made to a person, across all their loans and agencies.
 
 One table, one row per allowed contact. The guard activity reads a person's recent rows and
-inserts the new one in a single transaction that first takes a per-person lock row, so two
-loans (or an agency) asking at the same moment are decided one after the other against the
-same history: three loans never mean three times the calls.
+inserts the new one in a single transaction that first takes a per-person lock
+(`lock_person`), so two loans (or an agency) asking at the same moment are decided one after
+the other against the same history: three loans never mean three times the calls.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, SQLModel
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
 
+from db.store import hold_write_lock
 from db.types import UtcDateTime
 
 
@@ -29,10 +32,37 @@ class ContactRow(SQLModel, table=True):
 
 
 class PersonLock(SQLModel, table=True):
-    """A row per person, updated at the start of every guard transaction: the row lock (or,
-    on SQLite, the database write lock) serialises decisions for the same person."""
+    """A row per person, locked at the start of every guard transaction (`lock_person`).
+    `version` is no longer written (the lock is SELECT ... FOR UPDATE); kept so the schema
+    stays as it was."""
 
     __tablename__ = "person_locks"
 
     borrower_id: str = Field(primary_key=True)
     version: int = 0
+
+
+def lock_person(session: Session, borrower_id: str) -> None:
+    """Hold the person's lock until the session's transaction ends, before anything about the
+    person is read: a second guard transaction for the same person waits here until the
+    first commits, then reads a history that includes the first one's contact.
+
+    PostgreSQL: the lock row is created if missing (INSERT ... ON CONFLICT DO NOTHING, which
+    waits for a concurrent creator of the same row and then does nothing) and locked with
+    SELECT ... FOR UPDATE; read committed gives each later statement a fresh snapshot.
+    SQLite has no row locks: BEGIN IMMEDIATE takes the database's write lock, which
+    serialises every writer (FOR UPDATE is not rendered there).
+    """
+    dialect = session.get_bind().dialect.name
+    hold_write_lock(session)
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(insert(PersonLock).values(borrower_id=borrower_id, version=0)
+                        .on_conflict_do_nothing(index_elements=["borrower_id"]))
+    else:  # no portable upsert: create it in a savepoint, a duplicate means it exists
+        try:
+            with session.begin_nested():
+                session.add(PersonLock(borrower_id=borrower_id, version=0))
+        except IntegrityError:
+            pass
+    session.execute(select(PersonLock.borrower_id).where(PersonLock.borrower_id == borrower_id).with_for_update())

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -25,21 +25,26 @@ CHAIN_ATTEMPTS = 8
 
 _CHAIN_CONSTRAINT = "uq_audit_loan_seq"
 
+_RETRY_SQLSTATES = {"40001", "40P01"}
+"""PostgreSQL's serialization failure and deadlock: the transaction can simply run again."""
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
-    """An engine for `url`, with the tables created. SQLite gets WAL and a busy timeout so
-    the worker's activity threads can write side by side."""
+
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+    """An engine for `url`. It changes no schema: `db.migrate.upgrade` (run by the worker at
+    start) brings the database to the current one first.
+
+    SQLite gets WAL and a busy timeout so the worker's activity threads can write side by side.
+    Other databases get a pool of `pool_size` connections kept open plus up to `max_overflow`
+    opened under load (DATABASE_POOL_SIZE, DATABASE_MAX_OVERFLOW), checked before use so a
+    connection the server dropped is replaced instead of failing an activity."""
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
-    _upgrade_audit_table(engine)
-    return engine
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -82,7 +87,7 @@ def append_audit(session: Session, row: AuditRow) -> AuditRow:
     the new last entry (read committed sees it), up to CHAIN_ATTEMPTS times.
     """
     session.flush()  # the business row's change first
-    _hold_write_lock(session)
+    hold_write_lock(session)
     for attempt in range(CHAIN_ATTEMPTS):
         try:
             with session.begin_nested():  # flushed on leaving: chained by chain_new_entries
@@ -104,7 +109,7 @@ def chain_new_entries(session: OrmSession) -> None:
     if not pending:
         return
     pending.sort(key=lambda obj: inspect(obj).insert_order or 0)
-    _hold_write_lock(session)
+    hold_write_lock(session)
     heads: dict[str, tuple[int, str]] = {}
     for row in pending:
         if row.loan_id not in heads:
@@ -137,12 +142,22 @@ def _before_flush(session: OrmSession, _context: Any, _instances: Any) -> None:
 
 def is_chain_conflict(exc: BaseException) -> bool:
     """Whether `exc` is a lost race for a loan's next audit seq (to be retried), as opposed to
-    a duplicate business key (which means "already done")."""
+    a duplicate business key (which means "already done").
+
+    PostgreSQL (psycopg) names the violated constraint; SQLite only says which columns.
+    A deadlock or serialization failure (PostgreSQL) or a busy SQLite database is retried too.
+    """
+    orig = getattr(exc, "orig", None)
     if isinstance(exc, IntegrityError):
-        message = str(exc.orig)
+        constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+        if constraint:
+            return constraint == _CHAIN_CONSTRAINT
+        message = str(orig)
         return _CHAIN_CONSTRAINT in message or "audit.loan_id, audit.seq" in message
     if isinstance(exc, DBAPIError):
-        message = str(exc.orig).lower()
+        if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
+            return True
+        message = str(orig).lower()
         return any(s in message for s in ("database is locked", "deadlock detected", "could not serialize"))
     return False
 
@@ -152,10 +167,12 @@ def _is_sqlite(session: OrmSession) -> bool:
     return bind.dialect.name == "sqlite"
 
 
-def _hold_write_lock(session: OrmSession) -> None:
-    """SQLite: make sure the transaction holds the write lock before the chain's head is read
-    (the driver starts transactions only at the first write, so a transaction whose first
-    write is the audit entry would read the head outside it). Other databases: nothing."""
+def hold_write_lock(session: OrmSession) -> None:
+    """SQLite: make sure the transaction holds the database's write lock before it reads what
+    it is about to decide on (the driver starts transactions only at the first write, so a
+    transaction whose first write is the audit entry would read the chain's head outside it).
+    Other databases: nothing (they lock rows: the unique constraint settles the chain,
+    `db.contacts.lock_person` the guard)."""
     if not _is_sqlite(session):
         return
     dbapi = session.connection().connection.dbapi_connection
@@ -217,37 +234,3 @@ def insert_once(engine: Engine, row: Row, key_field: str, extra: Sequence[SQLMod
 
 def _find(session: Session, model: type[Row], key_field: str, key: object) -> Row | None:
     return session.exec(select(model).where(getattr(model, key_field) == key)).first()
-
-
-# --- upgrade of a database written before the chain -----------------------------------------
-
-_CHAIN_COLUMNS = {
-    "rule_id": "VARCHAR NOT NULL DEFAULT ''",
-    "evidence_ref": "VARCHAR NOT NULL DEFAULT ''",
-    "seq": "INTEGER NOT NULL DEFAULT 0",
-    "prev_hash": "VARCHAR NOT NULL DEFAULT ''",
-    "hash": "VARCHAR NOT NULL DEFAULT ''",
-}
-
-
-def _upgrade_audit_table(engine: Engine) -> None:
-    """An audit table created before the chain gets its columns, and its entries are chained
-    per loan in the order they were written (only chain columns are set; no content changes).
-    Nothing happens on a current table."""
-    present = {c["name"] for c in inspect(engine).get_columns(AuditRow.__tablename__)}
-    missing = [name for name in _CHAIN_COLUMNS if name not in present]
-    if not missing:
-        return
-    table = AuditRow.__table__  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        for name in missing:
-            conn.execute(text(f"ALTER TABLE audit ADD COLUMN {name} {_CHAIN_COLUMNS[name]}"))
-        heads: dict[str, tuple[int, str]] = {}
-        for entry in conn.execute(table.select().order_by(table.c.loan_id, table.c.id)).mappings().all():
-            seq, prev_hash = heads.get(entry["loan_id"], (0, GENESIS))
-            fields = {**entry, "seq": seq + 1}
-            digest = entry_hash(prev_hash, fields)
-            conn.execute(table.update().where(table.c.id == entry["id"])
-                         .values(seq=seq + 1, prev_hash=prev_hash, hash=digest))
-            heads[entry["loan_id"]] = (seq + 1, digest)
-        conn.execute(text(f"CREATE UNIQUE INDEX {_CHAIN_CONSTRAINT} ON audit (loan_id, seq)"))

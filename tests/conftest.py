@@ -1,10 +1,17 @@
 """Shared fixtures: for each test a fresh time-skipping Temporal server (0.1 s to start; no
-test can stall another's clock), a fresh SQLite database and a worker on its own queue."""
+test can stall another's clock), a fresh database and a worker on its own queue.
+
+Every test that takes `db_url`, `engine` or `harness` runs twice, `[sqlite]` and
+`[postgresql]`, each time on a fresh database already at the migrations' head: a copy of a
+SQLite file migrated once per session, or a copy (CREATE DATABASE ... TEMPLATE) of a migrated
+PostgreSQL database on a throwaway server (tests/pg.py). Without PostgreSQL the
+`[postgresql]` tests fail saying how to get it; SKIP_POSTGRES_TESTS=1 skips them instead."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +21,11 @@ from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
 import config
+from db import migrate
 from db.store import make_engine
 from models import Borrower, OverdueLoan
 from models.schedule import local_date
+from tests import pg
 from tests.support import Harness
 from worker import create_worker
 
@@ -33,14 +42,58 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     await environment.shutdown()
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'collections.db'}"
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head, copied for each test (a copy costs nothing)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "collections.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.TestDatabases]:
+    """The session's PostgreSQL databases: POSTGRES_TEST_URL's server or a cluster of our own,
+    started at the first `[postgresql]` test and stopped at the end."""
+    if pg.skipped():
+        pytest.skip(f"PostgreSQL tests switched off ({pg.SKIP_VARIABLE}=1)")
+    try:
+        databases, cluster = pg.connect()
+    except pg.PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL is needed for the [postgresql] tests: {exc}.\nTo fix: {pg.HOW_TO_GET_IT}.",
+                    pytrace=False)
+    yield databases
+    databases.close()
+    if cluster is not None:
+        cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def engine(db_url: str) -> Engine:
-    return make_engine(db_url)
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database at head on `backend`."""
+    if backend == "sqlite":
+        path = tmp_path / "collections.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    databases: pg.TestDatabases = request.getfixturevalue("postgres")
+    url = databases.create()
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ from sqlalchemy import Engine
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 import config
+import db.store
 from activities.channels import OutboxAdapter, WebhookAdapter
 from activities.ledger import LedgerActivities
 from activities.messaging import MessagingActivities
 from activities.rendering import Renderer
 from activities.tasks import TaskActivities
-from db.tables import LedgerEntry, OutboxMessage, TaskRow
+from db.tables import AuditRow, LedgerEntry, OutboxMessage, TaskRow
 from models import Allocation, Balance, Payment
 from models.requests import FeeRequest, MessageRequest, PaymentRecord, TaskRequest
 from tests.conftest import make_loan
@@ -45,6 +46,10 @@ class FlakyAdapter:
         if self.deliveries.count(message.key) == 1:
             raise ConnectionError("worker lost after delivery")
         return "ok"
+
+
+def audit(engine: Engine) -> list[AuditRow]:
+    return rows(engine, AuditRow)
 
 
 def rows(engine: Engine, table: type) -> list:  # type: ignore[type-arg]
@@ -83,6 +88,33 @@ def test_concurrent_attempts_write_one_row(engine: Engine) -> None:
     assert len(rows(engine, LedgerEntry)) == 1
     assert sorted(r.duplicate for r in results) == [False] + [True] * 7
     assert rows(engine, LedgerEntry)[0].amount == Decimal("525.00")
+
+
+def test_an_attempt_that_loses_the_race_for_its_key_returns_the_stored_row(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts both pass the look-up before either inserts: the second one's insert hits
+    the unique constraint (PostgreSQL: a unique violation once the first commits), its
+    transaction is rolled back, and it answers with the first one's row as a duplicate."""
+    acts = LedgerActivities(engine)
+    req = FeeRequest(key="L-1/fee/1", loan_id="L-1", at=NOW, period=1, amount=Decimal("525.00"), currency="CNY")
+    env = ActivityEnvironment()
+    first = env.run(acts.post_fee, req)
+    real_find, missed = db.store._find, []
+
+    def find_too_early(session: object, model: type, key_field: str, key: object) -> object:
+        if not missed:  # the look-up ran before the first attempt committed
+            missed.append(key)
+            return None
+        return real_find(session, model, key_field, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db.store, "_find", find_too_early)
+    second = env.run(acts.post_fee, req.model_copy(update={"amount": Decimal("999.00")}))
+    assert missed == ["L-1/fee/1"]
+    assert (first.duplicate, second.duplicate, second.ref) == (False, True, first.ref)
+    stored = rows(engine, LedgerEntry)
+    assert [(e.key, e.amount) for e in stored] == [("L-1/fee/1", Decimal("525.00"))]
+    assert len([a for a in audit(engine) if a.key.startswith("L-1/fee/1")]) == 1
 
 
 def test_a_payment_is_recorded_once_with_its_allocation(engine: Engine) -> None:
