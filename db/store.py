@@ -37,6 +37,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    import db.book  # noqa: F401 - the loan book and collection_starts (db.book imports this module)
+
     SQLModel.metadata.create_all(engine)
     _upgrade_audit_table(engine)
     return engine
