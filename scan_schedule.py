@@ -35,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import config
 from models.scan import SCHEDULE_ID, ScanInput
-from workflows.scan import OverdueScanWorkflow
+from workflows.scan import PRIORITY, OverdueScanWorkflow
 
 log = logging.getLogger("collections.scan")
 
@@ -51,6 +51,7 @@ def desired_schedule(cfg: config.Settings, task_queue: str) -> Schedule:
             ScanInput(timezone=cfg.scan_timezone, page_size=cfg.scan_page_size, pages_per_run=cfg.scan_pages_per_run),
             id=SCHEDULE_ID,
             task_queue=task_queue,
+            priority=PRIORITY,
         ),
         spec=ScheduleSpec(
             calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(cfg.scan_hour)], minute=[ScheduleRange(cfg.scan_minute)])],
@@ -132,6 +133,6 @@ async def _fingerprint(client: Client, schedule: Schedule) -> tuple[Any, ...]:
     return (
         spec.time_zone_name,
         tuple((ranges(c.hour), ranges(c.minute)) for c in spec.calendars),
-        action.workflow, action.id, action.task_queue, schedule.policy.overlap,
+        action.workflow, action.id, action.task_queue, action.priority.priority_key, schedule.policy.overlap,
         tuple(args),
     )

@@ -342,7 +342,7 @@ async def scan_overdue(
     scan; asking after it finished scans again (and starts only what is new since). Scans
     with different ids may overlap with each other and with the scheduled one."""
     from models.scan import ScanInput
-    from workflows.scan import OverdueScanWorkflow  # imports the scan activities, which import this module
+    from workflows.scan import PRIORITY, OverdueScanWorkflow  # imports the scan activities, which import this module
 
     cfg = config.settings()
     day = _scan_day(as_of)
@@ -352,7 +352,7 @@ async def scan_overdue(
         OverdueScanWorkflow.run, inp, id=scan_id or f"overdue-scan-{day.isoformat()}",
         task_queue=config.task_queue(task_queue),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, priority=PRIORITY,
     )
     return await handle.result()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Column, Engine, Index, exists
+from sqlalchemy import Column, Engine, exists
 from sqlmodel import Field, Session, SQLModel, select
 
 from db.store import insert_once
@@ -34,13 +34,17 @@ class BookLoan(SQLModel, table=True):
     """A loan on the platform's book. `due_date` is the first unpaid due date (the platform
     moves it on when an instalment is paid); `status` is `current` while the loan is open.
 
-    The scan's query is "open, due before the scan date, after the cursor, in loan-id order":
-    the (status, due_date, loan_id) index answers it from the index alone, and the primary key
-    serves the keyset order. The borrower's fields are the platform's copy, so a row makes a
-    whole `OverdueLoan` without another table."""
+    The scan's query ("open, due before the scan date, not handed over, after the cursor, in
+    loan-id order, LIMIT n") walks this primary key from the cursor and probes the primary key
+    of `collection_starts` for each open past-due row: one pass over the book per scan, no
+    sort, and a page stops as soon as it has n rows. Measured plans (`bench/scan.py` prints
+    them): SQLite and PostgreSQL 15 both walk the primary key (PostgreSQL as a merge anti-join
+    with an index-only scan of collection_starts). An index on (status, due_date) was tried
+    and not used by either on the benchmark's book, so the platform's writes do not pay for one.
+    The borrower's fields are the platform's copy, so a row makes a whole `OverdueLoan`
+    without another table."""
 
     __tablename__ = "book_loans"
-    __table_args__ = (Index("ix_book_loans_open_due", "status", "due_date", "loan_id"),)
 
     loan_id: str = Field(primary_key=True)
     borrower_id: str

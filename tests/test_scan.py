@@ -1,10 +1,12 @@
-"""The daily scan's pure part and its database side, without Temporal: which rows of the book
-are newly overdue, the cursor, the keyset walk over the book, and the once-only record."""
+"""The daily scan's pure part and its database side, without a Temporal server: which rows of
+the book are newly overdue, the cursor, the keyset walk over the book, the once-only record,
+and the replay of recorded scan histories."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,9 +14,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+import config
 
 from db.book import BookLoan, CollectionStart, overdue_loan, read_page, record_start
 from models.scan import OPEN, ScanTotals, collection_day, is_newly_overdue, next_cursor, scan_date
+from workflows.scan import OverdueScanWorkflow
 
 AS_OF = date(2026, 11, 28)
 
@@ -171,3 +178,22 @@ def test_a_row_that_cannot_be_a_loan_is_refused(row: BookLoan) -> None:
         row.interest = Decimal(0)
     with pytest.raises(ValidationError):
         overdue_loan(row)
+
+
+# ----------------------------------------------------------------------------- replay
+
+SCAN_HISTORIES = sorted((Path(__file__).parent / "histories" / "scan").glob("*.json"))
+
+
+def test_scan_histories_are_kept() -> None:
+    assert {p.stem.rsplit("-", 1)[0] for p in SCAN_HISTORIES} >= {"scan-first", "scan-last"}
+
+
+@pytest.mark.parametrize("path", SCAN_HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_scan_history_replays(path: Path) -> None:
+    """A scan in flight when a new version is deployed must go on: its recorded runs (pages,
+    continue-as-new, the last page) replay on the current code."""
+    history = WorkflowHistory.from_json("recorded-scan", path.read_text())
+    replayer = Replayer(workflows=[OverdueScanWorkflow], data_converter=config.DATA_CONVERTER)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import Priority, RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from activities.scan import ScanActivities
@@ -23,6 +23,10 @@ _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=tim
 _PAGE_TIMEOUT = timedelta(minutes=10)
 _HEARTBEAT = timedelta(minutes=1)  # a page heartbeats after each loan: a dead worker shows in a minute
 _SCHEDULED_AT = SearchAttributeKey.for_datetime(SCHEDULED_START_TIME)
+
+PRIORITY = Priority(priority_key=1)
+"""Scans start with the highest task priority (the default is 3): their tasks share the task
+queue with the collection loans they start, and must not wait behind that backlog."""
 
 
 @workflow.defn
