@@ -216,13 +216,15 @@ async def test_a_scheduled_run_scans_for_its_scheduled_date(book: Book) -> None:
 # ----------------------------------------------------------------------------- the schedule
 
 
-def worker_env(address: str, tmp_path: Path, **settings: str) -> dict[str, str]:
-    """The environment of a worker process on the test's server and key."""
+def worker_env(address: str, db_file: Path, **settings: str) -> dict[str, str]:
+    """The environment of a worker process on the test's server and key. Each worker gets a
+    database of its own: two processes creating the tables of one new SQLite file at the same
+    moment race in `create_all` ("table ... already exists"), which is not what this tests."""
     keys = ",".join(codec.encode_key(k) for k in config.codec_keys())
     return {
         **os.environ, "TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": "scan-workers",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'workers.db'}", "COLLECTIONS_CODEC_KEYS": keys,
-        "CODEC_KEY_FILE": str(tmp_path / "absent.key"), **settings,
+        "DATABASE_URL": f"sqlite:///{db_file}", "COLLECTIONS_CODEC_KEYS": keys,
+        "CODEC_KEY_FILE": str(db_file.with_suffix(".absent-key")), **settings,
     }
 
 
@@ -272,7 +274,7 @@ async def test_the_schedule_exists_once_after_two_workers_start_and_follows_the_
     address = book.env.client.service_client.config.target_host
 
     async def start(name: str, **settings: str) -> str:
-        w = WorkerProcess(worker_env(address, tmp_path, **settings), tmp_path / f"{name}.log")
+        w = WorkerProcess(worker_env(address, tmp_path / f"{name}.db", **settings), tmp_path / f"{name}.log")
         workers.append(w)
         return await w.serving()
 
