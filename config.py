@@ -18,8 +18,9 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -69,6 +70,25 @@ class Settings(BaseSettings):
     codec_server_port: int = 8081
     codec_server_origins: str = ""
     """Extra comma-separated origins allowed to call the codec server (the Web UI's is implied)."""
+    scan_enabled: bool = True
+    """Whether workers keep the daily overdue scan's Temporal Schedule running (false: paused)."""
+    scan_hour: int = Field(default=1, ge=0, le=23)
+    scan_minute: int = Field(default=0, ge=0, le=59)
+    scan_timezone: str = "Asia/Shanghai"
+    """The zone of SCAN_HOUR:SCAN_MINUTE and of the scan's business date."""
+    scan_page_size: int = Field(default=500, ge=1, le=10_000)
+    """Loan rows one scan activity reads (and hands over) at a time."""
+    scan_pages_per_run: int = Field(default=20, ge=1)
+    """Pages before the scan workflow continues as new (sooner if the server suggests it)."""
+
+    @field_validator("scan_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:  # a typo fails when the worker starts, not at 01:00
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
 
 
 @lru_cache

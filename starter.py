@@ -17,6 +17,7 @@
     python starter.py stop LOAN_ID bankruptcy|death|cease_contact [--route legal_review|write_off]
     python starter.py opt-out LOAN_ID sms|email|phone|letter|visit
     python starter.py audit LOAN_ID [--format json|csv] [--out FILE] [--retention-years N]
+    python starter.py scan [--as-of YYYY-MM-DD]
 
 Every command takes --json for machine-readable output.
 """
@@ -30,6 +31,7 @@ import sys
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,7 @@ from models.arrangements import (
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest, OptOutRequest
 from models.money import minor_units
+from models.scan import ScanTotals
 from models.schedule import local_date
 from workflows.collection import CollectionWorkflow
 
@@ -94,24 +97,48 @@ async def connect(address: str | None = None) -> Client:
     return await config.connect(address)
 
 
+class StartOutcome(StrEnum):
+    """What a request to start a loan's collection found."""
+
+    started = "started"  # a new collection workflow
+    running = "running"  # the loan was in collection already: nothing started
+    closed = "closed"  # its collection had ended (paid, settled, written off): never collect twice
+
+
 async def start_collection(
     client: Client, loan: OverdueLoan, policy: str = "default", *, task_queue: str | None = None
 ) -> str:
     """Start collection for an overdue loan and return its workflow id. Starting a loan that
     is already in collection (or was, and closed) starts nothing and returns the same id."""
-    wf_id = config.workflow_id(loan.loan_id)
+    await hand_over(client, loan, policy, task_queue=task_queue)
+    return config.workflow_id(loan.loan_id)
+
+
+async def hand_over(
+    client: Client, loan: OverdueLoan, policy: str = "default", *, task_queue: str | None = None
+) -> StartOutcome:
+    """`start_collection`, saying what happened. The workflow id (`collection-<loan id>`) and
+    its policies make a second start of a loan impossible at Temporal, whoever sends it."""
     try:
-        await config.with_converter(client).start_workflow(
+        handle = await config.with_converter(client).start_workflow(
             CollectionWorkflow.run,
             CollectionInput(loan=loan, policy=policy),
-            id=wf_id,
+            id=config.workflow_id(loan.loan_id),
             task_queue=config.task_queue(task_queue),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         )
     except WorkflowAlreadyStartedError:
-        pass  # closed after paying, settling or writing off: never collect twice
-    return wf_id
+        return StartOutcome.closed
+    return StartOutcome.started if _newly_started(handle) else StartOutcome.running
+
+
+def _newly_started(handle: WorkflowHandle[Any, Any]) -> bool:
+    """The server's `started` flag (false when USE_EXISTING attached to a running workflow).
+    temporalio 1.35 keeps the start response on the handle without a public accessor; should
+    that change, every start counts as new: only the figures would be wrong, not the starts."""
+    response = getattr(handle, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
 
 
 async def register_payment(client: Client, loan_id: str, payment: Payment) -> PaymentReceipt:
@@ -328,6 +355,35 @@ async def load_sample_portfolio(client: Client, database_url: str | None = None)
     return [await start_collection(client, loan) for loan in loans]
 
 
+async def scan_overdue(
+    client: Client, as_of: date | None = None, *, scan_id: str | None = None, task_queue: str | None = None,
+    page_size: int | None = None, pages_per_run: int | None = None,
+) -> ScanTotals:
+    """Run the daily scan now and wait for its totals: every loan on the book newly overdue
+    on `as_of` (default: today in SCAN_TIMEZONE) is handed to collection, none twice. The
+    scan id defaults to `overdue-scan-<date>`: asking again while it runs waits for the same
+    scan; asking after it finished scans again (and starts only what is new since). Scans
+    with different ids may overlap with each other and with the scheduled one."""
+    from models.scan import ScanInput
+    from workflows.scan import PRIORITY, OverdueScanWorkflow  # imports the scan activities, which import this module
+
+    cfg = config.settings()
+    day = _scan_day(as_of)
+    inp = ScanInput(as_of=day, timezone=cfg.scan_timezone, page_size=page_size or cfg.scan_page_size,
+                    pages_per_run=pages_per_run or cfg.scan_pages_per_run)
+    handle = await config.with_converter(client).start_workflow(
+        OverdueScanWorkflow.run, inp, id=scan_id or f"overdue-scan-{day.isoformat()}",
+        task_queue=config.task_queue(task_queue),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, priority=PRIORITY,
+    )
+    return await handle.result()
+
+
+def _scan_day(as_of: date | None) -> date:
+    return as_of or local_date(datetime.now(timezone.utc), config.settings().scan_timezone)
+
+
 # ------------------------------------------------------------------------- audit export
 # Reads the database directly: needs no Temporal server and no worker.
 
@@ -535,6 +591,8 @@ def _parser() -> argparse.ArgumentParser:
     roll = sub.add_parser("roll-over", help="ask running loans to continue as new (after a deploy)")
     roll.add_argument("loan_ids", nargs="*")
     roll.add_argument("--started-before", help="every running loan whose run started before this ISO time")
+    scan = sub.add_parser("scan", help="run the daily overdue scan now and print its totals")
+    scan.add_argument("--as-of", type=date.fromisoformat, help="YYYY-MM-DD (default: today in SCAN_TIMEZONE)")
     _negotiation_parsers(sub)
     _audit_parser(sub)
     return parser
@@ -674,6 +732,9 @@ async def _run_cli(args: argparse.Namespace) -> Any:
         if before is not None and before.tzinfo is None:
             raise SystemExit("--started-before needs a time zone, e.g. 2026-12-01T00:00:00+00:00")
         return {"asked": await roll_over(client, args.loan_ids or None, started_before=before)}
+    if args.command == "scan":
+        totals = await scan_overdue(client, args.as_of)
+        return {"as_of": _scan_day(args.as_of).isoformat(), **totals.model_dump()}
     raise AssertionError(args.command)
 
 

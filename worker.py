@@ -28,10 +28,13 @@ from activities.ledger import LedgerActivities
 from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
 from activities.rendering import Renderer
+from activities.scan import ScanActivities
 from activities.tasks import TaskActivities
 from db import migrate
 from db.store import make_engine
+from scan_schedule import ensure_scan_schedule
 from workflows.collection import CollectionWorkflow
+from workflows.scan import OverdueScanWorkflow
 
 log = logging.getLogger("collections.worker")
 
@@ -63,10 +66,11 @@ def create_worker(
     records = RecordActivities(engine, policies_dir or cfg.policies_dir, cfg.rulesets_dir, cfg.templates_dir)
     guard = GuardActivities(engine)
     admin = AdminActivities(client)
+    scan = ScanActivities(client, engine, queue)
     return Worker(
         config.with_converter(client),
         task_queue=queue,
-        workflows=[CollectionWorkflow],
+        workflows=[CollectionWorkflow, OverdueScanWorkflow],
         activities=[
             messaging.send_message,
             ledger.post_fee,
@@ -85,6 +89,7 @@ def create_worker(
             guard.request_contact,
             guard.record_conversation,
             admin.ensure_search_attributes,
+            scan.scan_page,
         ],
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
@@ -99,6 +104,7 @@ async def run_worker() -> None:
     client = await config.connect()
     await ensure_search_attributes(client)  # the portfolio view's attributes, registered idempotently
     worker = create_worker(client)
+    await ensure_scan_schedule(client, worker.task_queue)  # the daily scan, once per namespace
     log.info("worker on %s, task queue %s", config.settings().temporal_address, worker.task_queue)
     async with worker:
         await _until_stopped()
@@ -127,6 +133,7 @@ async def run_embedded() -> None:
     async with env:
         await ensure_search_attributes(env.client)
         worker = create_worker(env.client)
+        await ensure_scan_schedule(env.client, worker.task_queue)
         async with worker:
             started = await starter.load_sample_portfolio(env.client)
             print(_banner(cfg, len(started)), flush=True)

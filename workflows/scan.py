@@ -1,0 +1,70 @@
+"""The daily scan: walk the loan book page by page and hand each newly overdue loan to
+collection (`activities.scan`), never twice.
+
+The workflow holds only the date, the cursor (the last loan id read) and the totals: a page is
+one activity that reads at most `page_size` rows and returns figures. Every `pages_per_run`
+pages, or sooner when the server suggests it, the scan continues as new with those three, so
+a book of any size never sits in memory or in one history.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from temporalio import workflow
+from temporalio.common import Priority, RetryPolicy, SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from activities.scan import ScanActivities
+    from models.scan import SCHEDULED_START_TIME, ScanInput, ScanPageRequest, ScanTotals, scan_date
+
+# A page retries until the database and the server are back: the next page must not be skipped.
+_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
+_PAGE_TIMEOUT = timedelta(minutes=10)
+_HEARTBEAT = timedelta(minutes=1)  # a page heartbeats after each loan: a dead worker shows in a minute
+_SCHEDULED_AT = SearchAttributeKey.for_datetime(SCHEDULED_START_TIME)
+
+PRIORITY = Priority(priority_key=1)
+"""Scans start with the highest task priority (the default is 3): their tasks share the task
+queue with the collection loans they start, and must not wait behind that backlog."""
+
+
+@workflow.defn
+class OverdueScanWorkflow:
+    def __init__(self) -> None:
+        self._progress = ScanInput()
+
+    @workflow.run
+    async def run(self, inp: ScanInput) -> ScanTotals:
+        as_of = inp.as_of or self._scheduled_date(inp.timezone)
+        totals, cursor = inp.totals, inp.cursor
+        self._progress = inp.model_copy(update={"as_of": as_of})
+        for _ in range(inp.pages_per_run):
+            page = await workflow.execute_activity_method(
+                ScanActivities.scan_page,
+                ScanPageRequest(scan_id=workflow.info().workflow_id, as_of=as_of, after=cursor, limit=inp.page_size),
+                start_to_close_timeout=_PAGE_TIMEOUT, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
+            )
+            totals, cursor = totals.plus(page.totals), page.next_cursor
+            self._progress = self._progress.model_copy(update={"cursor": cursor, "totals": totals})
+            if page.done:
+                workflow.logger.info(
+                    "overdue scan as of %s done: %s", as_of, totals.model_dump_json(exclude={"pages"})
+                )
+                return totals
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        workflow.continue_as_new(inp.model_copy(update={
+            "as_of": as_of, "cursor": cursor, "totals": totals.model_copy(update={"runs": totals.runs + 1}),
+        }))
+
+    @workflow.query
+    def progress(self) -> ScanInput:
+        """The scan's date, cursor (last loan id read) and totals so far."""
+        return self._progress
+
+    def _scheduled_date(self, tz: str) -> date:
+        """The business date of this scan: the schedule's due time (which Temporal puts on each
+        scheduled run) in the scan's zone; a scan started by hand without a date uses now."""
+        scheduled = workflow.info().typed_search_attributes.get(_SCHEDULED_AT)
+        return scan_date(scheduled or workflow.now(), tz)
