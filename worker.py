@@ -47,7 +47,7 @@ def create_worker(
     cfg = config.settings()
     queue = config.task_queue(task_queue)
     config.remember_task_queue(queue)
-    engine = make_engine(database_url or cfg.database_url, cfg.db_pool_size)
+    engine = make_engine(database_url or cfg.database_url, cfg.db_pool_size, sqlite_connections=1)
     renderer = Renderer(cfg.templates_dir)
     adapter = make_adapter(cfg.channel_adapter, cfg.webhook_url, cfg.webhook_timeout_seconds)
     messaging = MessagingActivities(engine, renderer, adapter)

@@ -26,14 +26,20 @@ CHAIN_ATTEMPTS = 8
 _CHAIN_CONSTRAINT = "uq_audit_loan_seq"
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int = 10, *, sqlite_connections: int | None = None) -> Engine:
     """An engine for `url`, with the tables created. SQLite gets WAL and a busy timeout so
-    the worker's activity threads can write side by side."""
+    the worker's activity threads can write side by side; `sqlite_connections` caps its pool
+    (None: SQLAlchemy's default). The worker uses one: SQLite takes one writer at a time
+    anyway, and a thread queued for the pool's connection is woken the moment it is free,
+    where writers on connections of their own wait in SQLite's busy handler, which polls with
+    sleeps of up to 100 ms (under load, most of an activity's time)."""
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        pool: dict[str, Any] = {} if sqlite_connections is None else {
+            "pool_size": sqlite_connections, "max_overflow": 0, "pool_timeout": 30}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True)
