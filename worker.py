@@ -56,7 +56,7 @@ def create_worker(
     config.remember_task_queue(queue)
     url = database_url or cfg.database_url
     migrate.upgrade(url)  # the schema to head (Alembic) before anything writes; idempotent, locked
-    engine = make_engine(url, cfg.database_pool_size, cfg.database_max_overflow)
+    engine = make_engine(url, cfg.database_pool_size, cfg.database_max_overflow, sqlite_connections=1)
     renderer = Renderer(cfg.templates_dir)
     adapter = make_adapter(cfg.channel_adapter, cfg.webhook_url, cfg.webhook_timeout_seconds)
     messaging = MessagingActivities(engine, renderer, adapter)

@@ -81,6 +81,7 @@ class RecordActivities:
                     loan_id=loan.loan_id, borrower_id=b.borrower_id, currency=loan.currency,
                     principal=loan.principal, interest=loan.interest, fees=loan.fees,
                     penalties=loan.penalties, due_date=loan.due_date, product=loan.product,
+                    stage=str(req.stage),  # so the audit entry below needs no second write for it
                 )
             row.policy, row.workflow_id, row.updated_at = req.policy, req.workflow_id, utcnow()
             session.add(row)

@@ -29,11 +29,17 @@ _RETRY_SQLSTATES = {"40001", "40P01"}
 """PostgreSQL's serialization failure and deadlock: the transaction can simply run again."""
 
 
-def make_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 10, max_overflow: int = 10, *, sqlite_connections: int | None = None
+) -> Engine:
     """An engine for `url`. It changes no schema: `db.migrate.upgrade` (run by the worker at
     start) brings the database to the current one first.
 
-    SQLite gets WAL and a busy timeout so the worker's activity threads can write side by side.
+    SQLite gets WAL and a busy timeout so the worker's activity threads can write side by side;
+    `sqlite_connections` caps its pool (None: SQLAlchemy's default). The worker uses one: SQLite
+    takes one writer at a time anyway, and a thread queued for the pool's connection is woken the
+    moment it is free, where writers on connections of their own wait in SQLite's busy handler,
+    which polls with sleeps of up to 100 ms (under load, most of an activity's time).
     Other databases get a pool of `pool_size` connections kept open plus up to `max_overflow`
     opened under load (DATABASE_POOL_SIZE, DATABASE_MAX_OVERFLOW), checked before use so a
     connection the server dropped is replaced instead of failing an activity."""
@@ -41,7 +47,9 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        pool: dict[str, Any] = {} if sqlite_connections is None else {
+            "pool_size": sqlite_connections, "max_overflow": 0, "pool_timeout": 30}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)

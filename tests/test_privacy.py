@@ -112,9 +112,11 @@ def all_payloads(message: Message, path: str = "") -> Iterator[tuple[str, Payloa
 
 def sdk_plain(path: str) -> bool:
     """Payloads the SDK writes past the codec by design: search attributes (the server indexes
-    them) and `workflow.patched` markers (the patch id). They hold no borrower data; the raw
-    scan of the whole history checks that too."""
-    return "search_attributes" in path or "[patch-data]" in path
+    them), `workflow.patched` markers (the patch id) and a local activity marker's bookkeeping
+    (`details[data]`: sequence, attempt, activity type, times; its `details[result]` is sealed).
+    They hold no borrower data; the raw scan of the whole history checks that too."""
+    return ("search_attributes" in path or "[patch-data]" in path
+            or (".marker_recorded_event_attributes.details[data]" in path))
 
 
 def clear_forms(text: str) -> list[str]:

@@ -10,6 +10,7 @@ pause, an arrangement or a contact guard is one more source of due items, not a 
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -52,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         pause_reason,
     )
     from models.payment import Payment, PaymentReceipt, PaymentRejected, check_payment
-    from models.policy import Action, LadderStep
+    from models.policy import Action, LadderStep, Policy
     from models.requests import (
         AuditEvent,
         CaseRequest,
@@ -102,6 +103,16 @@ HISTORY_CAP = 10_000
 """Events after which a run continues as new whatever the server's settings: the server's
 suggestion comes at 4,096 by default (a setting a cluster may raise), and its hard limit
 (51,200) terminates the run."""
+# Throughput (issue 5): the start and the closing housekeeping run their short, idempotent
+# steps as local activities (inside the workflow task, no round trip through the server), each
+# with its business key as before. Never an update handler: a local activity runs before the
+# server has taken the workflow task, and an update whose task fails is dropped, so its side
+# effects must wait for a scheduled activity. One patch for both places (`patched` is memoized
+# per run): a new run records its marker once, at the start; a run that began before it keeps
+# scheduled activities to its end, except a run continued as new, which takes it at its close.
+LOCAL_PATCH = "local-steps-1"
+_LOCAL: ContextVar[bool] = ContextVar("local_steps", default=False)
+"""Set in the run's own task while it closes; handlers run in tasks of their own."""
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -157,10 +168,11 @@ class CollectionWorkflow(Negotiation):
         return self._status()
 
     async def _begin(self, inp: CollectionInput) -> None:
-        """Load the policy (pinned for the loan's life), register the loan, join the plan."""
-        policy = await workflow.execute_activity_method(
-            RecordActivities.load_policy, inp.policy, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
-        )
+        """Load the policy (pinned for the loan's life), register the loan, join the plan.
+        New runs do it all in their first workflow task (local activities), the portfolio's
+        search attributes checked before the registration, so the loan row is the last step."""
+        local = workflow.patched(LOCAL_PATCH)
+        policy: Policy = await self._activity(RecordActivities.load_policy, inp.policy, local=local)
         now = workflow.now()
         loan = inp.loan
         state = CollectionState(
@@ -172,12 +184,17 @@ class CollectionWorkflow(Negotiation):
         state.catch_up_key = behind.key if behind else None
         self._s = state
         self._note("collection_started", outcome=f"DPD {dpd}", detail=f"policy {policy.name} {policy.version}")
+        if local:
+            state.search_ready = await workflow.execute_local_activity_method(
+                AdminActivities.ensure_search_attributes, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
+            )
         await self._activity(
             RecordActivities.register_loan,
             LoanRegistration(
                 loan=loan, policy=policy.name, policy_version=policy.version,
                 workflow_id=workflow.info().workflow_id, stage=self._stage(), at=now,
             ),
+            local=local,
         )
 
     def _woken(self) -> bool:
@@ -694,8 +711,14 @@ class CollectionWorkflow(Negotiation):
             await self._close_task(task, "cancelled", reason, "workflow")
 
     async def _finish(self) -> None:
-        """Closing housekeeping: cancel tasks, recall the agency, confirm payment in full."""
+        """Closing housekeeping: cancel tasks, recall the agency, confirm payment in full.
+        New runs do it in one workflow task of local activities, once the handler that closed
+        the loan is done: its scheduled activity (the payment's ledger row) puts the update on
+        record first, so no confirmation goes out for a payment the server then drops."""
         s = self._state
+        if workflow.patched(LOCAL_PATCH):
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            _LOCAL.set(True)
         reason = str(s.closed_as)
         await self._cancel_tasks(f"loan closed ({reason})")
         await self._recall(f"loan closed ({reason})")
@@ -867,7 +890,13 @@ class CollectionWorkflow(Negotiation):
             at=workflow.now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
         ))
 
-    async def _activity(self, method, arg):  # type: ignore[no-untyped-def]
+    async def _activity(self, method, arg, *, local: bool = False):  # type: ignore[no-untyped-def]
+        """Run an activity; as a local activity (same timeout and retries, no server round
+        trip) when asked or in the closing steps (`_LOCAL`)."""
+        if local or _LOCAL.get():
+            return await workflow.execute_local_activity_method(
+                method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
+            )
         return await workflow.execute_activity_method(
             method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
         )
