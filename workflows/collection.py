@@ -97,6 +97,9 @@ _CHANNEL_FIELD = {"sms": "phone", "email": "email", "letter": "address"}
 CONDUCT_PATCH = "conduct-guard-1"
 # ... and the portfolio's search attributes from their next run (continue-as-new) on.
 SEARCH_PATCH = "search-attributes-1"
+# A loan closed by a handler while the loop awaited `_sync_search` ran one more ladder item
+# (a late fee after the payment in full; found by tests/test_crash.py): re-check from now on.
+CLOSED_RECHECK_PATCH = "closed-recheck-1"
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -135,6 +138,8 @@ class CollectionWorkflow(Negotiation):
             if state.closed_as is not None:  # closed by a handler while the pause was recorded
                 break
             await self._sync_search()
+            if state.closed_as is not None and workflow.patched(CLOSED_RECHECK_PATCH):
+                break  # paid while the search attributes were registered: nothing more is due
             due = self._next_due()
             if due is None:  # paused with nothing dated (a dispute, a stop): wait for a handler
                 self._wake = False
