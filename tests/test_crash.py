@@ -636,7 +636,8 @@ def check_loan(
             if s is mine[0] and s.outcome == "rejected" and "closed" in s.detail and s.failed_attempts == 0:
                 expect(in_ledger[pid] == 0, f"{pid}: refused (loan closed) yet in the ledger")
             if s.duplicate_of_receipt and s.via == "update":
-                expect(s.outcome == "rejected", f"{pid}: sent again after its receipt and not refused: {s.outcome}")
+                expect(s.outcome in ("rejected", "loan_closed"),
+                       f"{pid}: sent again after its receipt and not refused: {s.outcome}")
             if s.outcome == "signalled" and in_ledger[pid] == 0:
                 expect(pid in rejected_text, f"{pid}: signalled, neither applied nor rejected (lost)")
     allocations = sum((r.amount for r in by_kind["allocation"]), Decimal(0))
