@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -11,6 +12,7 @@ from temporalio import activity
 
 from db.contacts import ContactRow, lock_person
 from db.store import append_audit, audit_row, hold_write_lock
+from db.tables import AuditRow
 from models.conduct import DELIVERY_MARGIN, GuardDecision, PastContact, RuleSet, decide
 from models.requests import GuardRequest, Recorded
 
@@ -19,6 +21,18 @@ def _horizon(rules: RuleSet) -> timedelta:
     """How far back the rules look: the longest rolling window or quiet period."""
     hours = [c.window_hours for c in rules.caps] + [q.days * 24 for q in rules.quiet] + [24]
     return timedelta(hours=max(hours)) + DELIVERY_MARGIN
+
+
+def _audit_key(req: GuardRequest) -> str:
+    """One audit entry per decision: the contact's key and the moment it was asked."""
+    return f"{req.contact.key}#guard@{req.contact.at.isoformat()}"
+
+
+def _recorded(row: AuditRow) -> GuardDecision:
+    """The decision an audit entry recorded (for a retried request: the same answer again)."""
+    detail = json.loads(row.detail)
+    return GuardDecision(verdict=row.action.removeprefix("guard_"), rule=row.rule_id,  # type: ignore[arg-type]
+                         at=datetime.fromisoformat(detail["until"]), reason=detail["reason"])
 
 
 class GuardActivities:
@@ -30,7 +44,9 @@ class GuardActivities:
         """Decide a contact against the person's whole history and, if allowed, take the slot.
 
         A retried request whose slot was already taken is answered `allowed` again without a
-        second row. Every decision goes to the audit record with the rule that decided it.
+        second row; a retried request that was deferred or refused gets the recorded decision
+        back (the worker may have died after the commit, before reporting it). Every decision
+        goes to the audit record, once, with the rule that decided it.
         A transaction the database turned back (deadlock, busy SQLite, a lost race) runs again.
         """
         for attempt in range(5):
@@ -49,6 +65,11 @@ class GuardActivities:
             if taken is not None:
                 session.rollback()
                 return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken")
+            audit_key = _audit_key(req)
+            earlier = session.exec(select(AuditRow).where(AuditRow.key == audit_key)).first()
+            if earlier is not None:
+                session.rollback()
+                return _recorded(earlier)
             rows = session.exec(
                 select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - _horizon(rules))
             ).all()
@@ -58,7 +79,7 @@ class GuardActivities:
                 session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
                                        purpose=c.purpose, at=c.at))
             append_audit(session, audit_row(
-                f"{c.key}#guard@{c.at.isoformat()}", c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
+                audit_key, c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
                 rule_id=decision.rule, channel=c.channel, purpose=c.purpose, until=decision.at.isoformat(),
                 reason=decision.reason, ruleset=rules.name,
             ))

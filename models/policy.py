@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.clock import PolicyClock
 from models.loan import COMPONENTS
 from models.money import Amount
 
@@ -227,6 +228,8 @@ class Policy(_Strict):
     hardship: HardshipRule = HardshipRule()
     stop: StopRule = StopRule()
     conduct: Conduct = Conduct()
+    clock: PolicyClock = PolicyClock()
+    """Test and demo policies only: compress business time (`models.clock`); default real time."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -150,6 +150,32 @@ def test_a_task_is_created_once(engine: Engine) -> None:
     assert "10,600.00 CNY" in tasks[0].brief
 
 
+def test_a_retried_guard_request_gets_the_recorded_decision(engine: Engine) -> None:
+    """Found by tests/test_crash.py: a worker killed after the guard committed a deferral (or a
+    refusal) and before it reported back left the retry failing forever on the audit key, and
+    the loan stuck. A retry now gets the recorded decision again, with one audit entry."""
+    from activities.guard import GuardActivities
+    from db.contacts import ContactRow
+    from db.tables import AuditRow
+    from models.conduct import ContactRequest, Situation, load_ruleset
+    from models.requests import ConductRules, GuardRequest
+
+    guard = GuardActivities(engine)
+    rules = ConductRules(ruleset=load_ruleset("cn", config.settings().rulesets_dir))
+    late = datetime(2026, 12, 1, 15, 30, tzinfo=timezone.utc)  # 23:30 in Shanghai: outside the hours
+    env = ActivityEnvironment()
+    for key, situation, verdict in (("L-1/message@1/sms", Situation(), "deferred"),
+                                    ("L-1/message@3/sms", Situation(stopped=True), "refused")):
+        contact = ContactRequest(borrower_id="B-1", loan_id="L-1", channel="sms", at=late, timezone="Asia/Shanghai",
+                                 key=key)
+        req = GuardRequest(contact=contact, rules=rules, situation=situation)
+        first = env.run(guard.request_contact, req)
+        again = env.run(guard.request_contact, req)
+        assert first.verdict == verdict and again == first
+        assert [r.action for r in rows(engine, AuditRow) if r.key.startswith(key)] == [f"guard_{verdict}"]
+    assert rows(engine, ContactRow) == []  # neither took a slot
+
+
 def test_webhook_adapter_posts_with_the_idempotency_key() -> None:
     seen: list[httpx.Request] = []
 

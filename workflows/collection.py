@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.tasks import TaskActivities
     from models.allocation import allocate
     from models.arrangements import ArrangementRejected, Decision, Plan
+    from models.clock import real_delay, virtual_now
     from models.conduct import ContactRequest, GuardDecision, Situation
     from models.context import template_context
     from models.events import (
@@ -113,6 +114,9 @@ suggestion comes at 4,096 by default (a setting a cluster may raise), and its ha
 LOCAL_PATCH = "local-steps-1"
 _LOCAL: ContextVar[bool] = ContextVar("local_steps", default=False)
 """Set in the run's own task while it closes; handlers run in tasks of their own."""
+# A loan closed by a handler while the loop awaited `_sync_search` ran one more ladder item
+# (a late fee after the payment in full; found by tests/test_crash.py): re-check from now on.
+CLOSED_RECHECK_PATCH = "closed-recheck-1"
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -155,11 +159,13 @@ class CollectionWorkflow(Negotiation):
             if state.closed_as is not None:  # closed by a handler while the pause was recorded
                 break
             await self._sync_search()
+            if state.closed_as is not None and workflow.patched(CLOSED_RECHECK_PATCH):
+                break  # paid while the search attributes were registered: nothing more is due
             due = self._next_due()
             if due is None:  # paused with nothing dated (a dispute, a stop): wait for a handler
                 self._wake = False
                 await workflow.wait_condition(self._woken)
-            elif due.at > workflow.now():
+            elif due.at > self._now():
                 await self._sleep_until(due.at)  # then look again: a handler may have changed things
             else:
                 await self._run_due(due)
@@ -173,7 +179,7 @@ class CollectionWorkflow(Negotiation):
         search attributes checked before the registration, so the loan row is the last step."""
         local = workflow.patched(LOCAL_PATCH)
         policy: Policy = await self._activity(RecordActivities.load_policy, inp.policy, local=local)
-        now = workflow.now()
+        now = self._now(policy)
         loan = inp.loan
         state = CollectionState(
             loan=loan, policy=policy, started_at=now, balance=loan.balance(), penalties_posted=loan.penalties
@@ -213,7 +219,7 @@ class CollectionWorkflow(Negotiation):
         """Sleep until `at`, or until a handler changes something and sets `_wake`."""
         self._wake = False
         try:
-            await workflow.wait_condition(self._woken, timeout=at - workflow.now())
+            await workflow.wait_condition(self._woken, timeout=real_delay(at - self._now(), self._state.policy.clock))
         except asyncio.TimeoutError:
             pass
 
@@ -222,7 +228,7 @@ class CollectionWorkflow(Negotiation):
         decides: the agency recall and overdue task outcomes come before new contacts.
         While escalation is paused the ladder (steps, fees, stages, write-off) waits; while
         a hold or stop lasts, arrangement dates wait too."""
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         items: list[_Due] = []
         if s.placement is not None:
             items.append(_Due(s.placement.recall_at, "recall", f"agency recall: {s.placement.agency}"))
@@ -260,7 +266,7 @@ class CollectionWorkflow(Negotiation):
 
     def _arrangement_items(self) -> list[_Due]:
         """Dated checks of the open arrangements (their dates move on by the days of holds)."""
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         items: list[_Due] = []
         pr, plan, st = s.open_promise(), s.active_plan(), s.open_settlement()
         if pr is not None:
@@ -300,7 +306,7 @@ class CollectionWorkflow(Negotiation):
             s.rules = await self._activity(RecordActivities.load_conduct_rules, s.policy.conduct)
         contact = ContactRequest(
             borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,  # type: ignore[arg-type]
-            purpose=purpose, at=workflow.now(), timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
+            purpose=purpose, at=self._now(), timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
         )
         decision: GuardDecision = await self._activity(
             GuardActivities.request_contact, GuardRequest(contact=contact, rules=s.rules, situation=self._situation())
@@ -346,7 +352,7 @@ class CollectionWorkflow(Negotiation):
         """When a contact planned for `planned` may happen: not before now, and inside the
         borrower's contact window (a late timer at 23:00 waits for the morning)."""
         s = self._state
-        return next_contact_moment(max(planned, workflow.now()), s.policy, s.loan.borrower.timezone)
+        return next_contact_moment(max(planned, self._now()), s.policy, s.loan.borrower.timezone)
 
     async def _run_due(self, due: _Due) -> None:
         s = self._state
@@ -415,7 +421,7 @@ class CollectionWorkflow(Negotiation):
         self._actor = "workflow"
         self._note("hardship", outcome="ended", key=hold.review_task_id, detail="breathing space over, no review outcome")
         await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=workflow.now(), outcome="timeout",
+            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=self._now(), outcome="timeout",
             note="breathing space ended before a review outcome",
         ))
         await self._record(f"{hold.review_task_id}/ended", "hardship_ended")
@@ -428,7 +434,7 @@ class CollectionWorkflow(Negotiation):
     async def _sync_pause(self) -> None:
         """Start or end the pause (and the hold clock) to match the state, on the timeline
         with the reason and who caused it. Days paused are not days past due."""
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         tz = s.loan.borrower.timezone
         holding = bool(s.holds) or s.stop is not None
         if holding and s.hold_started_at is None:
@@ -505,7 +511,7 @@ class CollectionWorkflow(Negotiation):
         if decision is not None and decision.verdict != "allowed":
             return
         req = MessageRequest(
-            key=key, loan_id=s.loan.loan_id, at=workflow.now(), channel=channel, template=template,  # type: ignore[arg-type]
+            key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,  # type: ignore[arg-type]
             language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days, **(extra or {})),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
@@ -519,7 +525,7 @@ class CollectionWorkflow(Negotiation):
         return str(getattr(borrower, _CHANNEL_FIELD[channel]))
 
     async def _create_task(self, step: LadderStep, attempt: int) -> None:
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         key = f"{s.loan.loan_id}/{step.key}/{attempt}"
         channel = "phone" if step.action is Action.call else "visit"
         decision = await self._ask_guard(channel, "escalation", key, f"{step.action}_task")
@@ -544,7 +550,7 @@ class CollectionWorkflow(Negotiation):
             ))
 
     async def _place(self, step: LadderStep) -> None:
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         key = f"{s.loan.loan_id}/{step.key}"
         # the recall falls at send time on the last day, so it comes before that day's steps
         tz = s.loan.borrower.timezone
@@ -567,7 +573,7 @@ class CollectionWorkflow(Negotiation):
         if placement is None:
             return
         s.placement = None
-        req = RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, at=workflow.now(), reason=reason)
+        req = RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, at=self._now(), reason=reason)
         await self._activity(HandoverActivities.recall_from_agency, req)
         self._note("agency_recall", channel="agency", outcome="recalled", key=placement.placement_id, detail=reason)
 
@@ -575,13 +581,13 @@ class CollectionWorkflow(Negotiation):
         s = self._state
         key = f"{s.loan.loan_id}/{step.key}"
         req = CaseRequest(
-            key=key, loan_id=s.loan.loan_id, at=workflow.now(), balance=s.balance, currency=s.loan.currency,
+            key=key, loan_id=s.loan.loan_id, at=self._now(), balance=s.balance, currency=s.loan.currency,
             template=step.template, language=s.loan.borrower.language, context=self._context(None),
         )
         ok = await self._try(HandoverActivities.file_case, req, key)
         self._note("litigation", channel="court", outcome="filed" if ok else "failed", key=key)
         if ok:
-            s.case = CaseInfo(case_id=key, filed_at=workflow.now())
+            s.case = CaseInfo(case_id=key, filed_at=self._now())
 
     # ---------------------------------------------------------------- money
 
@@ -599,12 +605,12 @@ class CollectionWorkflow(Negotiation):
         s.penalties_posted += amount
         self._note("late_fee", channel="ledger", outcome="posted", key=key, detail=f"period {action.period}: {amount} {s.loan.currency}")
         req = FeeRequest(key=key, loan_id=s.loan.loan_id, period=action.period, amount=amount,
-                         currency=s.loan.currency, at=workflow.now())
+                         currency=s.loan.currency, at=self._now())
         await self._activity(LedgerActivities.post_fee, req)
 
     async def _write_off(self) -> None:
         s = self._state
-        s.charged_off_at = workflow.now()
+        s.charged_off_at = self._now()
         s.cursor = len(self._plan)  # nothing of the ladder runs after a charge-off
         key = f"{s.loan.loan_id}/write-off"
         self._note("write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}")
@@ -633,13 +639,13 @@ class CollectionWorkflow(Negotiation):
         if s.settlement is not None and s.settlement.status == "paid":
             waived = self._settle()
         elif s.balance.total == 0:
-            s.closed_as, s.closed_at = Stage.paid, workflow.now()
+            s.closed_as, s.closed_at = Stage.paid, self._now()
         self._wake = True
         receipt = PaymentReceipt(
             loan_id=s.loan.loan_id, payment_id=payment.payment_id, amount=payment.amount,
             currency=payment.currency, allocation=allocation, outstanding=s.balance,
             paid_total=s.paid_total, stage=self._stage(), closed=s.closed_as is not None,
-            received_at=workflow.now(),
+            received_at=self._now(),
         )
         return receipt, credited, waived
 
@@ -653,7 +659,7 @@ class CollectionWorkflow(Negotiation):
         receipt, credited, waived = self._apply_payment(payment)
         key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
         await self._activity(LedgerActivities.record_payment, PaymentRecord(
-            key=key, loan_id=s.loan.loan_id, at=workflow.now(),
+            key=key, loan_id=s.loan.loan_id, at=self._now(),
             payment=payment, allocation=receipt.allocation, balance_after=receipt.outstanding,
         ))
         for action, outcome, detail in credited:
@@ -666,7 +672,7 @@ class CollectionWorkflow(Negotiation):
         """The settlement is paid: close the loan as settled; returns the balance to waive."""
         s = self._state
         waived, s.balance = s.balance, Balance()
-        s.closed_as, s.closed_at = Stage.settled, workflow.now()
+        s.closed_as, s.closed_at = Stage.settled, self._now()
         if plan := s.active_plan():
             plan.status = "settled"
         if promise := s.open_promise():
@@ -686,13 +692,13 @@ class CollectionWorkflow(Negotiation):
         step = next((a.step for a in self._plan if a.key == f"step:{task.step_key}"), None)
         reached = outcome in ("answered", "promised", "refused")
         if step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts and s.closed_as is None and s.charged_off_at is None:
-            at = next_contact_moment(workflow.now() + timedelta(hours=step.retry_after_hours), s.policy, s.loan.borrower.timezone)
+            at = next_contact_moment(self._now() + timedelta(hours=step.retry_after_hours), s.policy, s.loan.borrower.timezone)
             s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
         self._note(f"{task.kind}_outcome", channel="phone" if task.kind == "call" else "visit",
                    outcome=outcome, key=task.task_id, detail=note)
         self._wake = True
         await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=task.task_id, loan_id=s.loan.loan_id, at=workflow.now(), outcome=outcome, note=note,
+            task_id=task.task_id, loan_id=s.loan.loan_id, at=self._now(), outcome=outcome, note=note,
             recording_ref=recording, closed_by=by,
         ))
         if reached and s.rules is not None:  # a conversation: the caps and quiet periods count it
@@ -831,7 +837,7 @@ class CollectionWorkflow(Negotiation):
         key = f"{req.placement_id}/{req.channel}/{len(s.timeline)}"
         decision = await self._ask_guard(req.channel, "agency", key, "agency_contact")
         if decision is None:  # a run from before the guard: allow, as it did then
-            decision = GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=workflow.now())
+            decision = GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=self._now())
         if decision.verdict == "allowed":
             self._note("agency_contact", channel=req.channel, outcome="allowed", key=key, detail=f"by {req.agent}")
         return decision
@@ -873,21 +879,27 @@ class CollectionWorkflow(Negotiation):
     def _dpd(self) -> int:
         """Days past due for the ladder: paused days, the ongoing pause included, do not count."""
         s = self._state
-        at = s.closed_at or workflow.now()
+        at = s.closed_at or self._now()
         tz = s.loan.borrower.timezone
         ongoing = days_between(s.pause_started_at, at, tz) if s.pause_started_at else 0
         return days_past_due(at, s.loan.due_date, tz, s.paused_days + ongoing)
 
+    def _now(self, policy: Policy | None = None) -> datetime:
+        """Business time: the workflow's clock through the policy's clock setting (real time
+        unless a test or demo policy compresses it, `models.clock`). Every date the loan
+        decides on comes from here; timers sleep the real equivalent (`_sleep_until`)."""
+        return virtual_now(workflow.now(), (policy or self._state.policy).clock)
+
     def _today(self) -> date:
         """Today on the borrower's calendar."""
-        return local_date(workflow.now(), self._state.loan.borrower.timezone)
+        return local_date(self._now(), self._state.loan.borrower.timezone)
 
     def _context(self, deadline_days: int | None, **extra: str) -> dict[str, str]:
-        return template_context(self._state, workflow.now(), self._stage(), deadline_days, **extra)
+        return template_context(self._state, self._now(), self._stage(), deadline_days, **extra)
 
     def _note(self, action: str, *, channel: str = "", outcome: str = "", key: str = "", detail: str = "") -> None:
         self._state.timeline.append(TimelineEntry(
-            at=workflow.now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
+            at=self._now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
         ))
 
     async def _activity(self, method, arg, *, local: bool = False):  # type: ignore[no-untyped-def]
@@ -916,7 +928,7 @@ class CollectionWorkflow(Negotiation):
         s = self._state
         await self._activity(RecordActivities.record_event, AuditEvent(
             key=f"{s.loan.loan_id}/{key}", loan_id=s.loan.loan_id, action=action, actor=actor,
-            stage=self._stage(), at=workflow.now(), detail=detail,
+            stage=self._stage(), at=self._now(), detail=detail,
         ))
 
     def _status(self) -> CollectionStatus:
@@ -925,10 +937,10 @@ class CollectionWorkflow(Negotiation):
         return CollectionStatus(
             loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id, policy=s.policy.name,
             policy_version=s.policy.version, currency=s.loan.currency, stage=self._stage(),
-            days_past_due=self._dpd(), as_of=workflow.now(), outstanding=s.balance, paid_total=s.paid_total,
+            days_past_due=self._dpd(), as_of=self._now(), outstanding=s.balance, paid_total=s.paid_total,
             next_action=due.label if due else None, next_action_at=due.at if due else None,
             paused_reason=s.paused_reason, paused_days=s.paused_days,
-            arrangement=arrangement_info(s, workflow.now()), counts=s.counts, holds=list(s.holds), stop=s.stop,
+            arrangement=arrangement_info(s, self._now()), counts=s.counts, holds=list(s.holds), stop=s.stop,
             charged_off=s.charged_off_at is not None, deferred=list(s.deferred), opted_out=list(s.opted_out),
             closed=s.closed_as is not None, open_tasks=list(s.open_tasks), placement=s.placement,
             case=s.case, timeline=list(s.timeline),

@@ -59,8 +59,8 @@ class Negotiation:
         s: Any = self._state
         ref = self._new_ref("promise")
         s.promise = Promise(
-            promise_id=ref, amount=req.amount, due=req.date, made_at=workflow.now(),
-            paid_at_start=s.paid_total, held_at_start=held_so_far(s, workflow.now()), made_by=req.made_by,
+            promise_id=ref, amount=req.amount, due=req.date, made_at=self._now(),
+            paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()), made_by=req.made_by,
         )
         return await self._accepted(ref, "promise", f"{req.amount} {s.loan.currency} by {req.date}", req.made_by)
 
@@ -111,7 +111,7 @@ class Negotiation:
         ref = self._new_ref("plan")
         s.plan = Plan(
             plan_id=ref, total=s.balance.total, frequency=req.frequency, instalments=schedule,
-            made_at=workflow.now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, workflow.now()),
+            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()),
             made_by=actor, renegotiation=renegotiation,
         )
         if waived.total > 0:
@@ -129,7 +129,7 @@ class Negotiation:
         ref = self._new_ref("settlement")
         s.settlement = Settlement(
             offer_id=ref, amount=offer.amount, deadline=offer.deadline, discount=discount,
-            made_at=workflow.now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, workflow.now()), made_by=offer.made_by,
+            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()), made_by=offer.made_by,
         )
         detail = f"{offer.amount} {s.loan.currency} by {offer.deadline} ({discount:.2%} off {s.balance.total})"
         return await self._accepted(ref, "settlement", detail, offer.made_by, "offered")
@@ -153,7 +153,7 @@ class Negotiation:
     @workflow.update
     async def report_hardship(self, report: HardshipReport) -> Decision:
         self._guard(self._check_hardship, report)
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         until = now + timedelta(days=s.policy.hardship.breathing_space_days)
         task_id = self._new_ref("hardship-review")
         s.holds.append(Hold(kind="hardship", reason=report.reason, evidence_ref=report.evidence_ref,
@@ -186,12 +186,12 @@ class Negotiation:
         assert hold is not None
         self._note("hardship_review", outcome=decision.outcome, key=hold.review_task_id, detail=decision.note)
         await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=workflow.now(), outcome=decision.outcome,
+            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=self._now(), outcome=decision.outcome,
             note=decision.note, closed_by=decision.decided_by,
         ))
         if decision.outcome == "extend_term":
             assert decision.extend_days is not None
-            hold.until = workflow.now() + timedelta(days=decision.extend_days)
+            hold.until = self._now() + timedelta(days=decision.extend_days)
             return await self._accepted(hold.review_task_id, "hardship", f"breathing space until {hold.until:%Y-%m-%d}",
                                         decision.decided_by, "extended")
         s.holds.remove(hold)
@@ -227,7 +227,7 @@ class Negotiation:
     @workflow.update
     async def raise_dispute(self, req: DisputeRequest) -> Decision:
         self._guard(self._check_dispute, req)
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         s.holds.append(Hold(kind="dispute", reason=req.reason, started_at=now, by=req.raised_by))
         ref = self._new_ref("dispute")
         decision = await self._accepted(ref, "dispute", req.reason, req.raised_by, "open")
@@ -258,7 +258,7 @@ class Negotiation:
         ref = self._new_ref("dispute-resolution")
         if res.upheld:
             cancelled, s.balance = s.balance, Balance()
-            s.closed_as, s.closed_at = Stage.dispute_upheld, workflow.now()
+            s.closed_as, s.closed_at = Stage.dispute_upheld, self._now()
             self._cancel_arrangements("dispute upheld")
             decision = await self._accepted(ref, "dispute", res.note or "upheld", res.resolved_by, "upheld")
             await self._waive(cancelled, "cancellation", f"{ref}/cancellation", "dispute upheld")
@@ -280,7 +280,7 @@ class Negotiation:
         """Bankruptcy, death or cease-contact: no more contact on any channel, the agency is
         recalled, and the loan goes to legal review or is written off."""
         self._guard(self._check_stop, req)
-        s, now = self._state, workflow.now()
+        s, now = self._state, self._now()
         route = req.route or getattr(s.policy.stop, req.reason)
         first = s.stop is None
         s.stop = StopInfo(reason=req.reason, route=route, at=now, by=req.requested_by, evidence_ref=req.evidence_ref,
@@ -360,7 +360,7 @@ class Negotiation:
     async def _waive(self, amounts: Balance, kind: str, key: str, reason: str) -> None:
         s = self._state
         await self._activity(LedgerActivities.waive, WaiverRequest(
-            key=key, loan_id=s.loan.loan_id, at=workflow.now(), amounts=amounts, currency=s.loan.currency,
+            key=key, loan_id=s.loan.loan_id, at=self._now(), amounts=amounts, currency=s.loan.currency,
             kind=kind, reason=reason,
         ))
         self._note(kind, channel="ledger", outcome="posted", key=key, detail=f"{amounts.total} {s.loan.currency}: {reason}")
