@@ -117,6 +117,9 @@ _LOCAL: ContextVar[bool] = ContextVar("local_steps", default=False)
 # A loan closed by a handler while the loop awaited `_sync_search` ran one more ladder item
 # (a late fee after the payment in full; found by tests/test_crash.py): re-check from now on.
 CLOSED_RECHECK_PATCH = "closed-recheck-1"
+# ... and a collection contact the guard allowed while the loan was paid, settled, disputed or
+# put on hold meanwhile (a handler ran during the guard's activity) is not made.
+OVERTAKEN_PATCH = "guard-overtaken-1"
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
 
 
@@ -311,11 +314,24 @@ class CollectionWorkflow(Negotiation):
         decision: GuardDecision = await self._activity(
             GuardActivities.request_contact, GuardRequest(contact=contact, rules=s.rules, situation=self._situation())
         )
+        if decision.verdict != "refused" and self._overtaken(purpose) and workflow.patched(OVERTAKEN_PATCH):
+            why = f"loan {s.closed_as}" if s.closed_as is not None else f"paused: {pause_reason(s)}"
+            decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=self._now(),
+                                     reason=f"{why} while the guard decided")
         if decision.verdict != "allowed":
             until = f" until {decision.at:%Y-%m-%d %H:%M}" if decision.verdict == "deferred" else ""
             self._note(what, channel=channel, outcome=decision.verdict, key=key,
                        detail=f"{decision.rule}{until}: {decision.reason}")
         return decision
+
+    def _overtaken(self, purpose: str) -> bool:
+        """Whether a contact has lost its reason during an await: the loan closed (anything but
+        a transactional message), or escalation paused (a dispute, an arrangement, a hold, a
+        stop) for an escalation contact."""
+        s = self._state
+        if purpose == "transactional":
+            return False
+        return s.closed_as is not None or (purpose == "escalation" and pause_reason(s) is not None)
 
     async def _sync_search(self) -> None:
         """Keep the portfolio's search attributes current (only what changed is upserted).
