@@ -68,11 +68,13 @@ WORKER_KILLS = 4
 ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", "Asia/Kolkata")
 CALL_TIMEOUT = 30.0  # seconds before a hanging client call is abandoned and retried
 DEADLINE = 240.0  # seconds for every loan to close before the test reports the stuck ones
-KNOWN_SDK_BUG = "Nondeterminism error: Update machine does not handle this event"
-"""temporalio 1.35 writes, for an update accepted on a cold-start workflow task (after a worker
-kill), a history it cannot replay (sdk-python#1591, sdk-rust#943; tests/test_sdk_bugs.py). A
-second cold-start failure leaves a running loan stuck on a nondeterminism error (a timer started
-again on the live task, an activity on replay; tests/sdk_bugs/timer-after-cold-start.json)."""
+KNOWN_SDK_BUG = "Nondeterminism error"
+"""temporalio 1.35 goes wrong when a fresh worker takes a loan over from a killed one: for an
+update accepted on that cold-start task it writes a history it cannot replay (sdk-python#1591;
+tests/test_sdk_bugs.py), and its live task can see a stale `workflow.now()` (a timer started
+again, an activity on replay; tests/sdk_bugs/timer-after-cold-start.json), which leaves the loan
+stuck on a nondeterminism error (the workflow guards against the timer case, see `_now`, not
+against a handler waking it in the same task). `after_cold_start` tells these from ours."""
 
 
 def free_port() -> int:
@@ -269,7 +271,7 @@ class Sent:
     loan_id: str
     payment: Payment
     via: str  # update | signal
-    outcome: str = ""  # receipt | rejected | signalled | loan_closed | gave_up
+    outcome: str = ""  # receipt | rejected | signalled | loan_closed | stuck | gave_up
     detail: str = ""
     failed_attempts: int = 0
     duplicate_of_receipt: bool = False  # a deliberate resend of a payment already answered
@@ -285,12 +287,27 @@ class Driver:
         self.loans: dict[str, OverdueLoan] = {}
         self.sent: list[Sent] = []
         self.retried_calls = 0
+        self.stuck: dict[str, str] = {}  # loan id -> the nondeterminism failure it is stuck on
+
+    async def is_stuck(self, loan_id: str) -> bool:
+        """Whether the loan's workflow is stuck on a nondeterminism failure (remembered)."""
+        if loan_id not in self.stuck:
+            try:
+                failure = await stuck_on_nondeterminism(self.client, config.workflow_id(loan_id))
+            except Exception:  # noqa: BLE001 - the server is down: not known to be stuck
+                return False
+            if failure is None:
+                return False
+            self.stuck[loan_id] = failure
+        return True
 
     def virtual_now(self) -> datetime:
         return virtual_now(datetime.now(UTC), self.clock)
 
-    async def retry(self, what: str, call: Callable[[], Awaitable[Any]], deadline: float = 120) -> Any:
-        """Run `call` until it succeeds (or raises what the caller handles)."""
+    async def retry(self, what: str, call: Callable[[], Awaitable[Any]], deadline: float = 120,
+                    loan_id: str | None = None) -> Any:
+        """Run `call` until it succeeds (or raises what the caller handles; LoanStuck when the
+        loan's workflow is stuck on a nondeterminism failure)."""
         give_up = time.monotonic() + deadline
         while True:
             try:
@@ -298,6 +315,8 @@ class Driver:
             except (PaymentRejected, starter.LoanNotFound):
                 raise
             except Exception as exc:  # noqa: BLE001 - server or worker down: try again
+                if loan_id is not None and await self.is_stuck(loan_id):
+                    raise LoanStuck(loan_id) from exc
                 self.retried_calls += 1
                 if time.monotonic() > give_up:
                     raise AssertionError(f"{what}: still failing after {deadline}s: {exc!r}") from exc
@@ -375,8 +394,12 @@ class Driver:
         if kind == "full":
             if await self.completed(loan.loan_id):
                 return
-            status = await self.retry(f"status {loan.loan_id}",
-                                      lambda: starter.get_status(self.client, loan.loan_id, fresh=False))
+            try:
+                status = await self.retry(f"status {loan.loan_id}",
+                                          lambda: starter.get_status(self.client, loan.loan_id, fresh=False),
+                                          loan_id=loan.loan_id)
+            except LoanStuck:
+                return
             if status.closed:
                 return
             amount = status.outstanding.total
@@ -415,6 +438,9 @@ class Driver:
                 if await self.completed(loan_id):  # e.g. a closed loan that cannot answer the refusal's query
                     record.outcome, record.detail = "loan_closed", repr(exc)
                     return record
+                if await self.is_stuck(loan_id):
+                    record.outcome, record.detail = "stuck", self.stuck[loan_id]
+                    return record
                 record.failed_attempts += 1
                 self.retried_calls += 1
                 if time.monotonic() > give_up:
@@ -450,15 +476,39 @@ async def chaos(system: System, rng: random.Random, start: float, span: float) -
         await asyncio.sleep(rng.uniform(3, max(4.0, left / max(1, WORKER_KILLS - n))))
 
 
+class LoanStuck(Exception):
+    """The loan's workflow task fails on a nondeterminism error: no call can succeed."""
+
+
+def after_cold_start(history: WorkflowHistory) -> bool:
+    """Whether a workflow task of this run timed out or failed (its worker died) before the
+    first nondeterminism failure, if any: a fresh worker then took the loan over from history,
+    the situation in which temporalio 1.35 goes wrong (KNOWN_SDK_BUG). In this test every
+    replay follows such a cold start (200 loans fit the worker's cache), so the check that
+    keeps our own nondeterminism visible is the replay of every closed history at the end: a
+    bug of ours would break histories that never saw a cold start too."""
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            return True
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            return "[TMPRL1100]" not in event.workflow_task_failed_event_attributes.failure.message
+    return False
+
+
 async def stuck_on_nondeterminism(client: Client, wf_id: str) -> str | None:
     """The nondeterminism failure a running loan's last workflow task ended with, if any: such a
     loan makes no progress until the code (or the SDK) changes."""
     history = await client.get_workflow_handle(wf_id).fetch_history()
-    last = history.events[-1]
-    if last.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+    message = None  # the latest nondeterminism failure no completed workflow task followed
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            message = None
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            failure = event.workflow_task_failed_event_attributes.failure.message
+            message = failure if "[TMPRL1100]" in failure else message
+    if message is None:
         return None
-    message = last.workflow_task_failed_event_attributes.failure.message
-    return message if "[TMPRL1100]" in message else None
+    return message if after_cold_start(history) else f"NOT the known SDK bug: {message}"
 
 
 async def wait_all_closed(system: System, client: Client, loan_ids: list[str], deadline: float) -> dict[str, str]:
@@ -476,7 +526,7 @@ async def wait_all_closed(system: System, client: Client, loan_ids: list[str], d
                     raise AssertionError(f"{wf.id}: workflow {wf.status.name if wf.status else '?'}")
                 done.add(wf.id)
             left = wanted - done
-            if len(left) <= 5:  # the last few: stuck on a nondeterminism failure?
+            if len(left) <= max(5, len(wanted) // 10):  # the last ones: stuck on a nondeterminism failure?
                 for wf_id in left - set(stuck):
                     if (failure := await stuck_on_nondeterminism(client, wf_id)) is not None:
                         stuck[wf_id] = failure
@@ -747,8 +797,11 @@ async def test_loans_survive_killed_workers_and_a_killed_server(system: System) 
           f"histories replayed {len(histories)}")
     assert not problems, f"{len(problems)} problem(s), seed {seed}:\n" + "\n".join(problems[:40])
     assert system.worker.starts >= WORKER_KILLS + 1 and system.server.starts == 2
-    unknown = {run: err for run, err in failures.items() if KNOWN_SDK_BUG not in err}
+    by_run = {h.run_id: h for h in histories}
+    unknown = {run: err for run, err in failures.items() if not after_cold_start(by_run[run])}
     assert not unknown, f"histories that no longer replay: {unknown}"
+    ours = {lid: err for lid, err in stuck.items() if err.startswith("NOT the known SDK bug")}
+    assert not ours, f"loans stuck on a nondeterminism failure that is not the known SDK bug: {ours}"
     if failures or stuck:  # only the upstream bugs: every check above passed; say so loudly, do not hide it
         pytest.xfail(f"known SDK bugs (tests/test_sdk_bugs.py), seed {seed}: {len(failures)} closed loan(s) whose "
                      f"history does not replay {sorted(failures)}; {len(stuck)} loan(s) stuck on a "

@@ -143,6 +143,7 @@ class CollectionWorkflow(Negotiation):
         self._wake = False
         self._actor = "workflow"  # who caused the latest change, for pause/resume entries
         self._roll_over_asked = False  # an operator asked for continue-as-new (see roll_over)
+        self._floor: datetime | None = None  # business time is at least this (see _now)
         self._cap_declined = True  # a run recorded before HISTORY_CAP_PATCH has no cap
 
     # ---------------------------------------------------------------- run loop
@@ -224,7 +225,8 @@ class CollectionWorkflow(Negotiation):
         try:
             await workflow.wait_condition(self._woken, timeout=real_delay(at - self._now(), self._state.policy.clock))
         except asyncio.TimeoutError:
-            pass
+            # The timer fired, so it is at least `at`, whatever workflow.now() says (see _now).
+            self._floor = at if self._floor is None else max(self._floor, at)
 
     def _next_due(self) -> _Due | None:
         """The earliest pending item among all sources of work. On a tie the order below
@@ -903,8 +905,16 @@ class CollectionWorkflow(Negotiation):
     def _now(self, policy: Policy | None = None) -> datetime:
         """Business time: the workflow's clock through the policy's clock setting (real time
         unless a test or demo policy compresses it, `models.clock`). Every date the loan
-        decides on comes from here; timers sleep the real equivalent (`_sleep_until`)."""
-        return virtual_now(workflow.now(), (policy or self._state.policy).clock)
+        decides on comes from here; timers sleep the real equivalent (`_sleep_until`).
+
+        Never earlier than the moment the last timer was set for: on a fresh worker taking
+        over a task from a dead one (a sticky task that timed out), temporalio 1.35 can hand
+        the workflow the previous task's time (tests/sdk_bugs/timer-after-cold-start.json:
+        the timer that had just fired was started again with the same duration, and the next
+        replay, with the right time, failed as nondeterministic). With the floor both see the
+        item as due. A correct history is unchanged: a timer never fires early."""
+        now = virtual_now(workflow.now(), (policy or self._state.policy).clock)
+        return now if self._floor is None or now >= self._floor else self._floor
 
     def _today(self) -> date:
         """Today on the borrower's calendar."""
