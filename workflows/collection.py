@@ -150,10 +150,11 @@ class CollectionWorkflow(Negotiation):
 
     @workflow.run
     async def run(self, inp: CollectionInput) -> CollectionStatus:
+        # Decided once per run, as its first command (before the start's local activities):
+        # runs recorded before the cap replay as they ran.
+        self._cap_declined = not workflow.patched(HISTORY_CAP_PATCH)
         if self._s is None:
             await self._begin(inp)
-        # Decided once per run, at its start: runs recorded before the cap replay as they ran.
-        self._cap_declined = not workflow.patched(HISTORY_CAP_PATCH)
         state = self._state
         while state.closed_as is None:
             if self._roll_over_due():
