@@ -107,7 +107,7 @@ async def run_worker() -> None:
     await ensure_scan_schedule(client, worker.task_queue)  # the daily scan, once per namespace
     log.info("worker on %s, task queue %s", config.settings().temporal_address, worker.task_queue)
     async with worker:
-        await _until_stopped()
+        await until_stopped()
 
 
 async def run_embedded() -> None:
@@ -137,7 +137,7 @@ async def run_embedded() -> None:
         async with worker:
             started = await starter.load_sample_portfolio(env.client)
             print(_banner(cfg, len(started)), flush=True)
-            await _until_stopped()
+            await until_stopped()
     print("stopped: worker and Temporal dev server shut down cleanly", flush=True)
 
 
@@ -175,7 +175,8 @@ In another terminal:
 """
 
 
-async def _until_stopped() -> None:
+async def until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM (a worker process's life; the benchmarks' worker processes too)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -50,20 +50,16 @@ async def worker_child(spec: dict) -> None:
     import logging
 
     import config
-    from worker import create_worker
+    from worker import create_worker, until_stopped
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.ERROR)
     client = await config.connect(spec["address"], spec["namespace"])
     worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"],
                            max_cached_workflows=spec["cache"])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with worker:
         print("ready", flush=True)
-        await stop.wait()
+        await until_stopped()
 
 
 # ----------------------------------------------------------------------------- the benchmark

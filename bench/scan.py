@@ -57,7 +57,7 @@ async def worker_child(spec: dict[str, Any]) -> None:
     import config
     from activities.scan import ScanActivities
     from db.store import make_engine
-    from worker import create_worker
+    from worker import create_worker, until_stopped
     from workflows.scan import OverdueScanWorkflow
 
     logging.basicConfig(level=logging.WARNING)
@@ -69,13 +69,9 @@ async def worker_child(spec: dict[str, Any]) -> None:
         worker = Worker(client, task_queue=spec["queue"], workflows=[OverdueScanWorkflow], activities=[scan.scan_page])
     else:
         worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with worker:
         print("ready", flush=True)
-        await stop.wait()
+        await until_stopped()
 
 
 # ----------------------------------------------------------------------------- the book

@@ -68,13 +68,12 @@ WORKER_KILLS = 4
 ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", "Asia/Kolkata")
 CALL_TIMEOUT = 30.0  # seconds before a hanging client call is abandoned and retried
 DEADLINE = 240.0  # seconds for every loan to close before the test reports the stuck ones
-KNOWN_SDK_BUG = "Nondeterminism error"
-"""temporalio 1.35 goes wrong when a fresh worker takes a loan over from a killed one: for an
-update accepted on that cold-start task it writes a history it cannot replay (sdk-python#1591;
-tests/test_sdk_bugs.py), and its live task can see a stale `workflow.now()` (a timer started
-again, an activity on replay; tests/sdk_bugs/timer-after-cold-start.json), which leaves the loan
-stuck on a nondeterminism error (the workflow guards against the timer case, see `_now`, not
-against a handler waking it in the same task). `after_cold_start` tells these from ours."""
+# The known SDK bugs: temporalio 1.35 goes wrong when a fresh worker takes a loan over from a killed one: for an
+# update accepted on that cold-start task it writes a history it cannot replay (sdk-python#1591;
+# tests/test_sdk_bugs.py), and its live task can see a stale `workflow.now()` (a timer started
+# again, an activity on replay; tests/sdk_bugs/timer-after-cold-start.json), which leaves the loan
+# stuck on a nondeterminism error (the workflow guards against the timer case, see `_now`, not
+# against a handler waking it in the same task). `after_cold_start` tells these from ours.
 
 
 def free_port() -> int:
@@ -483,7 +482,7 @@ class LoanStuck(Exception):
 def after_cold_start(history: WorkflowHistory) -> bool:
     """Whether a workflow task of this run timed out or failed (its worker died) before the
     first nondeterminism failure, if any: a fresh worker then took the loan over from history,
-    the situation in which temporalio 1.35 goes wrong (KNOWN_SDK_BUG). In this test every
+    the situation in which temporalio 1.35 goes wrong (the known SDK bugs above). In this test every
     replay follows such a cold start (200 loans fit the worker's cache), so the check that
     keeps our own nondeterminism visible is the replay of every closed history at the end: a
     bug of ours would break histories that never saw a cold start too."""
@@ -513,7 +512,7 @@ async def stuck_on_nondeterminism(client: Client, wf_id: str) -> str | None:
 
 async def wait_all_closed(system: System, client: Client, loan_ids: list[str], deadline: float) -> dict[str, str]:
     """Until every loan's workflow has completed (visibility, one listing a second). Returns the
-    loans stuck on a nondeterminism failure (see KNOWN_SDK_BUG), once they are all that is left;
+    loans stuck on a nondeterminism failure (the known SDK bugs above), once they are all that is left;
     any other loan still running at the deadline fails the test."""
     wanted = {config.workflow_id(lid) for lid in loan_ids}
     end = time.monotonic() + deadline
