@@ -31,6 +31,9 @@ import codec
 ROOT = Path(__file__).resolve().parent
 
 WORKFLOW_ID_PREFIX = "collection-"
+COLLECTION_TYPES = ("LoanCollection", "CollectionWorkflow")
+"""Workflow types of a loan's collection: the decider's shell (new loans) and the first version
+(loans started before it, until they close)."""
 
 log = logging.getLogger("collections.config")
 

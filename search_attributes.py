@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from temporalio.common import SearchAttributeKey
 
-STAGE = SearchAttributeKey.for_keyword("CollectionStage")
-DPD_BAND = SearchAttributeKey.for_keyword("CollectionDpdBand")
-POLICY = SearchAttributeKey.for_keyword("CollectionPolicy")
-AGENCY = SearchAttributeKey.for_keyword("CollectionAgency")
-CURRENCY = SearchAttributeKey.for_keyword("CollectionCurrency")
-OUTSTANDING = SearchAttributeKey.for_int("CollectionOutstandingMinor")
+from models.lifecycle import views
+from models.lifecycle.views import DPD_BANDS, dpd_band
+
+STAGE = SearchAttributeKey.for_keyword(views.STAGE)
+DPD_BAND = SearchAttributeKey.for_keyword(views.DPD_BAND)
+POLICY = SearchAttributeKey.for_keyword(views.POLICY)
+AGENCY = SearchAttributeKey.for_keyword(views.AGENCY)
+CURRENCY = SearchAttributeKey.for_keyword(views.CURRENCY)
+OUTSTANDING = SearchAttributeKey.for_int(views.OUTSTANDING)
 """Outstanding total in the currency's minor units (an exact integer, never a float)."""
 
 ALL = (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, OUTSTANDING)
-
-DPD_BANDS: tuple[tuple[int, str], ...] = ((180, "180+"), (120, "120-179"), (90, "90-119"), (60, "60-89"),
-                                          (30, "30-59"), (0, "0-29"))
-
-
-def dpd_band(dpd: int) -> str:
-    """The reporting band of a DPD (bands change where the default ladder wakes the loan)."""
-    return next(label for floor, label in DPD_BANDS if dpd >= floor)
+__all__ = ["AGENCY", "ALL", "CURRENCY", "DPD_BAND", "DPD_BANDS", "OUTSTANDING", "POLICY", "STAGE", "dpd_band"]

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -214,8 +215,28 @@ async def opt_out(client: Client, loan_id: str, req: OptOutRequest) -> Decision:
 
 async def request_agency_contact(client: Client, loan_id: str, req: AgencyContactRequest) -> GuardDecision:
     """An agency asks the guard before it contacts the borrower; it shares the person's
-    contact budget with the lender and every other agency."""
-    return await _update(client, loan_id, CollectionWorkflow.agency_contact, req, RequestRejected)
+    contact budget with the lender and every other agency. Two steps: the loan records the
+    request (an update answering with its key) and asks the guard from its main loop; the
+    answer is read back by query. Loans of the first workflow version answer in one update."""
+    try:
+        key = await _update(client, loan_id, CollectionWorkflow.ask_agency_contact, req, RequestRejected)
+    except RequestRejected as exc:
+        if "ask_agency_contact" not in str(exc):  # not the first version's "no such handler"
+            raise
+        return await _update(client, loan_id, "agency_contact", req, RequestRejected)  # type: ignore[no-any-return]
+    handle = _handle(client, loan_id)
+    give_up = time.monotonic() + AGENCY_ANSWER_WAIT
+    while time.monotonic() < give_up:
+        answer = await handle.query(CollectionWorkflow.agency_contact_answer, key)
+        if answer is not None:
+            return answer
+        await asyncio.sleep(0.05)
+    raise RequestRejected(f"no answer from the guard within {AGENCY_ANSWER_WAIT:.0f} s (request {key}); ask again")
+
+
+AGENCY_ANSWER_WAIT = 60.0
+"""Seconds an agency's contact request waits for the guard's answer (one activity, normally
+well under a second)."""
 
 
 async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
@@ -225,7 +246,7 @@ async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> Col
     handle = _handle(client, loan_id)
     if fresh:
         try:
-            return await handle.execute_update(CollectionWorkflow.current_status)
+            return await _execute_update(handle, CollectionWorkflow.current_status)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -241,6 +262,30 @@ async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> Col
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise LoanNotFound(f"no collection for loan {loan_id}") from exc
         raise
+
+
+async def wait_quiet(client: Client, loan_id: str, timeout: float = 30.0) -> None:
+    """Wait until the loan has written the effects of everything it was told (its answers come
+    first; the ledger rows, messages and tasks follow at once). Loans of the first workflow
+    version and closed loans are always quiet."""
+    handle = _handle(client, loan_id)
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            if not await handle.query(CollectionWorkflow.busy):
+                return
+        except WorkflowQueryFailedError as exc:
+            if "busy" in str(exc):  # the first version has no such query: it writes before it answers
+                return
+            if "starting" not in str(exc):
+                raise
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise LoanNotFound(f"no collection for loan {loan_id}") from exc
+            raise
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"loan {loan_id} still busy after {timeout:.0f} s")
+        await asyncio.sleep(0.02)
 
 
 async def list_loans(
@@ -280,7 +325,7 @@ async def roll_over(client: Client, loan_ids: list[str] | None = None, *, starte
         if started_before is None:
             raise ValueError("give loan ids or started_before")
         when = started_before.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        query = f'WorkflowType="CollectionWorkflow" AND ExecutionStatus="Running" AND StartTime < "{when}"'
+        query = f'{_types_clause()} AND ExecutionStatus="Running" AND StartTime < "{when}"'
         loan_ids = [wf.id.removeprefix(config.WORKFLOW_ID_PREFIX) async for wf in client.list_workflows(query)]
     asked = []
     for loan_id in loan_ids:
@@ -308,8 +353,13 @@ async def portfolio_stats(client: Client, *, policy: str | None = None) -> list[
     ]
 
 
+def _types_clause() -> str:
+    """Loans of either collection workflow type (README: Upgrading a live system)."""
+    return "(" + " OR ".join(f"WorkflowType = '{name}'" for name in config.COLLECTION_TYPES) + ")"
+
+
 def _portfolio_query(status: str | None, stage: str | None, policy: str | None, agency: str | None) -> str:
-    clauses = [f"WorkflowType = '{CollectionWorkflow.__name__}'"]
+    clauses = [_types_clause()]
     if status:
         clauses.append(f"ExecutionStatus = '{status.capitalize()}'")
     for key, value in ((sa.STAGE, stage), (sa.POLICY, policy), (sa.AGENCY, agency)):
@@ -526,7 +576,7 @@ async def _update(client: Client, loan_id: str, update: Any, arg: BaseModel, rej
     """Run a validated update; turn the SDK's failures into the caller's exceptions."""
     handle = _handle(client, loan_id)
     try:
-        return await handle.execute_update(update, arg)
+        return await _execute_update(handle, update, arg)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         raise rejected(cause.message if isinstance(cause, ApplicationError) else str(cause)) from exc
@@ -534,6 +584,28 @@ async def _update(client: Client, loan_id: str, update: Any, arg: BaseModel, rej
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         raise await _not_running(handle, loan_id, rejected) from exc
+
+
+STARTING_WAIT = 30.0
+"""Seconds a request to a loan that is still starting (loading its policy, its first activity,
+usually a few tens of milliseconds) is tried again before the refusal is passed on."""
+
+
+async def _execute_update(handle: WorkflowHandle[Any, Any], update: Any, *args: Any) -> Any:
+    """`execute_update`, tried again while the loan says it is still starting."""
+    give_up = time.monotonic() + STARTING_WAIT
+    while True:
+        try:
+            return await handle.execute_update(update, *args)
+        except WorkflowUpdateFailedError as exc:
+            if not _starting(exc.cause) or time.monotonic() > give_up:
+                raise
+        await asyncio.sleep(0.1)
+
+
+def _starting(cause: BaseException | None) -> bool:
+    return isinstance(cause, ApplicationError) and (
+        cause.type == "CollectionStarting" or cause.message.startswith("collection is starting"))
 
 
 async def _decide(client: Client, loan_id: str, update: Any, arg: BaseModel) -> Decision:

@@ -22,6 +22,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 import config
 from activities.admin import AdminActivities, ensure_search_attributes
 from activities.channels import make_adapter
+from activities.effects import EffectActivities
 from activities.guard import GuardActivities
 from activities.handover import HandoverActivities
 from activities.ledger import LedgerActivities
@@ -29,14 +30,20 @@ from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
 from activities.rendering import Renderer
 from activities.scan import ScanActivities
+from activities.start import StartActivities
 from activities.tasks import TaskActivities
 from db import migrate
 from db.store import make_engine
 from scan_schedule import ensure_scan_schedule
 from workflows.collection import CollectionWorkflow
+from workflows.legacy.collection_v1 import LegacyCollectionWorkflow
 from workflows.scan import OverdueScanWorkflow
 
 log = logging.getLogger("collections.worker")
+
+WORKFLOWS: list[type] = [CollectionWorkflow, LegacyCollectionWorkflow, OverdueScanWorkflow]
+"""Every workflow a worker runs: new loans (`LoanCollection`), loans started before the decider
+(`CollectionWorkflow`, until none is left open), the daily scan. Replay tests use the same list."""
 
 
 def create_worker(
@@ -67,11 +74,15 @@ def create_worker(
     guard = GuardActivities(engine)
     admin = AdminActivities(client)
     scan = ScanActivities(client, engine, queue)
+    effects = EffectActivities(ledger, messaging, tasks, handover, records, guard)
+    start = StartActivities(records, admin)
     return Worker(
         config.with_converter(client),
         task_queue=queue,
-        workflows=[CollectionWorkflow, OverdueScanWorkflow],
+        workflows=WORKFLOWS,
         activities=[
+            start.prepare,
+            effects.perform,
             messaging.send_message,
             ledger.post_fee,
             ledger.record_payment,
@@ -90,7 +101,7 @@ def create_worker(
             guard.record_conversation,
             admin.ensure_search_attributes,
             scan.scan_page,
-        ],
+        ],  # the ones after `perform` are the first workflow version's (and `request_contact` both's)
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -13,7 +13,8 @@ from temporalio import activity
 from db.contacts import ContactRow, lock_person
 from db.store import append_audit, audit_row, hold_write_lock
 from db.tables import AuditRow
-from models.conduct import DELIVERY_MARGIN, GuardDecision, PastContact, RuleSet, decide
+from models.clock import virtual_now
+from models.conduct import DELIVERY_MARGIN, ContactRequest, GuardDecision, PastContact, RuleSet, decide
 from models.requests import GuardRequest, Recorded
 
 
@@ -28,11 +29,21 @@ def _audit_key(req: GuardRequest) -> str:
     return f"{req.contact.key}#guard@{req.contact.at.isoformat()}"
 
 
+def _effective(req: GuardRequest) -> ContactRequest:
+    """The contact as the guard judges it: at the later of its business time and the policy
+    clock's reading of the real time (`GuardRequest.clock`), else at its business time."""
+    c = req.contact
+    if req.clock is None:
+        return c
+    real = virtual_now(datetime.now(UTC), req.clock)
+    return c if real <= c.at else c.model_copy(update={"at": real})
+
+
 def _recorded(row: AuditRow) -> GuardDecision:
     """The decision an audit entry recorded (for a retried request: the same answer again)."""
     detail = json.loads(row.detail)
     return GuardDecision(verdict=row.action.removeprefix("guard_"), rule=row.rule_id,  # type: ignore[arg-type]
-                         at=datetime.fromisoformat(detail["until"]), reason=detail["reason"])
+                         at=datetime.fromisoformat(detail["until"]), reason=detail["reason"], decided_at=row.at)
 
 
 class GuardActivities:
@@ -49,6 +60,10 @@ class GuardActivities:
         goes to the audit record, once, with the rule that decided it.
         A transaction the database turned back (deadlock, busy SQLite, a lost race) runs again.
         """
+        return self.decide_contact(req)
+
+    def decide_contact(self, req: GuardRequest) -> GuardDecision:
+        """`request_contact` as a plain call (the effects batch asks it for a confirmation)."""
         for attempt in range(5):
             try:
                 return self._decide(req)
@@ -58,13 +73,14 @@ class GuardActivities:
         raise AssertionError("unreachable")
 
     def _decide(self, req: GuardRequest) -> GuardDecision:
-        c, rules = req.contact, req.rules.ruleset
+        c, rules = _effective(req), req.rules.ruleset
         with Session(self._engine) as session:
             lock_person(session, c.borrower_id)  # before reading the person's history
             taken = session.exec(select(ContactRow).where(ContactRow.key == c.key)).first()
             if taken is not None:
                 session.rollback()
-                return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken")
+                return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken",
+                                     decided_at=taken.at)
             audit_key = _audit_key(req)
             earlier = session.exec(select(AuditRow).where(AuditRow.key == audit_key)).first()
             if earlier is not None:
@@ -75,6 +91,7 @@ class GuardActivities:
             ).all()
             history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]  # type: ignore[arg-type]
             decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
+            decision = decision.model_copy(update={"decided_at": c.at})
             if decision.verdict == "allowed":
                 session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
                                        purpose=c.purpose, at=c.at))

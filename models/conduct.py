@@ -125,6 +125,8 @@ class GuardDecision(BaseModel):
     rule: str
     at: datetime
     reason: str = ""
+    decided_at: datetime | None = None
+    """When the guard decided (business time); the workflow's clock moves on to it."""
 
 
 def load_ruleset(name: str, folder: Path, overrides: dict[str, Any] | None = None) -> RuleSet:

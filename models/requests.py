@@ -8,11 +8,12 @@ from datetime import date, datetime
 from pydantic import BaseModel
 
 from models.allocation import Allocation
+from models.clock import PolicyClock
 from models.conduct import ContactRequest, RuleSet, Situation
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import Amount
 from models.payment import Payment
-from models.policy import MessageChannel
+from models.policy import MessageChannel, Policy
 
 
 class _Keyed(BaseModel):
@@ -156,8 +157,36 @@ class ConductRules(BaseModel):
 
 
 class GuardRequest(BaseModel):
-    """Ask the guard for a contact slot; `contact.key` makes an allowed slot idempotent."""
+    """Ask the guard for a contact slot; `contact.key` makes an allowed slot idempotent.
+
+    `clock` set: the guard decides at the later of `contact.at` and the policy clock's reading
+    of the real time, so a contact asked by a loan whose business time lags (a workflow catching
+    up after its worker was down) is judged at the moment it would really be made: contact hours
+    and caps hold in real time. None: at `contact.at` exactly (the first workflow version and
+    direct callers)."""
 
     contact: ContactRequest
     rules: ConductRules
     situation: Situation
+    clock: PolicyClock | None = None
+
+
+class PrepareRequest(BaseModel):
+    """Everything a new loan needs before its first decision: its policy (by name), checked and
+    pinned, the conduct rules, the loan row and the start's audit entry. `started_at` is the
+    workflow's start (real time, from history)."""
+
+    loan: OverdueLoan
+    policy: str
+    workflow_id: str
+    started_at: datetime
+
+
+class Prepared(BaseModel):
+    """The pinned policy and rules, whether the server has the portfolio's search attributes,
+    and the start in business time (the policy's clock)."""
+
+    policy: Policy
+    rules: ConductRules
+    search_ready: bool
+    started_at: datetime

@@ -129,3 +129,20 @@ def catch_up(plan: list[PlannedAction], dpd_now: int) -> tuple[int, PlannedActio
     cursor = next((i for i, a in enumerate(plan) if a.dpd >= dpd_now), len(plan))
     behind = [a for a in plan[:cursor] if a.kind == "step"]
     return cursor, (behind[-1] if behind else None)
+
+
+def catch_up_at(plan: list[PlannedAction], loan: OverdueLoan, policy: Policy, at: datetime) -> tuple[int, PlannedAction | None]:
+    """Where a loan handed over at `at` joins its plan, by the time each action falls due
+    (`action_time`), not only by its day: what was due by `at` is behind, so a loan handed over
+    at DPD 3 in the evening, after that day's 10:00 reminder was due, runs only that reminder
+    (the latest step behind) and not also the DPD 1 one. Fee periods and stage changes behind
+    are taken to be in the snapshot. A loan at or past its write-off time goes straight to
+    write-off. (`catch_up` is the first workflow version's rule, by DPD alone.)
+
+    Returns the index of the first action still ahead and the latest ladder step behind it."""
+    due = [action_time(a, loan, policy, 0) <= at for a in plan]
+    if plan[-1].kind == "write_off" and due[-1]:
+        return len(plan) - 1, None
+    cursor = next((i for i, behind in enumerate(due) if not behind), len(plan))
+    behind = [a for a in plan[:cursor] if a.kind == "step"]
+    return cursor, (behind[-1] if behind else None)

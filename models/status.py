@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from models.conduct import GuardDecision
 from models.arrangements import (
     ArrangementInfo,
     Hold,
@@ -88,6 +89,16 @@ class CollectionState(BaseModel):
     search_ready: bool | None = None  # None: not checked yet; False: the server has none
     search_values: dict[str, str | int] = {}
     timeline: list[TimelineEntry] = []
+    # Since the decider (workflow type LoanCollection); the first workflow version leaves them unset.
+    clock: datetime | None = None
+    """Business time of the latest event the decider took (a timer's target, an activity's
+    finish, a request): never earlier than before; `models.lifecycle`."""
+    workflow_id: str = ""
+    asking: list[DeferredContact] = []
+    """Contacts whose guard answer is awaited (`at`: when they were asked)."""
+    agency_answers: dict[str, GuardDecision] = {}
+    """The guard's answers to the latest agency contact requests, by request key (an agency
+    asks by update and reads its answer by query: `AGENCY_ANSWERS_KEPT` are kept)."""
 
     def hold(self, kind: str) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)
@@ -106,7 +117,7 @@ class DeferredContact(BaseModel):
     """A contact the guard deferred: asked again at `at` (never dropped silently)."""
 
     key: str
-    kind: Literal["message", "task"]
+    kind: Literal["message", "task", "agency"]
     purpose: str
     channel: str
     at: datetime

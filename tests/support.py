@@ -55,7 +55,14 @@ class Harness:
         await self.env.sleep(timedelta(minutes=1))
 
     async def status(self, loan: OverdueLoan, fresh: bool = True) -> CollectionStatus:
+        """The loan's status once the effects of everything it was told are written (a request
+        is answered before its effects run, so tests that read the database wait for them)."""
+        await self.quiet(loan)
         return await starter.get_status(self.client, loan.loan_id, fresh=fresh)
+
+    async def quiet(self, loan: OverdueLoan, timeout: float = 30.0) -> None:
+        """Until the loan has no effect queued or running (real time: the clock does not move)."""
+        await starter.wait_quiet(self.client, loan.loan_id, timeout)
 
     async def is_running(self, loan: OverdueLoan, settle_seconds: float = 5.0) -> bool:
         """Whether the loan's workflow still runs, allowing a closing workflow a few real

@@ -1,6 +1,8 @@
-"""A payment in full that lands while the loop awaits an activity of its own closes the loan:
-the loop runs no further ladder item (found by tests/test_crash.py, where a late fee was posted
-on a loan a moment after it was paid in full; patch `closed-recheck-1`)."""
+"""A payment in full that lands while the loop runs an activity of its own closes the loan at
+once, and nothing of the ladder runs after it (found by tests/test_crash.py in the first workflow
+version, where a late fee was posted a moment after a payment in full). In the decider's shell a
+handler applies the payment and queues the closing effects while the loop's batch is in flight;
+the loop runs them next and never feeds the ladder another moment."""
 
 from __future__ import annotations
 
@@ -15,26 +17,29 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
 import starter
-from activities.admin import AdminActivities
+from activities.effects import EffectActivities
 from db.store import make_engine
 from db.tables import LedgerEntry
 from models import CollectionStatus, Payment, Stage
+from models.effects import BatchResult, EffectBatch
 from tests.conftest import make_loan
 from worker import create_worker
 
 
-async def test_paid_while_the_loop_registers_search_attributes(
+async def test_paid_while_the_loop_writes_off(
     env: WorkflowEnvironment, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered, release = asyncio.Event(), asyncio.Event()
+    real = EffectActivities.perform
 
-    @activity.defn(name="ensure_search_attributes")
-    async def gated(self: AdminActivities) -> bool:  # the loop's first await after the start
-        entered.set()
-        await release.wait()
-        return False
+    @activity.defn(name="perform")
+    async def gated(self: EffectActivities, batch: EffectBatch) -> BatchResult:  # the write-off's batch
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        return await asyncio.to_thread(real, self, EffectBatch.model_validate(batch))
 
-    monkeypatch.setattr(AdminActivities, "ensure_search_attributes", gated)
+    monkeypatch.setattr(EffectActivities, "perform", gated)
     queue = f"test-{uuid.uuid4()}"
     loan = make_loan(dpd=200, now=await env.get_current_time())  # write-off is due at once
     async with create_worker(env.client, task_queue=queue, database_url=db_url):
@@ -42,14 +47,16 @@ async def test_paid_while_the_loop_registers_search_attributes(
         await asyncio.wait_for(entered.wait(), 30)
         receipt = await starter.register_payment(env.client, loan.loan_id, Payment(
             payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(timezone.utc)))
-        assert receipt.closed
+        assert receipt.closed and receipt.stage is Stage.paid
         release.set()
         handle = env.client.get_workflow_handle(f"collection-{loan.loan_id}", result_type=CollectionStatus)
         status = await handle.result()
 
     assert status.stage is Stage.paid and status.outstanding.total == Decimal(0)
-    assert not status.charged_off
-    assert [e.action for e in status.timeline if e.action in ("write_off", "late_fee")] == []
+    actions = [e.action for e in status.timeline]
+    assert actions.index("write_off") < actions.index("payment") < actions.index("collection_closed")
+    assert "recovery_ended" not in actions and "late_fee" not in actions
     with Session(make_engine(db_url)) as session:
-        kinds = sorted({r.kind for r in session.exec(select(LedgerEntry).where(LedgerEntry.loan_id == loan.loan_id))})
-    assert kinds == ["allocation", "payment"]
+        rows = session.exec(select(LedgerEntry).where(LedgerEntry.loan_id == loan.loan_id)).all()
+    assert sorted({r.kind for r in rows}) == ["allocation", "charge_off", "payment"]
+    assert [r.reference for r in rows if r.kind == "payment"] == ["P-1"]

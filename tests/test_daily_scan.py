@@ -70,7 +70,8 @@ class Book:
     async def collection_runs(self) -> Counter[str]:
         """Collection workflow runs per loan id, from visibility."""
         runs: Counter[str] = Counter()
-        async for wf in self.client.list_workflows("WorkflowType = 'CollectionWorkflow'"):
+        types = " OR ".join(f"WorkflowType = '{name}'" for name in config.COLLECTION_TYPES)
+        async for wf in self.client.list_workflows(types):
             runs[wf.id.removeprefix(config.WORKFLOW_ID_PREFIX)] += 1
         return runs
 

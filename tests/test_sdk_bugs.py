@@ -30,7 +30,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 import config
-from workflows.collection import CollectionWorkflow
+from workflows.legacy.collection_v1 import LegacyCollectionWorkflow
 
 HERE = Path(__file__).parent / "sdk_bugs"
 
@@ -39,7 +39,7 @@ HERE = Path(__file__).parent / "sdk_bugs"
                                        "(sdk-python#1591, sdk-rust#943)")
 async def test_update_on_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0003", (HERE / "update-on-cold-start.json").read_text())
-    replayer = Replayer(workflows=[CollectionWorkflow], data_converter=config.data_converter())
+    replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=config.data_converter())
     await replayer.replay_workflow(history)
 
 
@@ -47,5 +47,5 @@ async def test_update_on_cold_start_replays() -> None:
                                                                   "cold-start task after a sticky timeout")
 async def test_timer_after_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0034", (HERE / "timer-after-cold-start.json").read_text())
-    replayer = Replayer(workflows=[CollectionWorkflow], data_converter=config.data_converter())
+    replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=config.data_converter())
     await replayer.replay_workflow(history)
