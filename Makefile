@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # bytecode on disk (PYTHONDONTWRITEBYTECODE=1 is set on some machines) it compiles them from
 # source each time, about a third of the worker's CPU while loans start. Compile them once.
 bytecode: $(STAMP)
-	$(PY) -m compileall -q config.py worker.py starter.py codec.py search_attributes.py scan_schedule.py models workflows activities db
+	$(PY) -m compileall -q config.py worker.py starter.py codec.py search_attributes.py scan_schedule.py models workflows activities db ops
 
 run: bytecode
 	$(PY) worker.py --embedded

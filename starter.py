@@ -18,6 +18,8 @@
     python starter.py opt-out LOAN_ID sms|email|phone|letter|visit
     python starter.py audit LOAN_ID [--format json|csv] [--out FILE] [--retention-years N]
     python starter.py scan [--as-of YYYY-MM-DD]
+    python starter.py doctor [--limit N]
+    python starter.py reset LOAN_ID [--to-event ID] [--reason TEXT] [--dry-run] [--force]
 
 Every command takes --json for machine-readable output.
 """
@@ -667,6 +669,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--as-of", type=date.fromisoformat, help="YYYY-MM-DD (default: today in SCAN_TIMEZONE)")
     _negotiation_parsers(sub)
     _audit_parser(sub)
+    _doctor_parsers(sub)
     return parser
 
 
@@ -720,6 +723,41 @@ def _negotiation_parsers(sub: Any) -> None:
     p.add_argument("--route", choices=["legal_review", "write_off"])
     p.add_argument("--evidence", default="")
     p.add_argument("--by", **by)
+
+
+def _doctor_parsers(sub: Any) -> None:
+    """`doctor` and `reset` (ops.doctor). They also take --json after the command."""
+    as_json = {"action": "store_true", "default": argparse.SUPPRESS, "help": "print JSON"}
+    p = sub.add_parser("doctor", help="list stuck loans: running, but their workflow task keeps failing")
+    p.add_argument("--limit", type=_positive_int, default=100, help="list at most N stuck loans (default 100)")
+    p.add_argument("--json", **as_json)
+    p = sub.add_parser("reset", help="reset a stuck loan to its last good workflow task (goes on under the current code)")
+    p.add_argument("loan_id")
+    p.add_argument("--to-event", type=_positive_int, help="reset to this workflow task event id instead "
+                   "(default: the latest WORKFLOW_TASK_COMPLETED the current code replays)")
+    p.add_argument("--reason", default="", help="why (recorded in the history with the failure)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done and change nothing")
+    p.add_argument("--force", action="store_true", help="reset a loan that is not stuck")
+    p.add_argument("--json", **as_json)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
+async def _doctor_cli(client: Client, args: argparse.Namespace) -> Any:
+    from ops import doctor
+
+    if args.command == "doctor":
+        return await doctor.find_stuck(client, limit=args.limit)
+    return await doctor.reset_loan(client, args.loan_id, to_event=args.to_event, reason=args.reason,
+                                   dry_run=args.dry_run, force=args.force)
 
 
 def _plan_arguments(p: argparse.ArgumentParser, required: bool) -> None:
@@ -807,13 +845,20 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if args.command == "scan":
         totals = await scan_overdue(client, args.as_of)
         return {"as_of": _scan_day(args.as_of).isoformat(), **totals.model_dump()}
+    if args.command in ("doctor", "reset"):
+        return await _doctor_cli(client, args)
     raise AssertionError(args.command)
 
 
 def _print(result: Any, as_json: bool) -> None:
+    doctor = sys.modules.get("ops.doctor")  # imported by the doctor and reset commands only
     if as_json:
         data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
         print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    elif doctor and isinstance(result, doctor.DoctorReport):
+        print(_format_doctor(result))
+    elif doctor and isinstance(result, doctor.ResetOutcome):
+        print(_format_reset(result))
     elif isinstance(result, CollectionStatus):
         print(_format_status(result))
     elif isinstance(result, PaymentReceipt):
@@ -865,6 +910,34 @@ def _format_status(st: CollectionStatus) -> str:
     return "\n".join(lines)
 
 
+def _format_doctor(report: Any) -> str:
+    lines = []
+    for s in report.stuck:
+        since = f" since {s.failing_since.isoformat(timespec='seconds')}" if s.failing_since else ""
+        lines.append(f"{s.loan_id}  {s.workflow_type}  run {s.run_id}  attempt {s.attempts}  {s.cause}{since}")
+        lines.append(f"    {s.message}")
+        events = [f"first failing event {s.first_failing_event_id}"]
+        if s.named_event_id is not None:
+            events.append(f"the failure names event {s.named_event_id}")
+        if s.last_completed_event_id is not None:
+            events.append(f"last completed workflow task {s.last_completed_event_id}")
+        if s.reported_problems:
+            events.append("server reports " + ", ".join(s.reported_problems))
+        lines.append("    " + "; ".join(events))
+    lines.append(f"{len(report.stuck)} stuck loan(s) among {report.examined} running"
+                 + ("; `starter.py reset LOAN_ID --dry-run` shows what a reset would do" if report.stuck else ""))
+    return "\n".join(lines)
+
+
+def _format_reset(r: Any) -> str:
+    how = "the last workflow task the current code replays" if r.chosen_by == "replay" else "as given"
+    point = (f"event {r.reset_event_id} ({how}); the {r.events_discarded} event(s) after it are redone by the new run, "
+             "signals and updates among them reapplied")
+    head = (f"dry run: would reset loan {r.loan_id} (run {r.run_id}) to {point}" if r.dry_run
+            else f"reset loan {r.loan_id}: run {r.run_id} -> new run {r.new_run_id}, from {point}")
+    return f"{head}\nreason: {r.reason}"
+
+
 def _format_receipt(r: PaymentReceipt) -> str:
     a = r.allocation
     return (
@@ -883,6 +956,8 @@ def main(argv: list[str] | None = None) -> int:
         _print(result, args.json)
         if isinstance(result, Decision) and not result.accepted:
             return 2
+        if args.command == "doctor" and result.stuck:
+            return 3  # like a broken audit chain: something needs an operator
     except (PaymentRejected, RequestRejected, LoanNotFound, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -139,7 +139,12 @@ async def run_embedded() -> None:
         ui_port=cfg.temporal_ui_port,
         dev_server_existing_path=config.venv_binary("temporal"),
         dev_server_database_filename=str(cfg.temporal_db_file),
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL"],
+        dev_server_extra_args=[
+            "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
+            # a loan whose workflow task failed 5 times in a row gets TemporalReportedProblems
+            # (the Web UI's "Task Failures" view, `starter.py doctor`); off unless configured
+            "--dynamic-config-value", "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=5",
+        ],
     )
     async with env:
         await ensure_search_attributes(env.client)
