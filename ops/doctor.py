@@ -43,7 +43,7 @@ from temporalio.worker import Replayer
 
 import config
 
-COLLECTION_TYPES = ("CollectionWorkflow", "LoanCollection")
+COLLECTION_TYPES = config.COLLECTION_TYPES
 """The workflow types that collect a loan (workflow id `collection-<loan id>`). The daily scan
 (`OverdueScanWorkflow`) is not a loan and is never listed."""
 
@@ -413,16 +413,10 @@ async def _last_good(history: WorkflowHistory, workflows: Sequence[type] | None,
 
 
 def current_workflows() -> list[type]:
-    """The workflow classes the worker registers: `worker.WORKFLOWS` where it exists, else
-    the collection workflow alone."""
-    import worker  # the worker's own list, so the replay runs exactly what the workers run
+    """The workflow classes the worker registers, so the replay runs exactly what workers run."""
+    import worker  # imported here: the CLI loads ops only for doctor and reset
 
-    listed = getattr(worker, "WORKFLOWS", None)
-    if listed:
-        return list(listed)
-    from workflows.collection import CollectionWorkflow
-
-    return [CollectionWorkflow]
+    return list(worker.WORKFLOWS)
 
 
 async def last_good_task(history: WorkflowHistory, workflows: Sequence[type], *,
