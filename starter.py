@@ -78,7 +78,9 @@ from models.arrangements import (
     StopRequest,
 )
 from models.conduct import GuardDecision
+from models import lifecycle
 from models.events import AgencyContactRequest, OptOutRequest
+from models.protocol import Envelope, Reply, StatusAsked
 from models.money import minor_units
 from models.scan import ScanTotals
 from models.schedule import local_date
@@ -147,7 +149,11 @@ def _newly_started(handle: WorkflowHandle[Any, Any]) -> bool:
 async def register_payment(client: Client, loan_id: str, payment: Payment) -> PaymentReceipt:
     """Apply a payment and return the receipt. Raises PaymentRejected (bad amount, currency,
     duplicate id, closed loan) or LoanNotFound; a rejected payment changes nothing."""
-    return await _update(client, loan_id, CollectionWorkflow.pay, payment, PaymentRejected)
+    reply = await _ask(client, loan_id, lifecycle.PaymentReceived(payment=payment), PaymentRejected)
+    if reply is None:
+        return await _update(client, loan_id, "pay", payment, PaymentRejected, PaymentReceipt)  # type: ignore[no-any-return]
+    assert reply.receipt is not None
+    return reply.receipt
 
 
 async def send_bank_payment(client: Client, loan_id: str, payment: Payment) -> None:
@@ -157,113 +163,111 @@ async def send_bank_payment(client: Client, loan_id: str, payment: Payment) -> N
 
 async def report_task_outcome(client: Client, loan_id: str, report: TaskReport) -> CollectionStatus:
     """Report the outcome of a call or visit task."""
-    return await _update(client, loan_id, CollectionWorkflow.report_task, report, RequestRejected)
+    return await _report(client, loan_id, lifecycle.TaskReported(report=report), "report_task", report)
 
 
 async def report_agency(client: Client, loan_id: str, report: AgencyReport) -> CollectionStatus:
     """Pass on an agency's progress report."""
-    return await _update(client, loan_id, CollectionWorkflow.report_agency, report, RequestRejected)
+    return await _report(client, loan_id, lifecycle.AgencyReported(report=report), "report_agency", report)
 
 
 async def report_court(client: Client, loan_id: str, report: CourtReport) -> CollectionStatus:
     """Pass on news of the court case."""
-    return await _update(client, loan_id, CollectionWorkflow.report_court, report, RequestRejected)
+    return await _report(client, loan_id, lifecycle.CourtReported(report=report), "report_court", report)
 
 
 async def promise_to_pay(client: Client, loan_id: str, req: PromiseRequest) -> Decision:
     """Record a promise to pay; escalation pauses until its date plus grace."""
-    return await _decide(client, loan_id, CollectionWorkflow.promise_to_pay, req)
+    return await _decide(client, loan_id, lifecycle.PromiseMade(request=req), "promise_to_pay", req)
 
 
 async def propose_plan(client: Client, loan_id: str, req: PlanProposal) -> Decision:
     """Propose (or renegotiate) an instalment plan; accepted plans pause escalation."""
-    return await _decide(client, loan_id, CollectionWorkflow.propose_plan, req)
+    return await _decide(client, loan_id, lifecycle.PlanProposed(request=req), "propose_plan", req)
 
 
 async def offer_settlement(client: Client, loan_id: str, offer: SettlementOffer) -> Decision:
     """Offer a discounted settlement; paid by its deadline, the rest is waived."""
-    return await _decide(client, loan_id, CollectionWorkflow.offer_settlement, offer)
+    return await _decide(client, loan_id, lifecycle.SettlementOffered(request=offer), "offer_settlement", offer)
 
 
 async def report_hardship(client: Client, loan_id: str, report: HardshipReport) -> Decision:
     """Start a breathing space (no contact, no fees) and a hardship review."""
-    return await _decide(client, loan_id, CollectionWorkflow.report_hardship, report)
+    return await _decide(client, loan_id, lifecycle.HardshipReported(request=report), "report_hardship", report)
 
 
 async def review_hardship(client: Client, loan_id: str, decision: HardshipDecision) -> Decision:
     """Apply the outcome of a hardship review."""
-    return await _decide(client, loan_id, CollectionWorkflow.review_hardship, decision)
+    return await _decide(client, loan_id, lifecycle.HardshipReviewed(request=decision), "review_hardship", decision)
 
 
 async def raise_dispute(client: Client, loan_id: str, req: DisputeRequest) -> Decision:
     """Open a dispute: all collection activity stops until it is resolved."""
-    return await _decide(client, loan_id, CollectionWorkflow.raise_dispute, req)
+    return await _decide(client, loan_id, lifecycle.DisputeRaised(request=req), "raise_dispute", req)
 
 
 async def resolve_dispute(client: Client, loan_id: str, res: DisputeResolution) -> Decision:
     """Resolve the open dispute: upheld closes the loan, rejected resumes collection."""
-    return await _decide(client, loan_id, CollectionWorkflow.resolve_dispute, res)
+    return await _decide(client, loan_id, lifecycle.DisputeResolved(request=res), "resolve_dispute", res)
 
 
 async def stop_collection(client: Client, loan_id: str, req: StopRequest) -> Decision:
     """Stop collection for bankruptcy, death or a cease-contact request."""
-    return await _decide(client, loan_id, CollectionWorkflow.stop_collection, req)
+    return await _decide(client, loan_id, lifecycle.StopRequested(request=req), "stop_collection", req)
 
 
 async def opt_out(client: Client, loan_id: str, req: OptOutRequest) -> Decision:
     """The borrower opts out of a channel (a STOP reply, an unsubscribe link, a letter)."""
-    return await _decide(client, loan_id, CollectionWorkflow.opt_out, req)
+    return await _decide(client, loan_id, lifecycle.OptedOut(request=req), "opt_out", req)
 
 
 async def request_agency_contact(client: Client, loan_id: str, req: AgencyContactRequest) -> GuardDecision:
     """An agency asks the guard before it contacts the borrower; it shares the person's
-    contact budget with the lender and every other agency. Two steps: the loan records the
-    request (an update answering with its key) and asks the guard from its main loop; the
-    answer is read back by query. Loans of the first workflow version answer in one update."""
-    try:
-        key = await _update(client, loan_id, CollectionWorkflow.ask_agency_contact, req, RequestRejected)
-    except RequestRejected as exc:
-        if "ask_agency_contact" not in str(exc):  # not the first version's "no such handler"
-            raise
-        return await _update(client, loan_id, "agency_contact", req, RequestRejected)  # type: ignore[no-any-return]
-    handle = _handle(client, loan_id)
-    give_up = time.monotonic() + AGENCY_ANSWER_WAIT
-    while time.monotonic() < give_up:
-        answer = await handle.query(CollectionWorkflow.agency_contact_answer, key)
-        if answer is not None:
-            return answer
-        await asyncio.sleep(0.05)
-    raise RequestRejected(f"no answer from the guard within {AGENCY_ANSWER_WAIT:.0f} s (request {key}); ask again")
-
-
-AGENCY_ANSWER_WAIT = 60.0
-"""Seconds an agency's contact request waits for the guard's answer (one activity, normally
-well under a second)."""
+    contact budget with the lender and every other agency. The loan asks the guard from its
+    main loop (a handler runs no activity), so the answer comes a moment after the request."""
+    reply = await _ask(client, loan_id, lifecycle.AgencyContactAsked(request=req, key="-"), RequestRejected)
+    if reply is None:
+        return await _update(client, loan_id, "agency_contact", req, RequestRejected, GuardDecision)  # type: ignore[no-any-return]
+    assert reply.guard is not None
+    return reply.guard
 
 
 async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
-    """The loan's collection status. For a running loan `fresh` asks through an update so
-    days past due are as of now (about five history events); `fresh=False` uses a query (no
+    """The loan's collection status. For a running loan `fresh` asks the loan (a request: one
+    signal, so days past due are as of the server's now); `fresh=False` uses a query (no
     history, figures as of the workflow's last step). A closed loan is always queried."""
     handle = _handle(client, loan_id)
     if fresh:
         try:
-            return await _execute_update(handle, CollectionWorkflow.current_status)
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-    try:
-        return await handle.query(CollectionWorkflow.status)
-    except WorkflowQueryFailedError:
-        if fresh:
+            reply = await _ask(client, loan_id, StatusAsked(), RequestRejected)
+        except RequestRejected:  # closed meanwhile: the query below answers
+            reply = None
+        except LoanNotFound:
             raise
-        # a loan that is still starting (loading its policy) cannot answer a query yet; the
-        # update waits for it
-        return await get_status(client, loan_id, fresh=True)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-        raise
+        if reply is not None and reply.status is not None:
+            return reply.status
+        if reply is None and await _is_legacy(handle):
+            try:
+                return await _execute_update(handle, "current_status", result_type=CollectionStatus)  # type: ignore[no-any-return]
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+    return await _query_status(handle, loan_id)
+
+
+async def _query_status(handle: WorkflowHandle[Any, Any], loan_id: str) -> CollectionStatus:
+    give_up = time.monotonic() + STARTING_WAIT
+    while True:
+        try:
+            return await handle.query(CollectionWorkflow.status)  # type: ignore[no-any-return]
+        except WorkflowQueryFailedError as exc:
+            if "starting" not in str(exc) or time.monotonic() > give_up:
+                raise
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise LoanNotFound(f"no collection for loan {loan_id}") from exc
+            raise
+        await asyncio.sleep(0.1)
 
 
 async def wait_quiet(client: Client, loan_id: str, timeout: float = 30.0) -> None:
@@ -574,11 +578,118 @@ def _handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:
     return config.with_converter(client).get_workflow_handle(config.workflow_id(loan_id))
 
 
-async def _update(client: Client, loan_id: str, update: Any, arg: BaseModel, rejected: type[Exception]) -> Any:
-    """Run a validated update; turn the SDK's failures into the caller's exceptions."""
+async def _ask(client: Client, loan_id: str, request: Any, rejected: type[Exception]) -> Reply | None:
+    """One request to a loan (`models.protocol`): check it by query (a refusal writes nothing),
+    send it by signal, read its answer by query. Raises `rejected` with the reason, LoanNotFound,
+    or RequestPending if no answer came in time. None: the loan runs the first workflow version,
+    which takes updates (the caller falls back to them)."""
+    handle = _handle(client, loan_id)
+    env = Envelope(request_id=str(uuid.uuid4()), request=request)
+    refusal = await _check(handle, env, loan_id)
+    if refusal is _LEGACY:
+        return None
+    if isinstance(refusal, Reply):
+        raise rejected(refusal.reason)
+    try:
+        await handle.signal(CollectionWorkflow.request, env)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise await _not_running(handle, loan_id, rejected) from exc
+    reply = await _answer(handle, env.request_id)
+    if reply.refused:
+        raise rejected(reply.reason)
+    return reply
+
+
+_LEGACY = object()
+"""`_check`'s answer for a loan of the first workflow version (no `check` query)."""
+
+
+async def _check(handle: WorkflowHandle[Any, Any], env: Envelope, loan_id: str) -> Reply | object | None:
+    """The loan's refusal of `env` (None: it would take it), waiting while the loan starts."""
+    give_up = time.monotonic() + STARTING_WAIT
+    while True:
+        try:
+            refusal: Reply | None = await handle.query(CollectionWorkflow.check, env, rpc_timeout=CHECK_RPC_TIMEOUT)
+        except WorkflowQueryFailedError as exc:
+            if "expected but not found" in str(exc) or "check" in str(exc) and "unknown" in str(exc).lower():
+                return _LEGACY
+            if time.monotonic() > give_up:
+                raise
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise LoanNotFound(f"no collection for loan {loan_id}") from exc
+            raise
+        else:
+            if refusal is None or refusal.refusal != "CollectionStarting" or time.monotonic() > give_up:
+                return refusal
+        await asyncio.sleep(0.1)
+
+
+class RequestPending(TimeoutError):
+    """The loan has the request (it is durable) but did not answer in time (no worker?)."""
+
+
+REPLY_WAIT = 60.0
+"""Seconds a caller waits for a loan's answer (normally tens of milliseconds; an agency's contact
+request one guard decision more)."""
+CHECK_RPC_TIMEOUT = timedelta(seconds=10)
+REPLY_RPC_TIMEOUT = timedelta(seconds=5)
+"""A query that meets the loan continuing as new can wait for the server's 30 s query deadline
+(seen on the test server); a shorter deadline and another try answer it from the new run."""
+
+
+async def _answer(handle: WorkflowHandle[Any, Any], request_id: str) -> Reply:
+    """Poll the `reply` query until the answer is there (and not pending)."""
+    give_up, pause = time.monotonic() + REPLY_WAIT, 0.005
+    while True:
+        try:
+            reply: Reply | None = await handle.query(CollectionWorkflow.reply, request_id, rpc_timeout=REPLY_RPC_TIMEOUT)
+        except (WorkflowQueryFailedError, RPCError):
+            if time.monotonic() > give_up:
+                raise
+            reply = None
+        if reply is not None and not reply.pending:
+            return reply
+        if time.monotonic() > give_up:
+            raise RequestPending(f"request {request_id} taken by the loan, no answer within {REPLY_WAIT:.0f} s")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+async def _is_legacy(handle: WorkflowHandle[Any, Any]) -> bool:
+    return (await handle.describe()).workflow_type == "CollectionWorkflow"
+
+
+async def _report(client: Client, loan_id: str, request: Any, legacy: str, arg: BaseModel) -> CollectionStatus:
+    """A report (task outcome, agency, court): answered with the status as of it."""
+    reply = await _ask(client, loan_id, request, RequestRejected)
+    if reply is None:
+        return await _update(client, loan_id, legacy, arg, RequestRejected, CollectionStatus)  # type: ignore[no-any-return]
+    assert reply.status is not None
+    return reply.status
+
+
+async def _decide(client: Client, loan_id: str, request: Any, legacy: str, arg: BaseModel) -> Decision:
+    """A negotiation request: accepted, or rejected with the reason (nothing changed)."""
+    try:
+        reply = await _ask(client, loan_id, request, RequestRejected)
+        if reply is None:
+            return await _update(client, loan_id, legacy, arg, RequestRejected, Decision)  # type: ignore[no-any-return]
+    except RequestRejected as exc:
+        return Decision(accepted=False, reason=str(exc))
+    assert reply.decision is not None
+    return reply.decision
+
+
+async def _update(client: Client, loan_id: str, update: str, arg: BaseModel, rejected: type[Exception],
+                  result_type: type) -> Any:
+    """A validated update to a loan of the first workflow version; SDK failures become the
+    caller's exceptions."""
     handle = _handle(client, loan_id)
     try:
-        return await _execute_update(handle, update, arg)
+        return await _execute_update(handle, update, arg, result_type=result_type)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         raise rejected(cause.message if isinstance(cause, ApplicationError) else str(cause)) from exc
@@ -593,12 +704,12 @@ STARTING_WAIT = 30.0
 usually a few tens of milliseconds) is tried again before the refusal is passed on."""
 
 
-async def _execute_update(handle: WorkflowHandle[Any, Any], update: Any, *args: Any) -> Any:
-    """`execute_update`, tried again while the loan says it is still starting."""
+async def _execute_update(handle: WorkflowHandle[Any, Any], update: str, *args: Any, result_type: type) -> Any:
+    """`execute_update` (first workflow version), tried again while the loan says it is starting."""
     give_up = time.monotonic() + STARTING_WAIT
     while True:
         try:
-            return await handle.execute_update(update, *args)
+            return await handle.execute_update(update, *args, result_type=result_type)
         except WorkflowUpdateFailedError as exc:
             if not _starting(exc.cause) or time.monotonic() > give_up:
                 raise
@@ -606,16 +717,7 @@ async def _execute_update(handle: WorkflowHandle[Any, Any], update: Any, *args: 
 
 
 def _starting(cause: BaseException | None) -> bool:
-    return isinstance(cause, ApplicationError) and (
-        cause.type == "CollectionStarting" or cause.message.startswith("collection is starting"))
-
-
-async def _decide(client: Client, loan_id: str, update: Any, arg: BaseModel) -> Decision:
-    """A negotiation request: accepted, or rejected with the reason (nothing changed)."""
-    try:
-        return await _update(client, loan_id, update, arg, RequestRejected)
-    except RequestRejected as exc:
-        return Decision(accepted=False, reason=str(exc))
+    return isinstance(cause, ApplicationError) and cause.message.startswith("collection is starting")
 
 
 async def _not_running(handle: WorkflowHandle[Any, Any], loan_id: str, rejected: type[Exception]) -> Exception:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from models.conduct import GuardDecision
 from models.arrangements import (
     ArrangementInfo,
+    Decision,
     Hold,
     NegotiationCounts,
     Plan,
@@ -20,6 +21,7 @@ from models.arrangements import (
 from models.events import TimelineEntry
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import ZERO, Amount
+from models.payment import PaymentReceipt
 from models.policy import Policy
 from models.requests import ConductRules
 
@@ -129,12 +131,32 @@ class DeferredContact(BaseModel):
     attempt: int = 1
 
 
+class Reply(BaseModel):
+    """The answer to one request (`models.protocol`). `refused`: nothing changed, `refusal`
+    names the kind (`PaymentRejected`, `ArrangementRejected`, `RequestRejected`,
+    `CollectionStarting`) and `reason` says why. Otherwise the field for the request's kind is
+    set. `pending`: the guard is asked (an agency's contact request); ask again for the answer."""
+
+    request_id: str
+    refused: bool = False
+    refusal: str = ""
+    reason: str = ""
+    receipt: PaymentReceipt | None = None
+    decision: Decision | None = None
+    guard: GuardDecision | None = None
+    status: CollectionStatus | None = None
+    as_of: datetime | None = None
+    pending: bool = False
+
+
 class CollectionInput(BaseModel):
-    """Start input of the collection workflow; `state` is set only by continue-as-new."""
+    """Start input of the collection workflow; `state` (and the latest answers to requests,
+    `replies`) are set only by continue-as-new."""
 
     loan: OverdueLoan
     policy: str = "default"
     state: CollectionState | None = None
+    replies: dict[str, Reply] = {}
 
 
 class CollectionStatus(BaseModel):

@@ -35,9 +35,10 @@ import starter
 from db.store import make_engine
 from db.tables import LedgerEntry
 from models import OverdueLoan, Payment, PaymentRejected
+from models.lifecycle import PaymentReceived
+from models.protocol import Envelope
 from tests.conftest import make_loan
-from worker import create_worker
-from workflows.collection import CollectionWorkflow
+from worker import WORKFLOWS, create_worker
 
 HISTORY_COUNT_LIMIT = 60
 """Small enough that each loan crosses it several times, large enough for a handful of
@@ -108,26 +109,24 @@ class Run:
 
 async def runs_of(client: Client, wf_id: str, first_run_id: str) -> list[Run]:
     """The runs of a workflow id in order, following the continued-as-new events from the first
-    run, each with the ids of the payments it received (signals, and accepted `pay` updates;
-    an update refused by its validator leaves no event)."""
+    run, each with the ids of the payments it received (bank-feed signals and the client's `request`
+    signals; a payment the client's check refused leaves no event)."""
     runs: list[Run] = []
     run_id: str | None = first_run_id
     while run_id is not None:
         history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
         run = Run(run_id, history)
         for event in history.events:
-            payloads = None
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-                attrs = event.workflow_execution_signaled_event_attributes
-                if attrs.signal_name == "payment_received":
-                    payloads = attrs.input.payloads
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
-                request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-                if request.input.name == "pay":
-                    payloads = request.input.args.payloads
-            if payloads is not None:
-                [p] = await client.data_converter.decode(list(payloads), [Payment])
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                continue
+            attrs = event.workflow_execution_signaled_event_attributes
+            if attrs.signal_name == "payment_received":
+                [p] = await client.data_converter.decode(list(attrs.input.payloads), [Payment])
                 run.payments.append(p.payment_id)
+            elif attrs.signal_name == "request":  # a request by the client API: payments among them
+                [env] = await client.data_converter.decode(list(attrs.input.payloads), [Envelope])
+                if isinstance(env.request, PaymentReceived):
+                    run.payments.append(env.request.payment.payment_id)
         runs.append(run)
         run_id = None
         if run.last.event_type == CAN:
@@ -204,7 +203,7 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
             await asyncio.sleep(0.1)
 
     # Each loan continued as new at least twice; every payment was taken in by exactly one run.
-    replayer = Replayer(workflows=[CollectionWorkflow], data_converter=config.DATA_CONVERTER)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=config.DATA_CONVERTER)
     boundaries: dict[str, int] = {}
     carried_over: list[str] = []
     for loan in loans:

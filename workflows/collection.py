@@ -2,9 +2,10 @@
 shell around the decider (`models.lifecycle`).
 
 The shell does three things and decides nothing:
-- handlers validate a request with the decider's `check`, apply it with `decide` (synchronously:
-  no activity, timer or patch in a handler), queue the commands it returns, answer, and wake the
-  loop;
+- requests come by signal (`models.protocol`: a client checks by query first, sends, and reads
+  the answer by query); the handler applies each with the decider's `decide` (synchronously: no
+  activity, timer or patch in a handler), queues the commands it returns, keeps the answer, and
+  wakes the loop;
 - the main loop runs the queued commands through activities, in order (a guard question on its
   own, consecutive effects as one batch), and feeds each result back to the decider as an event;
 - when nothing is queued it sleeps until the decider's `next_wake` and feeds the time in.
@@ -31,22 +32,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.guard import GuardActivities
     from activities.start import StartActivities
     from models import lifecycle
-    from models.arrangements import (
-        Decision,
-        DisputeRequest,
-        DisputeResolution,
-        HardshipDecision,
-        HardshipReport,
-        PlanProposal,
-        PromiseRequest,
-        SettlementOffer,
-        StopRequest,
-    )
+    from models.arrangements import Decision
     from models.clock import real_delay, virtual_now
     from models.conduct import GuardDecision
     from models.effects import AskGuard, Command, Effect, EffectBatch, is_effect
-    from models.events import AgencyContactRequest, AgencyReport, CourtReport, OptOutRequest, TaskReport
     from models.payment import Payment, PaymentReceipt
+    from models.protocol import REPLIES_KEPT, Envelope, Reply, StatusAsked
     from models.requests import PrepareRequest
     from models.status import CollectionInput, CollectionState, CollectionStatus
 
@@ -61,10 +52,6 @@ suggestion comes at 4,096 by default (a setting a cluster may raise), and its ha
 _SHORTEST_SLEEP = timedelta(milliseconds=1)
 
 
-class CollectionStarting(ValueError):
-    """The loan is still loading its policy (its first activity): ask again in a moment."""
-
-
 @workflow.defn(name=WORKFLOW_TYPE)
 class CollectionWorkflow:
     @workflow.init
@@ -74,7 +61,8 @@ class CollectionWorkflow:
         self._queue: list[Command] = []
         self._woken = False
         self._roll_over_asked = False
-        self._early: list[lifecycle.Event] = []  # bank-feed payments that came before the start finished
+        self._early: list[Envelope] = []  # requests that came before the start finished
+        self._replies: dict[str, Reply] = dict(inp.replies)
         self._running = False  # an activity of the loop is in flight
 
     # ---------------------------------------------------------------- the loop
@@ -92,7 +80,8 @@ class CollectionWorkflow:
             if self._roll_over_due():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not self._queue:
-                    workflow.continue_as_new(CollectionInput(loan=s.loan, policy=inp.policy, state=s))
+                    workflow.continue_as_new(CollectionInput(loan=s.loan, policy=inp.policy, state=s,
+                                                             replies=self._replies))
                 continue
             await self._sleep_or_run_due(s)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -110,8 +99,8 @@ class CollectionWorkflow:
                                   workflow_id=info.workflow_id, search_ready=prepared.search_ready)
         self._s = outcome.state
         self._queue += outcome.commands
-        for event in self._early:
-            self._feed(event, self._request_time())
+        for env in self._early:
+            self._take(env, answer=not env.request_id.startswith("bank-feed/"))
         self._early.clear()
 
     async def _sleep_or_run_due(self, s: CollectionState) -> None:
@@ -192,50 +181,87 @@ class CollectionWorkflow:
             workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[attr-defined]
             s.search_values.update(changed)
 
-    # ---------------------------------------------------------------- handlers: they only record
+    # ---------------------------------------------------------------- requests: they only record
 
     def _request_time(self) -> datetime:
         s = self._state
         return lifecycle.request_time(s, virtual_now(workflow.now(), s.policy.clock))
 
-    def _check(self, event: lifecycle.Event) -> None:
-        """Validator: refuse (nothing is written to history) what the loan would refuse."""
+    @workflow.query
+    def check(self, env: Envelope) -> Reply | None:
+        """Would the loan refuse this request? (Nothing is written: a client asks before it
+        sends, so a bad payment or report leaves no trace.) None: it would take it, or it is a
+        request whose answer depends on today's date (a promise, plan or settlement is checked
+        against its dates): a query only knows the time of the workflow's last task, so those
+        are checked when the loan takes them, on the server's clock."""
         if self._s is None:
-            raise CollectionStarting("collection is starting; ask again in a moment")
+            return _starting(env.request_id)
+        if isinstance(env.request, (StatusAsked, *_DATED)):
+            return None
         try:
-            lifecycle.check(self._s, event, self._request_time())
+            lifecycle.check(self._s, env.request, self._request_time())
         except lifecycle.Rejected as exc:
-            raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
+            return Reply(request_id=env.request_id, refused=True, refusal=exc.kind, reason=str(exc))
+        return None
 
-    def _request(self, event: lifecycle.Event) -> Any:
-        """Apply a request, queue its commands, wake the loop, answer."""
+    @workflow.signal
+    def request(self, env: Envelope) -> None:
+        """Take a request: apply it (or record its refusal) and keep the answer for `reply`."""
+        if self._s is None:
+            self._early.append(env)
+            return
+        self._take(env)
+
+    def _take(self, env: Envelope, *, answer: bool = True) -> None:
+        if env.request_id in self._replies:  # the same request sent twice: the first answer stands
+            return
+        request = env.request
+        if isinstance(request, StatusAsked):
+            self._remember(Reply(request_id=env.request_id, as_of=self._request_time()))
+            return
+        if isinstance(request, lifecycle.AgencyContactAsked):  # its answer is kept under the request id
+            request = request.model_copy(update={"key": env.request_id})
+        at = self._request_time()
         try:
-            outcome = lifecycle.decide(self._state, event, self._request_time())
-        except lifecycle.Rejected as exc:  # checked by the validator; cannot change in between
-            raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
-        self._queue += outcome.commands
-        self._woken = True
-        return outcome.reply
+            outcome = lifecycle.decide(self._state, request, at)
+        except lifecycle.Rejected as exc:  # it changed since the client's check: nothing applied
+            reply = Reply(request_id=env.request_id, refused=True, refusal=exc.kind, reason=str(exc))
+        else:
+            self._queue += outcome.commands
+            self._woken = True
+            reply = _reply(env, outcome.reply, at)
+        if answer:
+            self._remember(reply)
 
-    @workflow.update
-    def pay(self, payment: Payment) -> PaymentReceipt:
-        """Apply a payment and answer with the receipt (the ledger rows follow at once)."""
-        receipt: PaymentReceipt = self._request(lifecycle.PaymentReceived(payment=payment))
-        return receipt
+    def _remember(self, reply: Reply) -> None:
+        self._replies[reply.request_id] = reply
+        for old in list(self._replies)[:-REPLIES_KEPT]:
+            del self._replies[old]
 
-    @pay.validator
-    def _check_pay(self, payment: Payment) -> None:
-        self._check(lifecycle.PaymentReceived(payment=payment))
+    @workflow.query
+    def reply(self, request_id: str) -> Reply | None:
+        """The answer to a request (None: not taken yet). An agency's contact request stays
+        `pending` until the guard answers; a status request gets the status as of when it was taken."""
+        found = self._replies.get(request_id)
+        if found is None or self._s is None:
+            return found
+        if found.pending:
+            answer = self._s.agency_answers.get(request_id)
+            return found if answer is None else found.model_copy(update={"pending": False, "guard": answer})
+        if found.as_of is not None:
+            return found.model_copy(update={"status": lifecycle.status(self._s, found.as_of, workflow.info().workflow_id)})
+        return found
 
     @workflow.signal
     def payment_received(self, payment: Payment) -> None:
-        """The same as `pay` for bank feeds, which cannot take an answer; a payment that cannot
-        be applied is recorded as rejected."""
-        event = lifecycle.PaymentReceived(payment=payment, answer=False)
+        """A bank feed's payment: nobody reads an answer, a payment that cannot be applied is
+        recorded as rejected."""
+        env = Envelope(request_id=f"bank-feed/{payment.payment_id}",
+                       request=lifecycle.PaymentReceived(payment=payment, answer=False))
         if self._s is None:
-            self._early.append(event)
+            self._early.append(env)
             return
-        self._request(event)
+        self._take(env, answer=False)
 
     @workflow.signal
     def roll_over(self) -> None:
@@ -243,157 +269,14 @@ class CollectionWorkflow:
         if self._s is None or self._s.closed_as is None:
             self._roll_over_asked = True
 
-    @workflow.update
-    def report_task(self, report: TaskReport) -> CollectionStatus:
-        """A collector's or field agent's outcome for an open task."""
-        self._request(lifecycle.TaskReported(report=report))
-        return self._status()
-
-    @report_task.validator
-    def _check_report(self, report: TaskReport) -> None:
-        self._check(lifecycle.TaskReported(report=report))
-
-    @workflow.update
-    def report_agency(self, report: AgencyReport) -> CollectionStatus:
-        """A progress report from the agency that holds the account."""
-        self._request(lifecycle.AgencyReported(report=report))
-        return self._status()
-
-    @report_agency.validator
-    def _check_agency(self, report: AgencyReport) -> None:
-        self._check(lifecycle.AgencyReported(report=report))
-
-    @workflow.update
-    def report_court(self, report: CourtReport) -> CollectionStatus:
-        """News of the court case."""
-        self._request(lifecycle.CourtReported(report=report))
-        return self._status()
-
-    @report_court.validator
-    def _check_court(self, report: CourtReport) -> None:
-        self._check(lifecycle.CourtReported(report=report))
-
-    @workflow.update
-    def ask_agency_contact(self, req: AgencyContactRequest) -> str:
-        """An agency asks before it contacts the borrower. The guard's answer needs an activity,
-        which a handler must not run: this records the request and answers with its key; the
-        loop asks the guard and the answer is read with the `agency_contact_answer` query."""
-        key = f"{req.placement_id}/{req.channel}/{workflow.uuid4()}"
-        answer: str = self._request(lifecycle.AgencyContactAsked(request=req, key=key))
-        return answer
-
-    @ask_agency_contact.validator
-    def _check_agency_contact(self, req: AgencyContactRequest) -> None:
-        self._check(lifecycle.AgencyContactAsked(request=req, key=""))
-
-    @workflow.query
-    def agency_contact_answer(self, key: str) -> GuardDecision | None:
-        """The guard's answer to an agency's request (None while it is being decided)."""
-        return self._state.agency_answers.get(key) if self._s is not None else None
-
-    @workflow.update
-    def opt_out(self, req: OptOutRequest) -> Decision:
-        """No more contact on this channel (the guard refuses it from now on)."""
-        decision: Decision = self._request(lifecycle.OptedOut(request=req))
-        return decision
-
-    @opt_out.validator
-    def _check_opt_out(self, req: OptOutRequest) -> None:
-        self._check(lifecycle.OptedOut(request=req))
-
-    @workflow.update
-    def promise_to_pay(self, req: PromiseRequest) -> Decision:
-        decision: Decision = self._request(lifecycle.PromiseMade(request=req))
-        return decision
-
-    @promise_to_pay.validator
-    def _check_promise(self, req: PromiseRequest) -> None:
-        self._check(lifecycle.PromiseMade(request=req))
-
-    @workflow.update
-    def propose_plan(self, req: PlanProposal) -> Decision:
-        decision: Decision = self._request(lifecycle.PlanProposed(request=req))
-        return decision
-
-    @propose_plan.validator
-    def _check_plan(self, req: PlanProposal) -> None:
-        self._check(lifecycle.PlanProposed(request=req))
-
-    @workflow.update
-    def offer_settlement(self, offer: SettlementOffer) -> Decision:
-        decision: Decision = self._request(lifecycle.SettlementOffered(request=offer))
-        return decision
-
-    @offer_settlement.validator
-    def _check_settlement(self, offer: SettlementOffer) -> None:
-        self._check(lifecycle.SettlementOffered(request=offer))
-
-    @workflow.update
-    def report_hardship(self, report: HardshipReport) -> Decision:
-        decision: Decision = self._request(lifecycle.HardshipReported(request=report))
-        return decision
-
-    @report_hardship.validator
-    def _check_hardship(self, report: HardshipReport) -> None:
-        self._check(lifecycle.HardshipReported(request=report))
-
-    @workflow.update
-    def review_hardship(self, decision: HardshipDecision) -> Decision:
-        """Apply the reviewer's decision (offer a plan, waive, extend, resume, write off)."""
-        answer: Decision = self._request(lifecycle.HardshipReviewed(request=decision))
-        return answer
-
-    @review_hardship.validator
-    def _check_review(self, decision: HardshipDecision) -> None:
-        self._check(lifecycle.HardshipReviewed(request=decision))
-
-    @workflow.update
-    def raise_dispute(self, req: DisputeRequest) -> Decision:
-        decision: Decision = self._request(lifecycle.DisputeRaised(request=req))
-        return decision
-
-    @raise_dispute.validator
-    def _check_dispute(self, req: DisputeRequest) -> None:
-        self._check(lifecycle.DisputeRaised(request=req))
-
-    @workflow.update
-    def resolve_dispute(self, res: DisputeResolution) -> Decision:
-        """Upheld: the balance is cancelled and the loan closes; rejected: collection resumes."""
-        decision: Decision = self._request(lifecycle.DisputeResolved(request=res))
-        return decision
-
-    @resolve_dispute.validator
-    def _check_resolution(self, res: DisputeResolution) -> None:
-        self._check(lifecycle.DisputeResolved(request=res))
-
-    @workflow.update
-    def stop_collection(self, req: StopRequest) -> Decision:
-        """Bankruptcy, death or cease-contact: no more contact, legal review or write-off."""
-        decision: Decision = self._request(lifecycle.StopRequested(request=req))
-        return decision
-
-    @stop_collection.validator
-    def _check_stop(self, req: StopRequest) -> None:
-        self._check(lifecycle.StopRequested(request=req))
-
     # ---------------------------------------------------------------- reading
-
-    @workflow.update
-    def current_status(self) -> CollectionStatus:
-        """The status as of now (an update, so the workflow's clock is current; it records nothing)."""
-        return self._status()
-
-    @current_status.validator
-    def _check_status(self) -> None:
-        if self._s is None:
-            raise CollectionStarting("collection is starting; ask again in a moment")
 
     @workflow.query
     def status(self) -> CollectionStatus:
         """The status as of the workflow's last task (free; writes no history)."""
         if self._s is None:
             raise ApplicationError("collection is starting; ask again in a moment")
-        return self._status()
+        return lifecycle.status(self._s, self._request_time(), workflow.info().workflow_id)
 
     @workflow.query
     def busy(self) -> bool:
@@ -413,5 +296,24 @@ class CollectionWorkflow:
         assert self._s is not None, "state is set before any handler or step runs"
         return self._s
 
-    def _status(self) -> CollectionStatus:
-        return lifecycle.status(self._state, self._request_time(), workflow.info().workflow_id)
+
+
+_DATED = (lifecycle.PromiseMade, lifecycle.PlanProposed, lifecycle.SettlementOffered, lifecycle.HardshipReviewed)
+"""Requests whose check compares dates with today (see `check`)."""
+
+
+def _starting(request_id: str) -> Reply:
+    return Reply(request_id=request_id, refused=True, refusal="CollectionStarting",
+                 reason="collection is starting; ask again in a moment")
+
+
+def _reply(env: Envelope, value: Any, at: datetime) -> Reply:
+    """The answer to a request the loan took: a receipt, a decision, the guard's answer to come
+    (an agency's contact request), or the status as of the request (a report)."""
+    if isinstance(value, PaymentReceipt):
+        return Reply(request_id=env.request_id, receipt=value)
+    if isinstance(value, Decision):
+        return Reply(request_id=env.request_id, decision=value)
+    if isinstance(env.request, lifecycle.AgencyContactAsked):
+        return Reply(request_id=env.request_id, pending=True)
+    return Reply(request_id=env.request_id, as_of=at)

@@ -1,7 +1,7 @@
 """What is due and when: the plan's next action, a late hand-over's catch-up step, task outcome
 deadlines, call retries, deferred contacts, the agency recall, the arrangements' dated checks,
 the end of a breathing space and of recovery. `next_wake` is the earliest of them; `run_due`
-does everything due by the step's time, earliest first."""
+does the earliest one due by the step's time."""
 
 from __future__ import annotations
 
@@ -133,19 +133,13 @@ def _arrangement_items(s: CollectionState) -> list[Due]:
 # ------------------------------------------------------------------ running what is due
 
 
-MAX_ITEMS_PER_STEP = 1000
-"""A guard against a rule that leaves its item due: every item moves the state on."""
-
-
 def run_due(step: Step) -> None:
-    """Run every item due at or before the step's time, earliest first. Each item changes the
-    state (the cursor moves, a task closes, a check is judged), so the next one is looked up anew."""
-    for _ in range(MAX_ITEMS_PER_STEP):
-        due = next_due(step.s, step.plan)
-        if due is None or due.at > step.now:
-            return
+    """Run the earliest item due at or before the step's time, if any. One at a time: an item's
+    contacts go through the guard and come back before the next item is decided (as a collector
+    works a file), so the loop feeds time again while more is due (`next_wake` <= the clock)."""
+    due = next_due(step.s, step.plan)
+    if due is not None and due.at <= step.now:
         run_item(step, due)
-    raise AssertionError(f"more than {MAX_ITEMS_PER_STEP} items due at once: a rule does not move the state on")
 
 
 def run_item(step: Step, due: Due) -> None:

@@ -33,7 +33,7 @@ class _Event(BaseModel):
 
 
 class TimeReached(_Event):
-    """The loop's timer fired: everything due at or before `at` runs."""
+    """The loop's timer fired (or more was due): the earliest item due by `at` runs."""
 
     kind: Literal["time"] = "time"
     at: datetime
