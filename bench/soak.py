@@ -44,7 +44,8 @@ COLUMNS = [
     ("seed", "seed", 7), ("db", "backend", 10), ("loans", "loans", 5), ("time s", "seconds", 6),
     ("stuck", "stuck_loans", 5), ("no replay", "non_replaying_histories", 9), ("dup fees", "duplicate_fees", 8),
     ("dup msgs", "duplicate_messages", 8), ("dup ledger", "duplicate_ledger_rows", 10),
-    ("dup tasks", "duplicate_tasks", 9), ("lost pay", "lost_payments", 8), ("other", "other_problems", 5), ("paid ids", "payments_sent", 8),
+    ("dup tasks", "duplicate_tasks", 9), ("lost pay", "lost_payments", 8), ("other", "other_problems", 5),
+    ("paid ids", "payments_sent", 8),
     ("w starts", "worker_starts", 8), ("s starts", "server_starts", 8),
 ]
 PROBLEMS = ["stuck_loans", "non_replaying_histories", "duplicate_fees", "duplicate_messages", "duplicate_ledger_rows",

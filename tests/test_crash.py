@@ -41,6 +41,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +85,10 @@ ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", "Asia/Kolkata")
 ATTEMPT_TIMEOUT = 30.0  # seconds before one attempt of a hanging client call is abandoned (and retried)
 SWEEP_EVERY = 10.0  # seconds between two looks at every open loan (history length, workflow task attempt)
 STUCK_ATTEMPTS = 3  # a workflow task failed, retried, failed again: the loan is stuck
+# A workflow task that times out (or trips the deadlock detector) again and again while the worker
+# is up is stuck too, but a killed or starved worker also makes tasks time out: it takes this many
+# attempts and half the stall window without a new event in the loan's history.
+TIMEOUT_ATTEMPTS = 6
 DEADLOCK = "[TMPRL1101]"  # the SDK's deadlock detector: a starved CPU can trip it; left to the stall window
 # Workflow task failures the server records when the task raced with something (a new event, a
 # reset, a sticky queue reset): the next attempt goes on. Every other cause is the workflow's own
@@ -364,6 +369,7 @@ class System:
     policy: Policy
     db_url: str
     stall: float  # how long a process may take to come up (a busy machine is slow, not broken)
+    logs: Path  # where the logs are after a failure (see `kept_logs`)
     events: list[str] = field(default_factory=list)
 
     def note(self, what: str) -> None:
@@ -377,9 +383,9 @@ class System:
             if text.count("worker on ") >= self.worker.starts:
                 return
             if not self.worker.alive:
-                raise AssertionError(f"worker exited (logs in {self.tmp}):\n{self.worker.tail()}")
+                raise AssertionError(f"worker exited (logs in {self.logs}):\n{self.worker.tail()}")
             await asyncio.sleep(0.1)
-        raise Stalled(f"worker not ready in {self.stall:.0f}s (logs in {self.tmp}):\n{self.worker.tail()}")
+        raise Stalled(f"worker not ready in {self.stall:.0f}s (logs in {self.logs}):\n{self.worker.tail()}")
 
     async def wait_server_ready(self) -> None:
         deadline = time.monotonic() + self.stall
@@ -390,9 +396,9 @@ class System:
                 return
             except Exception:  # noqa: BLE001 - not up yet
                 if not self.server.alive:
-                    raise AssertionError(f"dev server exited (logs in {self.tmp}):\n{self.server.tail()}") from None
+                    raise AssertionError(f"dev server exited (logs in {self.logs}):\n{self.server.tail()}") from None
                 await asyncio.sleep(0.2)
-        raise Stalled(f"dev server not up in {self.stall:.0f}s (logs in {self.tmp}):\n{self.server.tail()}")
+        raise Stalled(f"dev server not up in {self.stall:.0f}s (logs in {self.logs}):\n{self.server.tail()}")
 
     async def restart_worker(self) -> None:
         self.worker.start()
@@ -423,16 +429,30 @@ def params() -> Params:
     return Params.from_env()
 
 
+def kept_logs(params: Params, tmp_path: Path) -> Path:
+    """Where a failed run's logs and databases will be: its tmp_path if that is under var/ (the
+    soak's --basetemp), else a copy under var/crash/, since other pytest sessions on the machine
+    delete old tmp_path folders (pytest keeps the last three, whoever ran them)."""
+    var = ROOT / "var"
+    if tmp_path.resolve().is_relative_to(var.resolve()):
+        return tmp_path
+    return var / "crash" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{params.db}-seed{params.seed}"
+
+
 @pytest.fixture
 def summary(params: Params, tmp_path: Path) -> Iterator[Summary]:
     """The run's figures; written to CRASH_SUMMARY at teardown whatever happened (set up before
-    the system, so a system that never came up is reported too)."""
-    figures = Summary(params.seed, params.db, params.loans, params.worker_kills, params.server_kills, str(tmp_path))
+    the system, so a system that never came up is reported too, and torn down after it, so a
+    failed run's logs are copied once its processes are gone)."""
+    logs = kept_logs(params, tmp_path)
+    figures = Summary(params.seed, params.db, params.loans, params.worker_kills, params.server_kills, str(logs))
     began = time.monotonic()
     try:
         yield figures
     finally:
         figures.seconds = figures.seconds or round(time.monotonic() - began, 1)
+        if not figures.passed and logs != tmp_path:
+            shutil.copytree(tmp_path, logs, dirs_exist_ok=True, ignore_dangling_symlinks=True)
         if params.summary is not None:
             figures.write(params.summary)
 
@@ -480,7 +500,7 @@ async def system(params: Params, summary: Summary, database: str, tmp_path: Path
         "WEBHOOK_URL": gateway.url,
     }
     worker = Process("worker", [sys.executable, "worker.py"], worker_env, tmp_path / "worker.log")
-    sys_ = System(tmp_path, address, server, worker, gateway, policy, database, params.stall)
+    sys_ = System(tmp_path, address, server, worker, gateway, policy, database, params.stall, Path(summary.logs))
     try:
         server.start()
         await sys_.wait_server_ready()
@@ -513,6 +533,7 @@ class Watch:
 
     def __init__(self, client: Client, progress: Progress, system: System) -> None:
         self.client, self.progress, self.sys = client, progress, system
+        self.began = time.monotonic()
         self.length: dict[str, int] = {}
         self.grew_at: dict[str, float] = {}
         self.last: dict[str, Probe] = {}
@@ -541,6 +562,8 @@ class Watch:
         return probe
 
     async def _check_stuck(self, loan_id: str, attempt: int) -> None:
+        """Whether a retried workflow task is stuck (see STUCK_ATTEMPTS, TIMEOUT_ATTEMPTS): the
+        history says how its last recorded attempt ended (later attempts are not recorded)."""
         wf_id = config.workflow_id(loan_id)
         try:
             history = await self.client.get_workflow_handle(wf_id).fetch_history()
@@ -551,9 +574,16 @@ class Watch:
             why = f"workflow task attempt {attempt} after {failure}"
             if taken_over(history):
                 why += " (a workflow task of this run had timed out first: a fresh worker took it over)"
-            self.stuck[wf_id] = why
-            self.sys.note(f"STUCK {loan_id}: {why[:300]}")
-            print(f"crash test: {loan_id} is stuck: {why[:300]}", flush=True)
+        elif attempt >= TIMEOUT_ATTEMPTS and (quiet := self.quiet_since(loan_id, self.began)) > self.progress.stall / 2:
+            end = history.events[-1]
+            last = failure or f"{EventType.Name(end.event_type)} (event {end.event_id})"
+            why = f"workflow task attempt {attempt}, timing out again and again, no new event for {quiet:.0f}s; " \
+                  f"last: {last}"
+        else:
+            return
+        self.stuck[wf_id] = why
+        self.sys.note(f"STUCK {loan_id}: {why[:300]}")
+        print(f"crash test: {loan_id} is stuck: {why[:300]}", flush=True)
 
     def is_stuck(self, loan_id: str) -> bool:
         return config.workflow_id(loan_id) in self.stuck
@@ -584,7 +614,8 @@ def failing_task(history: WorkflowHistory) -> str | None:
     completed or timed out. (Later attempts of a failing task are not written to the history.)"""
     failure = None
     for event in history.events:
-        if event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT):
+        if event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                                EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT):
             failure = None
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             attrs = event.workflow_task_failed_event_attributes
@@ -714,7 +745,7 @@ class Driver:
                 self.retried_calls += 1
                 if self.watch.quiet_since(loan_id, began) > self.sys.stall:
                     raise AssertionError(f"{what}: still failing and {loan_id} made no progress for "
-                                         f"{self.sys.stall:.0f}s: {exc!r} (logs in {self.sys.tmp})") from exc
+                                         f"{self.sys.stall:.0f}s: {exc!r} (logs in {self.sys.logs})") from exc
                 await asyncio.sleep(0.5 + self.rng.random())
             else:
                 self.watch.progress.mark(what)
@@ -920,7 +951,9 @@ async def together(*coros: Coroutine[Any, Any, Any]) -> None:
 # ------------------------------------------------------------------ collecting the results
 
 
-async def final_states(client: Client, loan_ids: list[str]) -> tuple[dict[str, CollectionStatus], list[WorkflowHistory]]:
+async def final_states(
+    client: Client, loan_ids: list[str],
+) -> tuple[dict[str, CollectionStatus], list[WorkflowHistory]]:
     """Each completed loan's status (its result) and every run's history (earlier runs of a
     loan that continued as new too), each fetched once."""
     sem = asyncio.Semaphore(16)
@@ -1042,28 +1075,27 @@ def check_duplicates(lid: str, rows: dict[str, list[Any]], problems: Problems) -
     allocation, the charge-off), a message key or business message (template, channel) twice,
     a task (key, or kind/template/attempt) twice."""
     ledger: list[LedgerEntry] = rows["ledger"]
-    same = Counter((r.kind, r.component, r.reference) for r in ledger)
-    for (kind, component, ref), n in same.items():
-        if n > 1:
-            category = DUP_FEE if kind == "fee" else DUP_LEDGER
-            problems.add(category, lid, f"{n} ledger rows {kind} {component} {ref!r}: "
-                                        f"{[r.key for r in ledger if (r.kind, r.component, r.reference) == (kind, component, ref)]}", n - 1)
+    for (kind, component, ref), keys in repeated(ledger, lambda r: (r.kind, r.component, r.reference)):
+        problems.add(DUP_FEE if kind == "fee" else DUP_LEDGER, lid,
+                     f"{len(keys)} ledger rows {kind} {component} {ref!r}: {keys}", len(keys) - 1)
     outbox: list[OutboxMessage] = rows["outbox"]
-    keys = Counter(m.key for m in outbox)
-    for key, n in keys.items():
-        if n > 1:
-            problems.add(DUP_MESSAGE, lid, f"outbox key {key} {n} times", n - 1)
-    business = Counter((m.template, m.channel) for m in outbox)
-    for (template, channel), n in business.items():
-        if n > 1:
-            problems.add(DUP_MESSAGE, lid, f"{template} by {channel} sent {n} times under different keys: "
-                                           f"{sorted(m.key for m in outbox if (m.template, m.channel) == (template, channel))}", n - 1)
+    for key, keys in repeated(outbox, lambda m: m.key):
+        problems.add(DUP_MESSAGE, lid, f"outbox key {key} {len(keys)} times", len(keys) - 1)
+    for (template, channel), keys in repeated(outbox, lambda m: (m.template, m.channel)):
+        problems.add(DUP_MESSAGE, lid, f"{template} by {channel} sent {len(keys)} times under different keys: {keys}",
+                     len(keys) - 1)
     tasks: list[TaskRow] = rows["tasks"]
-    for what, counted in (("task id", Counter(t.task_id for t in tasks)),
-                          ("task", Counter((t.kind, t.template, t.attempt) for t in tasks))):
-        for key, n in counted.items():
-            if n > 1:
-                problems.add(DUP_TASK, lid, f"{what} {key} {n} times", n - 1)
+    for what, by in (("task id", lambda t: t.task_id), ("task", lambda t: (t.kind, t.template, t.attempt))):
+        for key, keys in repeated(tasks, by):
+            problems.add(DUP_TASK, lid, f"{what} {key} {len(keys)} times", len(keys) - 1)
+
+
+def repeated(rows: list[Any], by: Callable[[Any], Any]) -> list[tuple[Any, list[str]]]:
+    """The values of `by` that more than one row has, each with those rows' keys (task ids)."""
+    groups: dict[Any, list[str]] = defaultdict(list)
+    for row in rows:
+        groups[by(row)].append(getattr(row, "key", None) or getattr(row, "task_id", ""))
+    return [(value, sorted(keys)) for value, keys in groups.items() if len(keys) > 1]
 
 
 def check_loan(
@@ -1209,7 +1241,8 @@ async def test_loans_survive_killed_workers_and_a_killed_server(
     system: System, params: Params, summary: Summary,
 ) -> None:
     print(f"\ncrash test seed {params.seed} (CRASH_SEED={params.seed} to repeat), {params.loans} loans on "
-          f"{params.db}, {params.worker_kills} worker and {params.server_kills} server kills, logs in {system.tmp}")
+          f"{params.db}, {params.worker_kills} worker and {params.server_kills} server kills, logs in {system.tmp} "
+          f"(copied to {system.logs} if it fails)")
     try:
         await crash_run(system, params, summary)
     except AssertionError as exc:  # a stall, a process that died, a call given up: name the run
@@ -1218,7 +1251,7 @@ async def test_loans_survive_killed_workers_and_a_killed_server(
         summary.failure = summary.failure or f"{type(exc).__name__}: {exc}"[:4000]
         raise
     if summary.failure:  # outside the handler: the message alone, no chained traceback
-        pytest.fail(f"seed {params.seed} ({params.rerun()}), logs in {system.tmp}: {summary.failure}", pytrace=False)
+        pytest.fail(f"seed {params.seed} ({params.rerun()}), logs in {system.logs}: {summary.failure}", pytrace=False)
     summary.passed = True
 
 
@@ -1261,7 +1294,7 @@ async def crash_run(system: System, params: Params, summary: Summary) -> None:
     if problems.found:  # every problem fails the run, whatever its cause (the module docstring)
         pytest.fail(
             f"{len(problems.found)} problem(s) in {len(problems.loans())} loan(s)/run(s), seed {params.seed} "
-            f"({params.rerun()}), logs in {system.tmp}:\n{problems.report()}", pytrace=False)
+            f"({params.rerun()}), logs in {system.logs}:\n{problems.report()}", pytrace=False)
 
 
 async def check_run(system: System, params: Params, client: Client, driver: Driver, watch: Watch,
@@ -1274,7 +1307,8 @@ async def check_run(system: System, params: Params, client: Client, driver: Driv
     for wf_id, status in sorted(watch.closed.items()):
         if status != WorkflowExecutionStatus.COMPLETED:
             problems.add(FAILED, wf_id, f"closed as {status.name}")
-    completed = [lid for lid in driver.loans if watch.closed.get(config.workflow_id(lid)) == WorkflowExecutionStatus.COMPLETED]
+    done = WorkflowExecutionStatus.COMPLETED
+    completed = [lid for lid in driver.loans if watch.closed.get(config.workflow_id(lid)) == done]
     results, histories = await final_states(client, completed)
     for wf_id in sorted(w for w, s in watch.closed.items() if s != WorkflowExecutionStatus.COMPLETED):
         histories += await history_chain(client, wf_id)  # a failed run's history must replay too
