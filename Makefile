@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test worker codec-server clean bytecode
+.PHONY: run test soak worker codec-server clean bytecode
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ run: bytecode
 test: bytecode
 	sh scripts/ensure-postgres.sh
 	$(PY) -m pytest
+
+# The crash test soaked: 5 seeds x (SQLite, PostgreSQL), 250 loans, 8 worker and 2 server SIGKILLs
+# per run, each run its own pytest process; prints the figures, writes var/soak/<time>.json, fails
+# if any run had any problem. SOAK_SEEDS, SOAK_SEED_LIST, SOAK_BACKENDS, SOAK_LOANS,
+# SOAK_WORKER_KILLS, SOAK_SERVER_KILLS change it (bench/soak.py).
+soak: bytecode
+	sh scripts/ensure-postgres.sh
+	$(PY) bench/soak.py
 
 worker: bytecode
 	$(PY) worker.py
