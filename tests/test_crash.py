@@ -2,8 +2,8 @@
 
 The embedded Temporal dev server (state in a SQLite file) and the worker run as subprocesses.
 A few hundred loans go through an accelerated ladder (`tests/policies/fast.toml`: 14 virtual
-days on a clock 28,800 times faster than real time) while payments arrive by validated update
-and by bank-feed signal, partial and in full, some sent twice on purpose and every failed call
+days on a clock 28,800 times faster than real time) while payments arrive through the client API
+(checked by query, sent by signal, answered by query) and by bank-feed signal, partial and in full, some sent twice on purpose and every failed call
 retried with the same payment id. Meanwhile the worker is killed with SIGKILL at random moments
 and restarted, and the dev server is killed and restarted on the same file and port.
 
@@ -75,7 +75,6 @@ from models.clock import real_time, virtual_now
 from models.policy import Policy, load_policy
 from models.schedule import PlannedAction, action_time, build_plan, catch_up_at, local_date
 from tests import pg
-from workflows.collection import CollectionWorkflow
 
 pytestmark = pytest.mark.crash
 

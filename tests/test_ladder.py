@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from db.tables import AuditRow, CaseRow, LedgerEntry, LoanRow, OutboxMessage, PlacementRow, TaskRow
 from models import Stage
-from tests.conftest import make_loan
+from models.schedule import at_local, local_date
+from tests.conftest import TZ, make_loan
 from tests.support import Harness, dpd_of, timeline_rows
 
 # (DPD, action, channel, outcome) of a never-paying loan of 10,000 CNY principal + 500 interest
@@ -139,3 +140,22 @@ async def test_loan_handed_over_late_catches_up_with_the_latest_step(harness: Ha
     assert [e for e in harness.rows(LedgerEntry, loan.loan_id) if e.kind == "fee"] == []
     assert status.stage is Stage.middle
     assert status.next_action == "field_visit@45"
+
+
+async def test_a_loan_handed_over_at_dpd_3_in_the_evening_gets_only_the_dpd_3_reminder(harness: Harness) -> None:
+    """Reported defect: handed over at DPD 3 in the evening (after the contact window), the loan
+    sent both the DPD 1 and the DPD 3 reminders at 08:00 the next morning. Only the latest step
+    already due (the DPD 3 reminder, due at 10:00 that day) runs; the DPD 1 one is not replayed."""
+    now = await harness.now()
+    evening = at_local(local_date(now, TZ) + timedelta(days=1), time(22, 0), TZ)
+    await harness.env.sleep(evening - now)
+    loan = make_loan(dpd=3, now=await harness.now())
+    await harness.start(loan)
+    await harness.at_dpd(loan, 4)
+
+    status = await harness.status(loan)
+    sent = [(d, action, channel) for d, action, channel, outcome in timeline_rows(status, loan) if outcome == "sent"]
+    assert sent == [(4, "reminder_second", "sms"), (4, "reminder_second", "email")]
+    messages = harness.rows(OutboxMessage, loan.loan_id)
+    assert sorted(m.template for m in messages) == ["reminder_second", "reminder_second"]
+    assert all(local_date(m.created_at, TZ) == loan.due_date + timedelta(days=4) for m in messages)
