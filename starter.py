@@ -291,7 +291,7 @@ async def wait_quiet(client: Client, loan_id: str, timeout: float = 30.0) -> Non
             raise
         if time.monotonic() > give_up:
             raise TimeoutError(f"loan {loan_id} still busy after {timeout:.0f} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
 
 
 async def list_loans(
@@ -641,8 +641,11 @@ REPLY_RPC_TIMEOUT = timedelta(seconds=5)
 
 
 async def _answer(handle: WorkflowHandle[Any, Any], request_id: str) -> Reply:
-    """Poll the `reply` query until the answer is there (and not pending)."""
-    give_up, pause = time.monotonic() + REPLY_WAIT, 0.005
+    """Read the answer with the `reply` query. A query is consistent: sent while the loan is
+    taking the request (its workflow task in flight), the server holds it until that task is
+    done, so the first one usually has the answer. The next tries back off (a busy loan buffers
+    one query at a time and refuses more)."""
+    give_up, pause = time.monotonic() + REPLY_WAIT, 0.02
     while True:
         try:
             reply: Reply | None = await handle.query(CollectionWorkflow.reply, request_id, rpc_timeout=REPLY_RPC_TIMEOUT)
@@ -655,7 +658,7 @@ async def _answer(handle: WorkflowHandle[Any, Any], request_id: str) -> Reply:
         if time.monotonic() > give_up:
             raise RequestPending(f"request {request_id} taken by the loan, no answer within {REPLY_WAIT:.0f} s")
         await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.1)
+        pause = min(pause * 2, 0.5)
 
 
 async def _is_legacy(handle: WorkflowHandle[Any, Any]) -> bool:
