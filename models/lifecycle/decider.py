@@ -245,13 +245,15 @@ def sync_pause(step: Step) -> None:
     """Start or end the pause (and the hold clock) to match the state, on the timeline with the
     reason and who caused it. Days paused are not days past due."""
     s, now = step.s, step.now
+    if s.closed_as is not None:  # a closed loan neither pauses nor resumes (its DPD is frozen at the close)
+        return
     holding = bool(s.holds) or s.stop is not None
     if holding and s.hold_started_at is None:
         s.hold_started_at = now
     elif not holding and s.hold_started_at is not None:
         s.held_days += max(0, days_between(s.hold_started_at, now, step.tz))
         s.hold_started_at = None
-    reason = pause_reason(s) if s.closed_as is None else None
+    reason = pause_reason(s)
     if reason == s.paused_reason:
         return
     if s.paused_reason is None:
