@@ -76,7 +76,7 @@ def create_worker(
     scan = ScanActivities(client, engine, queue)
     effects = EffectActivities(ledger, messaging, tasks, handover, records, guard)
     start = StartActivities(records, admin)
-    return Worker(
+    worker = Worker(
         config.with_converter(client),
         task_queue=queue,
         workflows=WORKFLOWS,
@@ -108,6 +108,28 @@ def create_worker(
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         **options,
     )
+    process_activation_jobs_as_one_batch(worker)
+    return worker
+
+
+def process_activation_jobs_as_one_batch(worker: Worker) -> None:
+    """Have the worker apply every job of a workflow activation before any workflow code runs
+    (temporalio's `PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH` logic flag).
+
+    By default temporalio 1.35 runs signal handlers, and the code they wake, before it applies
+    the activity results and timers of the same activation. A timer that fired in the same
+    workflow task as a request would then lose to the request in one grouping of the task's jobs
+    and win in the other (a fresh worker and the replay of its history can group them
+    differently), and the loan would decide differently on replay. Applied all at once, the
+    timer wins in both (`workflows/collection.py`, `_next`). The flag is recorded in the history
+    of every task that uses it, so a replay uses it exactly where the live run did; histories
+    recorded without it replay as before. It is private API that the SDK announces as its
+    future default, which is why temporalio is pinned (pyproject.toml) and every recorded history
+    replays in the tests. A worker made from this one's `config()` does not carry the flag."""
+    from temporalio.worker._workflow_instance import _WorkflowLogicFlag
+
+    worker._set_default_workflow_logic_flag(
+        _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH, enabled=True)
 
 
 async def run_worker() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -149,14 +149,23 @@ class Reply(BaseModel):
     pending: bool = False
 
 
+class CarriedRequest(BaseModel):
+    """A request a run had not taken yet when it continued as new (`envelope`: a
+    `models.protocol.Envelope` as data, since that module builds on this one)."""
+
+    envelope: dict[str, Any]
+    received: datetime
+
+
 class CollectionInput(BaseModel):
-    """Start input of the collection workflow; `state` (and the latest answers to requests,
-    `replies`) are set only by continue-as-new."""
+    """Start input of the collection workflow; `state`, the latest answers to requests
+    (`replies`) and the requests not taken yet (`inbox`) are set only by continue-as-new."""
 
     loan: OverdueLoan
     policy: str = "default"
     state: CollectionState | None = None
     replies: dict[str, Reply] = {}
+    inbox: list[CarriedRequest] = []
 
 
 class CollectionStatus(BaseModel):

@@ -1,8 +1,8 @@
-"""A payment in full that lands while the loop runs an activity of its own closes the loan at
-once, and nothing of the ladder runs after it (found by tests/test_crash.py in the first workflow
-version, where a late fee was posted a moment after a payment in full). In the decider's shell a
-handler applies the payment and queues the closing effects while the loop's batch is in flight;
-the loop runs them next and never feeds the ladder another moment."""
+"""A payment in full that lands while the loop runs an activity of its own closes the loan, and
+nothing of the ladder runs after it (found by tests/test_crash.py in the first workflow version,
+where a late fee was posted a moment after a payment in full). In the decider's shell the handler
+records the payment; the loop takes it at its next quiet moment, once the batch in flight is
+done, and never feeds the ladder another moment."""
 
 from __future__ import annotations
 
@@ -45,10 +45,13 @@ async def test_paid_while_the_loop_writes_off(
     async with create_worker(env.client, task_queue=queue, database_url=db_url):
         await starter.start_collection(env.client, loan, task_queue=queue)
         await asyncio.wait_for(entered.wait(), 30)
-        receipt = await starter.register_payment(env.client, loan.loan_id, Payment(
-            payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(timezone.utc)))
-        assert receipt.closed and receipt.stage is Stage.paid
+        paying = asyncio.create_task(starter.register_payment(env.client, loan.loan_id, Payment(
+            payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(timezone.utc))))
+        await asyncio.sleep(1)  # the payment is recorded while the batch waits
+        assert not paying.done()
         release.set()
+        receipt = await paying
+        assert receipt.closed and receipt.stage is Stage.paid
         handle = env.client.get_workflow_handle(f"collection-{loan.loan_id}", result_type=CollectionStatus)
         status = await handle.result()
 

@@ -19,6 +19,7 @@ Loans started before this shell run `workflows/legacy/collection_v1.py` to their
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from models.payment import Payment, PaymentReceipt
     from models.protocol import REPLIES_KEPT, Envelope, Reply, StatusAsked
     from models.requests import PrepareRequest
-    from models.status import CollectionInput, CollectionState, CollectionStatus
+    from models.status import CarriedRequest, CollectionInput, CollectionState, CollectionStatus
 
 WORKFLOW_TYPE = "LoanCollection"
 # Activities retry until the database (or the gateway) is back: a lost write is never acceptable.
@@ -59,9 +60,9 @@ class CollectionWorkflow:
         self._input = inp
         self._s: CollectionState | None = inp.state
         self._queue: list[Command] = []
-        self._woken = False
+        self._inbox: list[_Request] = [_Request(env=Envelope.model_validate(c.envelope), received=c.received)
+                                       for c in inp.inbox]
         self._roll_over_asked = False
-        self._early: list[Envelope] = []  # requests that came before the start finished
         self._replies: dict[str, Reply] = dict(inp.replies)
         self._running = False  # an activity of the loop is in flight
 
@@ -74,17 +75,19 @@ class CollectionWorkflow:
         while True:
             await self._drain()
             s = self._state
-            self._sync_search()
             if s.closed_as is not None:
                 break
             if self._roll_over_due():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._queue:
-                    workflow.continue_as_new(CollectionInput(loan=s.loan, policy=inp.policy, state=s,
-                                                             replies=self._replies))
-                continue
-            await self._sleep_or_run_due(s)
+                workflow.continue_as_new(CollectionInput(
+                    loan=s.loan, policy=inp.policy, state=s, replies=self._replies,
+                    inbox=[CarriedRequest(envelope=r.env.model_dump(mode="json"), received=r.received)
+                           for r in self._inbox],
+                ))
+            await self._next(s)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        for request in self._inbox:  # taken after the close: each refused, nothing changed
+            self._apply_request(request)
         return lifecycle.status(self._state, lifecycle.clock_of(self._state), workflow.info().workflow_id)
 
     async def _begin(self, inp: CollectionInput) -> None:
@@ -99,25 +102,35 @@ class CollectionWorkflow:
                                   workflow_id=info.workflow_id, search_ready=prepared.search_ready)
         self._s = outcome.state
         self._queue += outcome.commands
-        for env in self._early:
-            self._take(env, answer=not env.request_id.startswith("bank-feed/"))
-        self._early.clear()
+        self._sync_search()
 
-    async def _sleep_or_run_due(self, s: CollectionState) -> None:
-        """Run what is due by the loan's clock, else sleep until the next item (or a handler)."""
+    async def _next(self, s: CollectionState) -> None:
+        """At a quiet moment (nothing queued, nothing running): run what is due by the loan's
+        clock; else wait until the next item is due or a request comes, and take that.
+
+        Requests are taken here, one per quiet moment, never in the handler that received them
+        and never between an activity's result and what the loop does with it: within one
+        workflow task the SDK may hand the workflow a request before or after an activity's
+        result or a timer (a fresh worker and the replay of its history can group them
+        differently), and only a fixed point makes what the loan does the same either way. The
+        wait always starts its timer, even with a request already waiting, so the workflow's
+        timers are numbered alike in both cases (a timer started and cancelled within one task
+        never reaches the server). With the SDK's single-batch job processing (`worker.py`) a
+        timer that fired in the same task as a request wins over it, as when they come apart."""
         clock = lifecycle.clock_of(s)
         wake = lifecycle.next_wake(s)
         if wake is not None and wake <= clock:  # due already (a request made it so, or time caught up)
             self._feed(lifecycle.TimeReached(at=clock), clock)
             return
-        self._woken = False
-        if wake is None:  # paused with nothing dated (a dispute, a stop): only a request moves it on
-            await workflow.wait_condition(self._wake_condition)
-            return
         try:
-            await workflow.wait_condition(self._wake_condition, timeout=self._delay_until(wake))
+            await workflow.wait_condition(self._wake_condition,
+                                          timeout=None if wake is None else self._delay_until(wake))
         except asyncio.TimeoutError:
+            assert wake is not None
             self._feed(lifecycle.TimeReached(at=wake), wake)
+            return
+        if self._inbox:
+            self._apply_request(self._inbox.pop(0))
 
     def _delay_until(self, wake: datetime) -> timedelta:
         """Real time to sleep until business time `wake` (at least a moment: timers are positive)."""
@@ -126,7 +139,7 @@ class CollectionWorkflow:
         return max(real_delay(wake - now, s.policy.clock), _SHORTEST_SLEEP)
 
     def _wake_condition(self) -> bool:
-        return self._woken or self._roll_over_due()
+        return bool(self._inbox) or self._roll_over_due()
 
     def _roll_over_due(self) -> bool:
         """Continue as new: the server suggests it, an operator asked, or the history reached
@@ -166,8 +179,9 @@ class CollectionWorkflow:
                 self._feed(lifecycle.EffectDone(effect=effect, result=done), at)
 
     def _feed(self, event: lifecycle.Event, at: datetime) -> None:
-        """Decide a loop event at `at` and queue its commands."""
+        """Decide a loop event at `at`, queue its commands, keep the search attributes current."""
         self._queue += lifecycle.decide(self._state, event, at).commands
+        self._sync_search()
 
     def _sync_search(self) -> None:
         """Keep the portfolio's search attributes current (only what changed is upserted); they
@@ -206,31 +220,32 @@ class CollectionWorkflow:
 
     @workflow.signal
     def request(self, env: Envelope) -> None:
-        """Take a request: apply it (or record its refusal) and keep the answer for `reply`."""
-        if self._s is None:
-            self._early.append(env)
-            return
-        self._take(env)
+        """Record a request (the loop takes it at its next quiet moment, `_next`); its answer is
+        kept for the `reply` query."""
+        self._inbox.append(_Request(env=env, received=workflow.now()))
 
-    def _take(self, env: Envelope, *, answer: bool = True) -> None:
+    def _apply_request(self, request: _Request) -> None:
+        """Take a request: apply it with the decider (or record its refusal), queue its commands,
+        keep the answer."""
+        env, s = request.env, self._state
         if env.request_id in self._replies:  # the same request sent twice: the first answer stands
             return
-        request = env.request
-        if isinstance(request, StatusAsked):
-            self._remember(Reply(request_id=env.request_id, as_of=self._request_time()))
+        at = lifecycle.request_time(s, virtual_now(request.received, s.policy.clock))
+        if isinstance(env.request, StatusAsked):
+            self._remember(Reply(request_id=env.request_id, as_of=at))
             return
-        if isinstance(request, lifecycle.AgencyContactAsked):  # its answer is kept under the request id
-            request = request.model_copy(update={"key": env.request_id})
-        at = self._request_time()
+        event = env.request
+        if isinstance(event, lifecycle.AgencyContactAsked):  # its answer is kept under the request id
+            event = event.model_copy(update={"key": env.request_id})
         try:
-            outcome = lifecycle.decide(self._state, request, at)
+            outcome = lifecycle.decide(s, event, at)
         except lifecycle.Rejected as exc:  # it changed since the client's check: nothing applied
             reply = Reply(request_id=env.request_id, refused=True, refusal=exc.kind, reason=str(exc))
         else:
             self._queue += outcome.commands
-            self._woken = True
+            self._sync_search()
             reply = _reply(env, outcome.reply, at)
-        if answer:
+        if not env.request_id.startswith(BANK_FEED):
             self._remember(reply)
 
     def _remember(self, reply: Reply) -> None:
@@ -256,12 +271,8 @@ class CollectionWorkflow:
     def payment_received(self, payment: Payment) -> None:
         """A bank feed's payment: nobody reads an answer, a payment that cannot be applied is
         recorded as rejected."""
-        env = Envelope(request_id=f"bank-feed/{payment.payment_id}",
-                       request=lifecycle.PaymentReceived(payment=payment, answer=False))
-        if self._s is None:
-            self._early.append(env)
-            return
-        self._take(env, answer=False)
+        self.request(Envelope(request_id=f"{BANK_FEED}{payment.payment_id}",
+                              request=lifecycle.PaymentReceived(payment=payment, answer=False)))
 
     @workflow.signal
     def roll_over(self) -> None:
@@ -280,9 +291,9 @@ class CollectionWorkflow:
 
     @workflow.query
     def busy(self) -> bool:
-        """Whether effects are queued or running (a request's answer comes before its effects
-        are written; tools that read the database right after wait for this to turn False)."""
-        return self._running or bool(self._queue) or self._s is None
+        """Whether requests or effects are waiting or running (a request's answer comes before
+        its effects are written; tools that read the database right after wait for this)."""
+        return self._running or bool(self._queue) or bool(self._inbox) or self._s is None
 
     @workflow.query
     def state(self) -> CollectionState:
@@ -297,6 +308,17 @@ class CollectionWorkflow:
         return self._s
 
 
+
+@dataclass(frozen=True)
+class _Request:
+    """A request as the handler recorded it: what, and the workflow's time when it came."""
+
+    env: Envelope
+    received: datetime
+
+
+BANK_FEED = "bank-feed/"
+"""Request ids of bank-feed payments (a signal nobody reads an answer to)."""
 
 _DATED = (lifecycle.PromiseMade, lifecycle.PlanProposed, lifecycle.SettlementOffered, lifecycle.HardshipReviewed)
 """Requests whose check compares dates with today (see `check`)."""
