@@ -27,3 +27,20 @@ async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=WORKFLOWS, data_converter=config.DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+SINGLE_BATCH = 2
+"""temporalio's PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH logic flag (worker.py)."""
+
+
+def _flags(history: WorkflowHistory) -> set[int]:
+    return {flag for e in history.events if e.HasField("workflow_task_completed_event_attributes")
+            for flag in e.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags}
+
+
+@pytest.mark.parametrize("path", [p for p in HISTORIES if p.stem.endswith("-v7")], ids=lambda p: p.stem)
+def test_the_shells_histories_were_recorded_with_single_batch_jobs(path: Path) -> None:
+    """The decider's shell relies on the worker applying an activation's jobs as one batch
+    (worker.process_activation_jobs_as_one_batch); its recorded histories say so, and replay with it."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    assert SINGLE_BATCH in _flags(history)

@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 import config
 import starter
 from models import AgencyReport, CourtReport, Payment, TaskOutcome, TaskReport
+from models.events import AgencyContactRequest, OptOutRequest
 from models.arrangements import (
     DisputeRequest,
     DisputeResolution,
@@ -86,6 +87,9 @@ async def _collection(h: Harness) -> list[tuple[str, str]]:
     assert placement is not None
     await starter.report_agency(h.client, reports.loan_id, AgencyReport(
         placement_id=placement.placement_id, note="reached borrower", contacted=True))
+    await starter.request_agency_contact(h.client, reports.loan_id, AgencyContactRequest(
+        placement_id=placement.placement_id, channel="phone", agent="agent-9"))
+    await starter.opt_out(h.client, reports.loan_id, OptOutRequest(channel="email"))
     await h.at_dpd(reports, 140)
     case = (await h.status(reports)).case
     assert case is not None
