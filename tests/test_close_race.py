@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -46,7 +46,7 @@ async def test_paid_while_the_loop_writes_off(
         await starter.start_collection(env.client, loan, task_queue=queue)
         await asyncio.wait_for(entered.wait(), 30)
         paying = asyncio.create_task(starter.register_payment(env.client, loan.loan_id, Payment(
-            payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(timezone.utc))))
+            payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC))))
         await asyncio.sleep(1)  # the payment is recorded while the batch waits
         assert not paying.done()
         release.set()

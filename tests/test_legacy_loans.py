@@ -33,7 +33,7 @@ async def test_a_loan_of_the_first_version_is_served_through_its_updates(harness
         payment_id=f"P-{uuid.uuid4().hex[:6]}", amount=Decimal("100.00"), currency="CNY", paid_at=datetime.now(UTC)))
     assert receipt.outstanding.total == loan.balance().total - Decimal("100.00")
     decision = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("500"), date=await h.today(loan) + timedelta(days=3)))
+        amount=Decimal(500), date=await h.today(loan) + timedelta(days=3)))
     assert decision.accepted, decision.reason
 
     desc = await h.client.get_workflow_handle(config.workflow_id(loan.loan_id)).describe()

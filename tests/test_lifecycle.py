@@ -306,7 +306,7 @@ def test_a_payment_twice_or_after_the_close_is_refused() -> None:
 
 def test_a_bank_feed_payment_that_cannot_be_applied_is_recorded_as_rejected() -> None:
     loan = Loan(at(2))
-    event = lifecycle.PaymentReceived(payment=Payment(payment_id="P-1", amount=Decimal("5"), currency="USD",
+    event = lifecycle.PaymentReceived(payment=Payment(payment_id="P-1", amount=Decimal(5), currency="USD",
                                                       paid_at=at(2)), answer=False)
     assert loan.tell(event) is None
     assert actions(loan)[-1] == ("payment", "rejected") and loan.audits()[-1] == "payment_rejected"
@@ -417,7 +417,7 @@ def test_opting_out_refuses_that_channel_from_then_on() -> None:
 
 def test_a_promise_pauses_escalation_and_a_broken_one_resumes_it() -> None:
     loan = Loan(at(2))
-    decision = loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal("500"), date=DUE + timedelta(days=4))))
+    decision = loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4))))
     assert decision.accepted and loan.s.paused_reason == "promise to pay"  # type: ignore[attr-defined]
     assert ("paused", "promise to pay") in actions(loan)
     loan.until(at(8))
@@ -428,8 +428,8 @@ def test_a_promise_pauses_escalation_and_a_broken_one_resumes_it() -> None:
 def test_a_kept_promise_counts_and_a_promise_past_the_limit_is_refused() -> None:
     loan = Loan(at(2))
     with pytest.raises(lifecycle.Rejected, match="more than 14 days"):
-        loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal("5"), date=DUE + timedelta(days=30))))
-    loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal("500"), date=DUE + timedelta(days=4))))
+        loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal(5), date=DUE + timedelta(days=30))))
+    loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4))))
     loan.pay("500.00")
     assert loan.s.counts.promises_kept == 1 and loan.s.paused_reason is None
 
@@ -511,7 +511,7 @@ def test_a_dispute_silences_the_loan_until_resolved() -> None:
     loan.tell(lifecycle.DisputeRaised(request=DisputeRequest(reason="not my loan")), at(61))
     assert lifecycle.next_wake(loan.s) is None and loan.s.placement is None  # nothing dated: a request moves it
     with pytest.raises(lifecycle.Rejected, match="dispute is open"):
-        loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal("5"), date=DUE + timedelta(days=62))))
+        loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal(5), date=DUE + timedelta(days=62))))
     loan.tell(lifecycle.DisputeResolved(request=DisputeResolution(upheld=False)), at(70))
     assert loan.s.paused_reason is None and loan.s.paused_days == 9
 

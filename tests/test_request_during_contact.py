@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import Session, select
@@ -72,7 +72,7 @@ async def test_paid_while_the_guard_decides_the_reminder_goes_and_then_only_the_
     await starter.start_collection(env.client, loan, task_queue=worker_queue)
     await asyncio.wait_for(entered.wait(), 30)  # the reminder's guard decision is in flight
     paying = asyncio.create_task(starter.register_payment(env.client, loan.loan_id, Payment(
-        payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(timezone.utc))))
+        payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC))))
     await asyncio.sleep(1)
     assert not paying.done()  # recorded, waiting for the contact in flight
     release.set()

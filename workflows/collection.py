@@ -18,7 +18,6 @@ Loans started before this shell run `workflows/legacy/collection_v1.py` to their
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -125,7 +124,7 @@ class CollectionWorkflow:
         try:
             await workflow.wait_condition(self._wake_condition,
                                           timeout=None if wake is None else self._delay_until(wake))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             assert wake is not None
             self._feed(lifecycle.TimeReached(at=wake), wake)
             return
@@ -192,7 +191,7 @@ class CollectionWorkflow:
         changed = lifecycle.search_changes(s, lifecycle.clock_of(s))
         if changed:
             keys = {key.name: key for key in sa.ALL}
-            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[attr-defined]
+            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[arg-type]
             s.search_values.update(changed)
 
     # ---------------------------------------------------------------- requests: they only record

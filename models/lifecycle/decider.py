@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from models.arrangements import Decision
-from models.conduct import GuardDecision
 from models.effects import Audit, Command, CreateTask, FileCase, Place, SendMessage
 from models.lifecycle import closing, contacts, requests
 from models.lifecycle.due import run_due
@@ -60,7 +59,8 @@ from models.status import CollectionState
 
 class Outcome(NamedTuple):
     """A decision: the (changed) state, the commands to run in order, and the answer a
-    request's caller gets (a receipt, a `Decision`, a guard decision; None for loop events)."""
+    request's caller gets (a receipt, a `Decision`, an agency request's key whose guard answer
+    comes later; None for loop events and reports)."""
 
     state: CollectionState
     commands: list[Command]
@@ -162,7 +162,7 @@ def _check(step: Step, event: Event) -> None:
             return
 
 
-def _apply(step: Step, event: Event) -> PaymentReceipt | Decision | GuardDecision | None:
+def _apply(step: Step, event: Event) -> PaymentReceipt | Decision | str | None:
     match event:
         case TimeReached():
             run_due(step)

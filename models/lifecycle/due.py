@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from models.arrangements import Plan
-from models.lifecycle.contacts import recall, retry, run_deferred, run_step, send, timed_out
+from models.effects import CloseTask
 from models.lifecycle.closing import close
+from models.lifecycle.contacts import recall, retry, run_deferred, run_step, send, timed_out
 from models.lifecycle.money import post_fee, write_off
 from models.lifecycle.step import Step, clock_of, contact_time
-from models.effects import CloseTask
 from models.loan import Stage
 from models.negotiation import judge_instalment, judged_at
 from models.policy import Action

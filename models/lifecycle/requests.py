@@ -111,14 +111,14 @@ def ask_agency_contact(step: Step, req: AgencyContactRequest, key: str) -> None:
 # ------------------------------------------------------------------ shared
 
 
-def _arrangement(step: Step, kind: str) -> None:
+def _arrangement(step: Step) -> None:
     """Refuse if nothing can be arranged (closed, stopped, disputed)."""
     s = step.s
     try:
         refuse_arrangement(closed=s.closed_as is not None, stopped=s.stop is not None,
                            disputed=s.hold("dispute") is not None)
     except ArrangementRejected as exc:
-        raise Rejected(str(exc), "ArrangementRejected") from exc
+        raise _refuse(exc) from exc
 
 
 def _refuse(exc: ArrangementRejected) -> Rejected:
@@ -154,7 +154,7 @@ def _cancel_arrangements(step: Step, why: str) -> None:
 
 def check_promise_request(step: Step, req: PromiseRequest) -> None:
     s = step.s
-    _arrangement(step, "promise")
+    _arrangement(step)
     try:
         check_promise(
             req, today=step.today(), outstanding=s.balance.total, currency=s.loan.currency,
@@ -192,7 +192,7 @@ def _schedule(step: Step, req: PlanProposal) -> list[Instalment]:
 
 
 def check_plan(step: Step, req: PlanProposal) -> None:
-    _arrangement(step, "plan")
+    _arrangement(step)
     _schedule(step, req)
 
 
@@ -240,7 +240,7 @@ def _discount(step: Step, offer: SettlementOffer) -> Decimal:
 
 
 def check_settlement_offer(step: Step, offer: SettlementOffer) -> None:
-    _arrangement(step, "settlement")
+    _arrangement(step)
     _discount(step, offer)
 
 
@@ -297,7 +297,7 @@ def check_review(step: Step, decision: HardshipDecision) -> None:
     if decision.outcome == "offer_plan":
         if decision.plan is None:
             raise Rejected("offer_plan needs the plan", "ArrangementRejected")
-        _arrangement(step, "plan")
+        _arrangement(step)
         _schedule(step, decision.plan)
 
 
