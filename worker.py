@@ -11,10 +11,12 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import temporalio.activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
@@ -71,7 +73,7 @@ def create_worker(
         config.with_converter(client),
         task_queue=queue,
         workflows=[CollectionWorkflow, OverdueScanWorkflow],
-        activities=[
+        activities=_uninterrupted([
             messaging.send_message,
             ledger.post_fee,
             ledger.record_payment,
@@ -90,13 +92,28 @@ def create_worker(
             guard.record_conversation,
             admin.ensure_search_attributes,
             scan.scan_page,
-        ],
+        ]),
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         **options,
     )
+
+
+def _uninterrupted(functions: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """`functions`, after checking that none of the synchronous ones can be interrupted by
+    temporalio's thread-cancel exception (`activities.sync_activity` says why: one injected into
+    a database transaction left it open, holding a person's lock row). A new synchronous
+    activity defined with plain `@activity.defn` fails here, at worker start, not in production
+    at its first cancellation. (`_Definition` is the SDK's private record of the decorator's
+    options; this fails loudly, not silently, should it change.)"""
+    for fn in functions:
+        defn = temporalio.activity._Definition.must_from_callable(fn)
+        if not defn.is_async and not defn.no_thread_cancel_exception:
+            raise TypeError(f"activity {defn.name} is synchronous: define it with activities.sync_activity, "
+                            "so that a cancellation cannot interrupt its database transaction")
+    return functions
 
 
 async def run_worker() -> None:
