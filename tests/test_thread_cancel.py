@@ -4,20 +4,25 @@
 temporalio cancels a synchronous activity (worker shutdown, as at the end of every test here;
 an activity timeout; a cancel request) by raising CancelledError asynchronously in its thread,
 at whatever bytecode the thread is executing. Injected inside SQLAlchemy or psycopg it left the
-connection checked out with its transaction open and no owner: on PostgreSQL a guard decision
-"idle in transaction" after its audit SELECT, holding the person's lock row, and every later
-decision for that person waiting on it (a full test run hung once in tests/test_payments.py).
-`activities.sync_activity` now defines the database activities so that temporalio never raises
-inside them.
+connection checked out with its transaction open and no owner, reachable only from the
+exception's traceback until the garbage collector freed it: on PostgreSQL a guard decision
+"idle in transaction" holding the person's lock row, and the next decision for that person
+waiting on it. A worker shut down with such a decision waiting never finished shutting down
+(a full test run hung once in tests/test_payments.py; with `db.store._PG_TIMEOUTS` it took the
+60 s of the idle-transaction timeout). `activities.sync_activity` now defines the database
+activities so that temporalio never raises inside them.
 
-The test injects the cancellation at every `STRIDE`-th Python function call of an activity's
-transaction (from the connection's checkout to its return to the pool), deterministically:
-the activity's thread counts its own calls (sys.settrace, call events only) and cancels itself
-at the chosen one, through temporalio's ActivityEnvironment, which raises exactly as the worker
-does. After each run it looks for what a lost exception leaves: a connection still checked out
-of the pool, a PostgreSQL session still in a transaction (pg_stat_activity), a SQLite write
-lock still held. Without the fix about 2 % of the points leaked on PostgreSQL (the first one
-found is reported); the run takes 5-15 s per database on this machine.
+The test injects the cancellation at every POINTS-th part of a guard decision's transaction
+(from the connection's checkout to its return to the pool), by Python function call,
+deterministically: the activity's thread counts its own calls (sys.settrace, call events only)
+and cancels itself at the chosen one, through temporalio's ActivityEnvironment, which raises
+exactly as the worker does. After each run it looks for what a lost exception leaves: a
+connection still checked out of the pool, a PostgreSQL session not idle (pg_stat_activity), a
+SQLite write lock still held. Without the fix the sweep stops at a leak on both databases
+(SQLite's write lock still held, a PostgreSQL connection still checked out; scratch sweeps over
+every point left sessions idle in transaction after the person's lock, the audit SELECT or
+the commit's RELEASE SAVEPOINT, some of them back in the pool with the transaction open).
+About 5 s per database here.
 """
 
 from __future__ import annotations
@@ -31,13 +36,17 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, text
+from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
+from activities import sync_activity
 from activities.guard import GuardActivities
 from models.conduct import GuardDecision
 from models.requests import GuardRequest
 from tests.test_locks import NOW, sms
+from worker import _uninterrupted
 
 POINTS = 150
 """Injection points per activity, spread evenly over its transaction."""
@@ -132,3 +141,23 @@ def test_a_guard_decision_cancelled_anywhere_in_its_transaction_leaves_nothing_o
         outcomes.append(outcome)
     # A cancellation does not stop a database activity: it runs to its end, and its decision stands.
     assert [type(o) for o in outcomes] == [GuardDecision] * len(points)
+
+
+def test_the_worker_refuses_a_synchronous_activity_that_a_cancellation_could_interrupt() -> None:
+    """`create_worker` checks its activities: a new synchronous one defined with plain
+    `@activity.defn` fails at worker start, not at its first cancellation in production."""
+
+    @activity.defn(name="plain")
+    def plain(key: str) -> str:
+        return key
+
+    @sync_activity
+    def guarded(key: str) -> str:
+        return key
+
+    async def later(key: str) -> str:  # async activities are cancelled as asyncio tasks: nothing to guard
+        return key
+
+    with pytest.raises(TypeError, match="sync_activity"):
+        _uninterrupted([plain])
+    assert _uninterrupted([guarded, activity.defn(later)]) == [guarded, later]
