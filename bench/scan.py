@@ -1,7 +1,7 @@
 """Daily scan time over a loan book of N rows (embedded dev server; SQLite or PostgreSQL).
 
     python bench/scan.py [--n 100000] [--database-url postgresql+psycopg://user@host:port/db]
-                         [--page-size 500] [--pages-per-run 20] [--isolated] [--plain]
+                         [--page-size 500] [--pages-per-run 20] [--isolated] [--workflow-tasks N] [--plain]
 
 Fills `book_loans` with --n rows in a realistic mix (most not yet due or already in
 collection, a small share newly overdue: see MIX), starts the dev server and a worker in a child
@@ -68,7 +68,8 @@ async def worker_child(spec: dict[str, Any]) -> None:
         scan = ScanActivities(client, engine, f"{spec['queue']}-unpolled")
         worker = Worker(client, task_queue=spec["queue"], workflows=[OverdueScanWorkflow], activities=[scan.scan_page])
     else:
-        worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"])
+        tuning = {"max_concurrent_workflow_tasks": spec["workflow_tasks"]} if spec["workflow_tasks"] else {}
+        worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"], **tuning)
     async with worker:
         print("ready", flush=True)
         await until_stopped()
@@ -221,7 +222,7 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         client = config.with_converter(env.client)
         queue = f"bench-scan-{uuid.uuid4().hex[:8]}"
         spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
-                "queue": queue, "db_url": url, "isolated": args.isolated}
+                "queue": queue, "db_url": url, "isolated": args.isolated, "workflow_tasks": args.workflow_tasks}
         child_log = tmp / "worker.log"  # its shutdown cancels the started loans' activities: noise, kept apart
         child = await _common.start_worker_process(Path(__file__).resolve(), {**os.environ, CHILD_ENV: json.dumps(spec)},
                                                    child_log, timeout=90)
@@ -270,7 +271,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         ("database", database),
         ("setup", (f"dev server (SQLite file, WAL), worker in its own process "
                    f"({'scan only; started loans wait on an unpolled queue' if args.isolated else 'the project worker: started loans run on it'}); "
-                   f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages")),
+                   f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages; "
+                   f"workflow task slots {args.workflow_tasks or 'the worker default (100)'}")),
         ("payload encryption", encryption),
         ("fill", f"{args.n / r['fill']:,.0f} rows/s ({r['fill']:.1f} s, bulk insert + ANALYZE; not part of the scan)"),
         ("", ""),
@@ -320,6 +322,8 @@ if __name__ == "__main__":
     parser.add_argument("--page-size", type=int, default=500, help="rows per scan activity (default 500)")
     parser.add_argument("--pages-per-run", type=int, default=20, help="pages before continue-as-new (default 20)")
     parser.add_argument("--isolated", action="store_true", help="no collection worker: time the scan alone")
+    parser.add_argument("--workflow-tasks", type=int, default=0,
+                        help="the worker's max_concurrent_workflow_tasks (default: the worker's own, temporalio's 100)")
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()
     code = asyncio.run(main(arguments, parser))
