@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import inspect
 import logging
 import signal
 from collections.abc import Callable
@@ -19,7 +21,13 @@ from typing import Any
 import temporalio.activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    PollerBehaviorAutoscaling,
+    Worker,
+)
 
 import config
 from activities.admin import AdminActivities, ensure_search_attributes
@@ -69,11 +77,12 @@ def create_worker(
     guard = GuardActivities(engine)
     admin = AdminActivities(client)
     scan = ScanActivities(client, engine, queue)
+    interceptors = [Uninterrupted(), *options.pop("interceptors", [])]  # Uninterrupted: see `uninterrupted`
     return Worker(
         config.with_converter(client),
         task_queue=queue,
         workflows=[CollectionWorkflow, OverdueScanWorkflow],
-        activities=_uninterrupted([
+        activities=[
             messaging.send_message,
             ledger.post_fee,
             ledger.record_payment,
@@ -92,7 +101,8 @@ def create_worker(
             guard.record_conversation,
             admin.ensure_search_attributes,
             scan.scan_page,
-        ]),
+        ],
+        interceptors=interceptors,
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
@@ -101,19 +111,45 @@ def create_worker(
     )
 
 
-def _uninterrupted(functions: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
-    """`functions`, after checking that none of the synchronous ones can be interrupted by
-    temporalio's thread-cancel exception (`activities.sync_activity` says why: one injected into
-    a database transaction left it open, holding a person's lock row). A new synchronous
-    activity defined with plain `@activity.defn` fails here, at worker start, not in production
-    at its first cancellation. (`_Definition` is the SDK's private record of the decorator's
-    options; this fails loudly, not silently, should it change.)"""
-    for fn in functions:
-        defn = temporalio.activity._Definition.must_from_callable(fn)
-        if not defn.is_async and not defn.no_thread_cancel_exception:
-            raise TypeError(f"activity {defn.name} is synchronous: define it with activities.sync_activity, "
-                            "so that a cancellation cannot interrupt its database transaction")
-    return functions
+def uninterrupted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, a synchronous activity, run so that a cancellation cannot interrupt it halfway:
+    temporalio's cancellation exception is held back while it runs (the SDK's public
+    `activity.shield_thread_cancel_exception`) and raised, if one came, once it has returned.
+
+    Why: temporalio cancels a synchronous activity running in the worker's thread pool (worker
+    shutdown, which the tests do at the end of every test; an activity timeout; a cancel
+    request) by raising CancelledError *asynchronously* in its thread (PyThreadState_SetAsyncExc),
+    at whatever bytecode the thread is executing. Landing inside SQLAlchemy or psycopg (the pool's
+    checkout, a statement's result handling, the commit, the rollback on return) it left the
+    connection checked out with its transaction open and no owner, reachable only from the
+    exception's traceback until the garbage collector freed it; sometimes back in the pool with
+    the transaction still open. On PostgreSQL: a guard decision "idle in transaction" holding a
+    person's lock row, the next decision for that person waiting on it, and a worker shutting
+    down waiting for that one (issue 9, item 6a; tests/test_thread_cancel.py). Every synchronous
+    activity here is one or a few short transactions (a lock wait ends at the server's
+    lock_timeout), none heartbeats, and all are idempotent: one that commits and is then
+    reported cancelled is run again and finds its work done."""
+
+    def run(*args: Any) -> Any:
+        with temporalio.activity.shield_thread_cancel_exception():
+            return fn(*args)
+
+    return run
+
+
+class Uninterrupted(Interceptor):
+    """Runs every synchronous activity of the worker through `uninterrupted`: one place, so
+    that an activity added later is covered without anyone remembering to."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _UninterruptedInbound(next)
+
+
+class _UninterruptedInbound(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if not (inspect.iscoroutinefunction(input.fn) or inspect.iscoroutinefunction(getattr(input.fn, "__call__"))):
+            input = dataclasses.replace(input, fn=uninterrupted(input.fn))
+        return await self.next.execute_activity(input)
 
 
 async def run_worker() -> None:

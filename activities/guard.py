@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
+from temporalio import activity
 
-from activities import sync_activity
 from db.contacts import ContactRow, lock_person
 from db.store import append_audit, audit_row, hold_write_lock
 from db.tables import AuditRow
@@ -39,7 +39,7 @@ class GuardActivities:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    @sync_activity
+    @activity.defn
     def request_contact(self, req: GuardRequest) -> GuardDecision:
         """Decide a contact against the person's whole history and, if allowed, take the slot.
 
@@ -86,7 +86,7 @@ class GuardActivities:
             session.commit()
         return decision
 
-    @sync_activity
+    @activity.defn
     def record_conversation(self, key: str) -> Recorded:
         """A call reached the borrower: it now counts as a conversation for the caps."""
         with Session(self._engine) as session:

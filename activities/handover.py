@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from temporalio import activity
 
-from activities import sync_activity
 from activities.rendering import Renderer
 from db.store import append_audit, audit_row, hold_write_lock, insert_once
 from db.tables import CaseRow, PlacementRow
@@ -17,7 +17,7 @@ class HandoverActivities:
         self._engine = engine
         self._renderer = renderer
 
-    @sync_activity
+    @activity.defn
     def place_with_agency(self, req: PlacementRequest) -> Recorded:
         """Record the placement (the agency's feed reads this table) with its handover note."""
         _, note = self._renderer.render(req.template, "document", req.language, req.context)
@@ -30,7 +30,7 @@ class HandoverActivities:
         row, duplicate = insert_once(self._engine, row, "placement_id", [audit])
         return Recorded(ref=row.placement_id, duplicate=duplicate)
 
-    @sync_activity
+    @activity.defn
     def recall_from_agency(self, req: RecallRequest) -> Recorded:
         """Take the account back; a second recall changes nothing (the row is locked before it
         is read, so a concurrent second recall waits and then finds it recalled)."""
@@ -47,7 +47,7 @@ class HandoverActivities:
             session.commit()
         return Recorded(ref=req.placement_id)
 
-    @sync_activity
+    @activity.defn
     def file_case(self, req: CaseRequest) -> Recorded:
         """File the court case with its claim document."""
         _, document = self._renderer.render(req.template, "document", req.language, req.context)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import Engine
+from temporalio import activity
 
-from activities import sync_activity
 from db.store import audit_row, insert_once
 from db.tables import LedgerEntry
 from models.loan import COMPONENTS
@@ -17,7 +17,7 @@ class LedgerActivities:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    @sync_activity
+    @activity.defn
     def post_fee(self, req: FeeRequest) -> Recorded:
         """Post the late fee of one period; the key (loan, period) makes it once per period."""
         entry = LedgerEntry(
@@ -29,7 +29,7 @@ class LedgerActivities:
         row, duplicate = insert_once(self._engine, entry, "key", [audit])
         return Recorded(ref=str(row.id), duplicate=duplicate)
 
-    @sync_activity
+    @activity.defn
     def record_payment(self, req: PaymentRecord) -> Recorded:
         """Write the payment and one allocation row per component, in one transaction."""
         pay = req.payment
@@ -57,7 +57,7 @@ class LedgerActivities:
         row, duplicate = insert_once(self._engine, entry, "key", extra)
         return Recorded(ref=str(row.id), duplicate=duplicate)
 
-    @sync_activity
+    @activity.defn
     def charge_off(self, req: ChargeOffRequest) -> Recorded:
         """Charge off the balance left at the write-off day (recoveries are still accepted)."""
         entry = LedgerEntry(
@@ -69,7 +69,7 @@ class LedgerActivities:
         row, duplicate = insert_once(self._engine, entry, "key", [audit])
         return Recorded(ref=str(row.id), duplicate=duplicate)
 
-    @sync_activity
+    @activity.defn
     def waive(self, req: WaiverRequest) -> Recorded:
         """Write amounts off, one ledger row per component, in one transaction."""
         rows = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 from sqlmodel import Session
+from temporalio import activity
 
-from activities import sync_activity
 from activities.channels import ChannelAdapter
 from activities.rendering import Renderer
 from db.store import audit_row, insert_once
@@ -19,7 +19,7 @@ class MessagingActivities:
         self._renderer = renderer
         self._adapter = adapter
 
-    @sync_activity
+    @activity.defn
     def send_message(self, req: MessageRequest) -> Recorded:
         """Send one message. A retry finds the outbox row by key and at most re-delivers it
         (with the same key) if the earlier attempt died before marking it sent."""

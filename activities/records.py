@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import sync_activity
 from db.store import audit_row, insert_once
 from db.tables import BorrowerRow, LoanRow, utcnow
 from models.conduct import load_holidays, load_ruleset
@@ -30,7 +30,7 @@ class RecordActivities:
         self._checked: set[tuple[str, str]] = set()
         self._lint_lock = threading.Lock()
 
-    @sync_activity
+    @activity.defn
     def load_policy(self, name: str) -> Policy:
         """Read and validate the named policy, its rule set and, under that rule set, every
         template it may send; a broken policy or an uncivil template fails the start."""
@@ -59,7 +59,7 @@ class RecordActivities:
             listed = "; ".join(f"{name}: {', '.join(found)}" for name, found in sorted(problems.items()))
             raise PolicyError(f"policy {policy.name}: templates refused under rule set {ruleset.name}: {listed}")
 
-    @sync_activity
+    @activity.defn
     def load_conduct_rules(self, conduct: Conduct) -> ConductRules:
         """The rule set a policy names, with its overrides and holiday calendar."""
         try:
@@ -69,7 +69,7 @@ class RecordActivities:
             raise ApplicationError(str(exc), type="RuleSetError", non_retryable=True) from exc
         return ConductRules(ruleset=ruleset, holidays=sorted(holidays))
 
-    @sync_activity
+    @activity.defn
     def register_loan(self, req: LoanRegistration) -> Recorded:
         """Insert the borrower and loan rows if new, and link the loan to its workflow."""
         loan, b = req.loan, req.loan.borrower
@@ -103,7 +103,7 @@ class RecordActivities:
             except IntegrityError:
                 session.rollback()
 
-    @sync_activity
+    @activity.defn
     def record_event(self, event: AuditEvent) -> Recorded:
         """Append an audit entry (once per key) and keep the loan row's stage current."""
         row = audit_row(event.key, event.loan_id, event.action, event.actor, event.stage, event.at, **event.detail)

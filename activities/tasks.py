@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from temporalio import activity
 
-from activities import sync_activity
 from activities.rendering import Renderer
 from db.store import append_audit, audit_row, hold_write_lock, insert_once
 from db.tables import AuditRow, TaskRow
@@ -17,7 +17,7 @@ class TaskActivities:
         self._engine = engine
         self._renderer = renderer
 
-    @sync_activity
+    @activity.defn
     def create_task(self, req: TaskRequest) -> Recorded:
         """Open a task in the people's queue with a brief rendered from the step's template."""
         _, brief = self._renderer.render(req.template, "task", req.language, req.context)
@@ -31,7 +31,7 @@ class TaskActivities:
         row, duplicate = insert_once(self._engine, row, "task_id", [audit])
         return Recorded(ref=row.task_id, duplicate=duplicate)
 
-    @sync_activity
+    @activity.defn
     def close_task(self, req: TaskClosure) -> Recorded:
         """Close a task with its outcome; closing a closed task changes nothing. The row is
         locked before it is read, so a second closing attempt at the same moment waits and

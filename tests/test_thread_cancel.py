@@ -9,8 +9,9 @@ exception's traceback until the garbage collector freed it: on PostgreSQL a guar
 "idle in transaction" holding the person's lock row, and the next decision for that person
 waiting on it. A worker shut down with such a decision waiting never finished shutting down
 (a full test run hung once in tests/test_payments.py; with `db.store._PG_TIMEOUTS` it took the
-60 s of the idle-transaction timeout). `activities.sync_activity` now defines the database
-activities so that temporalio never raises inside them.
+60 s of the idle-transaction timeout). The worker now runs every synchronous activity under
+temporalio's shield (`worker.Uninterrupted`, `worker.uninterrupted`): a cancellation that comes
+while it runs is raised once it has returned, never inside it.
 
 The test injects the cancellation at every POINTS-th part of a guard decision's transaction
 (from the connection's checkout to its return to the pool), by Python function call,
@@ -36,17 +37,16 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, event, text
-from temporalio import activity
-from temporalio.testing import ActivityEnvironment
+from sqlmodel import Session, select
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities import sync_activity
 from activities.guard import GuardActivities
+from db.tables import AuditRow
 from models.conduct import GuardDecision
 from models.requests import GuardRequest
 from tests.test_locks import NOW, sms
-from worker import _uninterrupted
+from worker import Uninterrupted, create_worker, uninterrupted
 
 POINTS = 150
 """Injection points per activity, spread evenly over its transaction."""
@@ -61,8 +61,7 @@ class Injector:
     def run(self, at: int, fn: Callable[..., Any], *args: Any) -> Any:
         """The activity's result, or the repr of the exception it raised, once its thread has
         ended. Not the exception itself: its traceback would keep the activity's frames, and
-        what they hold, alive. `fn` is the activity itself: ActivityEnvironment reads its
-        definition, as the worker does."""
+        what they hold, alive."""
         env = ActivityEnvironment()
         self.calls = 0
 
@@ -125,39 +124,31 @@ def left_behind(engine: Engine) -> list[str]:
 
 
 def test_a_guard_decision_cancelled_anywhere_in_its_transaction_leaves_nothing_open(engine: Engine) -> None:
+    """The decision runs as the worker runs it (`worker.uninterrupted`); a cancellation at any
+    point leaves nothing open, and the decision stands even when the activity then reports the
+    cancellation (the retry finds it recorded)."""
     guard, injector, n = GuardActivities(engine), Injector(), itertools.count()
+    decide = uninterrupted(guard.request_contact)
 
     def request() -> GuardRequest:
         i = next(n)
         return sms(f"L-{i}", NOW + timedelta(minutes=i))
 
-    injector.run(0, guard.request_contact, request())  # a cold first run: connections opened, statements compiled
-    points = injector.window(engine, guard.request_contact, request())
+    injector.run(0, decide, request())  # a cold first run: connections opened, statements compiled
+    points = injector.window(engine, decide, request())
     outcomes = []
     for at in points:
-        outcome = injector.run(at, guard.request_contact, request())
+        outcome = injector.run(at, decide, request())
         leaks = left_behind(engine)
         assert not leaks, f"cancelled at call {at} of {points}: {leaks}; the activity returned {outcome!r}"
         outcomes.append(outcome)
-    # A cancellation does not stop a database activity: it runs to its end, and its decision stands.
-    assert [type(o) for o in outcomes] == [GuardDecision] * len(points)
+    assert {type(o) for o in outcomes} <= {GuardDecision, str}
+    assert {o for o in outcomes if isinstance(o, str)} <= {"CancelledError('Cancelled')"}
+    with Session(engine) as session:
+        decided = session.exec(select(AuditRow.key).where(AuditRow.actor == "guard")).all()
+    assert len(decided) == next(n)  # every request decided once, cancelled or not
 
 
-def test_the_worker_refuses_a_synchronous_activity_that_a_cancellation_could_interrupt() -> None:
-    """`create_worker` checks its activities: a new synchronous one defined with plain
-    `@activity.defn` fails at worker start, not at its first cancellation in production."""
-
-    @activity.defn(name="plain")
-    def plain(key: str) -> str:
-        return key
-
-    @sync_activity
-    def guarded(key: str) -> str:
-        return key
-
-    async def later(key: str) -> str:  # async activities are cancelled as asyncio tasks: nothing to guard
-        return key
-
-    with pytest.raises(TypeError, match="sync_activity"):
-        _uninterrupted([plain])
-    assert _uninterrupted([guarded, activity.defn(later)]) == [guarded, later]
+async def test_the_worker_runs_its_synchronous_activities_uninterrupted(env: WorkflowEnvironment, db_url: str) -> None:
+    async with create_worker(env.client, task_queue="uninterrupted", database_url=db_url) as worker:
+        assert any(isinstance(i, Uninterrupted) for i in worker.config()["interceptors"])
