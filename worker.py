@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import inspect
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import temporalio.activity
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    PollerBehaviorAutoscaling,
+    Worker,
+)
 
 import config
 from activities.admin import AdminActivities, ensure_search_attributes
@@ -76,6 +86,7 @@ def create_worker(
     scan = ScanActivities(client, engine, queue)
     effects = EffectActivities(ledger, messaging, tasks, handover, records, guard)
     start = StartActivities(records, admin)
+    interceptors = [Uninterrupted(), *options.pop("interceptors", [])]  # Uninterrupted: see `uninterrupted`
     worker = Worker(
         config.with_converter(client),
         task_queue=queue,
@@ -102,6 +113,7 @@ def create_worker(
             admin.ensure_search_attributes,
             scan.scan_page,
         ],  # the ones after `perform` are the first workflow version's (and `request_contact` both's)
+        interceptors=interceptors,
         activity_executor=ThreadPoolExecutor(max_workers=cfg.activity_threads),
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
@@ -130,6 +142,47 @@ def process_activation_jobs_as_one_batch(worker: Worker) -> None:
 
     worker._set_default_workflow_logic_flag(
         _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH, enabled=True)
+
+
+def uninterrupted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, a synchronous activity, run so that a cancellation cannot interrupt it halfway:
+    temporalio's cancellation exception is held back while it runs (the SDK's public
+    `activity.shield_thread_cancel_exception`) and raised, if one came, once it has returned.
+
+    Why: temporalio cancels a synchronous activity running in the worker's thread pool (worker
+    shutdown, which the tests do at the end of every test; an activity timeout; a cancel
+    request) by raising CancelledError *asynchronously* in its thread (PyThreadState_SetAsyncExc),
+    at whatever bytecode the thread is executing. Landing inside SQLAlchemy or psycopg (the pool's
+    checkout, a statement's result handling, the commit, the rollback on return) it left the
+    connection checked out with its transaction open and no owner, reachable only from the
+    exception's traceback until the garbage collector freed it; sometimes back in the pool with
+    the transaction still open. On PostgreSQL: a guard decision "idle in transaction" holding a
+    person's lock row, the next decision for that person waiting on it, and a worker shutting
+    down waiting for that one (issue 9, item 6a; tests/test_thread_cancel.py). Every synchronous
+    activity here is one or a few short transactions (a lock wait ends at the server's
+    lock_timeout), none heartbeats, and all are idempotent: one that commits and is then
+    reported cancelled is run again and finds its work done."""
+
+    def run(*args: Any) -> Any:
+        with temporalio.activity.shield_thread_cancel_exception():
+            return fn(*args)
+
+    return run
+
+
+class Uninterrupted(Interceptor):
+    """Runs every synchronous activity of the worker through `uninterrupted`: one place, so
+    that an activity added later is covered without anyone remembering to."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _UninterruptedInbound(next)
+
+
+class _UninterruptedInbound(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if not (inspect.iscoroutinefunction(input.fn) or inspect.iscoroutinefunction(getattr(input.fn, "__call__"))):
+            input = dataclasses.replace(input, fn=uninterrupted(input.fn))
+        return await self.next.execute_activity(input)
 
 
 async def run_worker() -> None:

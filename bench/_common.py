@@ -97,6 +97,65 @@ async def start_time_skipping() -> Any:
     )
 
 
+# ----------------------------------------------------------------------------- worker processes
+
+
+_DRAINS: set[asyncio.Task[None]] = set()
+"""The tasks that copy worker children's output on (held here so that they are not collected)."""
+
+
+async def start_worker_process(script: Path, env: dict[str, str], log: Path | None, timeout: float) -> Any:
+    """Start `script` (a benchmark's worker child, which prints "ready" once its worker runs)
+    and return its asyncio process once it has said so. Its stderr goes to `log` (None: ours);
+    so does everything it writes to stdout, before "ready" and after, for as long as it runs.
+
+    Why the stdout is read to the end: the Temporal core (Rust) writes its own warnings
+    ("[TMPRL1104] ... Workflow task duration exceeded 5 seconds", "Task not found when
+    completing") straight to the process's stdout, from its workflow-processing thread. A pipe
+    that is no longer read fills at 64 KiB, about 90 such lines; that thread then blocks in
+    write(2) for good and the worker stops polling its workflow queue, every Python thread idle.
+    That was the stalled PostgreSQL runs of bench/scan.py (issue 9, item 6b): its first scan
+    starts 2,000 loans on a worker that takes more than 5 s for many of their workflow tasks."""
+    out = log.open("ab") if log is not None else None
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, stderr=out or None, env=env)
+    assert child.stdout is not None
+    try:
+        await asyncio.wait_for(_until_ready(child.stdout, out), timeout=timeout)
+    except BaseException:
+        child.kill()
+        await child.wait()
+        raise
+    drain = asyncio.create_task(_copy(child.stdout, out))
+    _DRAINS.add(drain)
+    drain.add_done_callback(_DRAINS.discard)
+    return child
+
+
+async def _until_ready(stdout: asyncio.StreamReader, out: Any) -> None:
+    while (line := await stdout.readline()) != b"":
+        if line.strip() == b"ready":
+            return
+        _write(out, line)
+    raise RuntimeError("the worker child ended before it was ready" + (f"; see {out.name}" if out else ""))
+
+
+async def _copy(stdout: asyncio.StreamReader, out: Any) -> None:
+    while (chunk := await stdout.read(65536)) != b"":
+        _write(out, chunk)
+    if out is not None:
+        out.close()
+
+
+def _write(out: Any, data: bytes) -> None:
+    if out is None:
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+    else:
+        out.write(data)
+        out.flush()
+
+
 # ----------------------------------------------------------------------------- measuring
 
 

@@ -93,14 +93,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             queue = f"bench-memory-{uuid.uuid4().hex[:8]}"
             spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
                     "queue": queue, "db_url": f"sqlite:///{db_file}", "cache": args.max_cached}
-            child = await asyncio.create_subprocess_exec(
-                sys.executable, str(Path(__file__).resolve()), stdout=asyncio.subprocess.PIPE,
-                env={**os.environ, CHILD_ENV: json.dumps(spec)},
-            )
-            assert child.stdout is not None
-            line = await asyncio.wait_for(child.stdout.readline(), timeout=60)
-            if line.strip() != b"ready":
-                raise RuntimeError(f"worker child did not start: {line!r}")
+            child = await _common.start_worker_process(Path(__file__).resolve(),
+                                                       {**os.environ, CHILD_ENV: json.dumps(spec)}, None, timeout=60)
             pid = child.pid
             try:
                 await wait_idle(pid, timeout=10)

@@ -1,7 +1,7 @@
 """Daily scan time over a loan book of N rows (embedded dev server; SQLite or PostgreSQL).
 
     python bench/scan.py [--n 100000] [--database-url postgresql+psycopg://user@host:port/db]
-                         [--page-size 500] [--pages-per-run 20] [--isolated] [--plain]
+                         [--page-size 500] [--pages-per-run 20] [--isolated] [--workflow-tasks N] [--plain]
 
 Fills `book_loans` with --n rows in a realistic mix (most not yet due or already in
 collection, a small share newly overdue: see MIX), starts the dev server and a worker in a child
@@ -68,7 +68,8 @@ async def worker_child(spec: dict[str, Any]) -> None:
         scan = ScanActivities(client, engine, f"{spec['queue']}-unpolled")
         worker = Worker(client, task_queue=spec["queue"], workflows=[OverdueScanWorkflow], activities=[scan.scan_page])
     else:
-        worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"])
+        tuning = {"max_concurrent_workflow_tasks": spec["workflow_tasks"]} if spec["workflow_tasks"] else {}
+        worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"], **tuning)
     async with worker:
         print("ready", flush=True)
         await until_stopped()
@@ -221,16 +222,10 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         client = config.with_converter(env.client)
         queue = f"bench-scan-{uuid.uuid4().hex[:8]}"
         spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
-                "queue": queue, "db_url": url, "isolated": args.isolated}
+                "queue": queue, "db_url": url, "isolated": args.isolated, "workflow_tasks": args.workflow_tasks}
         child_log = tmp / "worker.log"  # its shutdown cancels the started loans' activities: noise, kept apart
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).resolve()), stdout=asyncio.subprocess.PIPE,
-            stderr=child_log.open("w"), env={**os.environ, CHILD_ENV: json.dumps(spec)},
-        )
-        assert child.stdout is not None
-        line = await asyncio.wait_for(child.stdout.readline(), timeout=90)
-        if line.strip() != b"ready":
-            raise RuntimeError(f"worker child did not start: {line!r}\n{child_log.read_text(errors='replace')}")
+        child = await _common.start_worker_process(Path(__file__).resolve(), {**os.environ, CHILD_ENV: json.dumps(spec)},
+                                                   child_log, timeout=90)
         try:
             servers = [p for p in _common.child_pids() if p != child.pid]
             cpu0 = {p: _common.cpu_seconds(p) for p in [child.pid, *servers]}
@@ -250,7 +245,9 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
             except TimeoutError:
                 child.kill()
                 await child.wait()
+    log = child_log.read_text(errors="replace")
     return {"counts": counts, "fill": fill_seconds, "plan": plan, "first": first, "first_wall": first_wall,
+            "slow_tasks": log.count("Workflow task duration exceeded"), "lost_tasks": log.count("Task not found when completing"),
             "second": second, "second_wall": second_wall, "rss_before": rss_before, "rss_after": rss_after,
             "cpu_worker": cpu1[child.pid] - cpu0[child.pid], "idle_wait": idle_wait,
             "cpu_server": sum(cpu1[p] - cpu0[p] for p in cpu0 if p != child.pid)}
@@ -274,7 +271,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         ("database", database),
         ("setup", (f"dev server (SQLite file, WAL), worker in its own process "
                    f"({'scan only; started loans wait on an unpolled queue' if args.isolated else 'the project worker: started loans run on it'}); "
-                   f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages")),
+                   f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages; "
+                   f"workflow task slots {args.workflow_tasks or 'the worker default (100)'}")),
         ("payload encryption", encryption),
         ("fill", f"{args.n / r['fill']:,.0f} rows/s ({r['fill']:.1f} s, bulk insert + ANALYZE; not part of the scan)"),
         ("", ""),
@@ -291,6 +289,9 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                         f"after, peak {r['rss_after']['VmHWM'] / 1024:.0f} MiB")),
         ("CPU, first scan", (f"worker {r['cpu_worker'] / r['first_wall'] * 100:.0f}%, Temporal server "
                              f"{r['cpu_server'] / r['first_wall'] * 100:.0f}% (of {len(os.sched_getaffinity(0)) * 100}%)")),
+        ("worker's core warnings", (f"{r['slow_tasks']:,} workflow tasks over 5 s, {r['lost_tasks']:,} completed after the "
+                                    "server had timed them out (10 s); written to the worker's stdout, which the bench reads "
+                                    "to the end (unread, ~90 lines filled the pipe and stopped the worker)")),
         ("page query plan", " | ".join(line.strip() for line in r["plan"])),
     ]
     notes = ["the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
@@ -321,6 +322,8 @@ if __name__ == "__main__":
     parser.add_argument("--page-size", type=int, default=500, help="rows per scan activity (default 500)")
     parser.add_argument("--pages-per-run", type=int, default=20, help="pages before continue-as-new (default 20)")
     parser.add_argument("--isolated", action="store_true", help="no collection worker: time the scan alone")
+    parser.add_argument("--workflow-tasks", type=int, default=0,
+                        help="the worker's max_concurrent_workflow_tasks (default: the worker's own, temporalio's 100)")
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()
     code = asyncio.run(main(arguments, parser))

@@ -58,10 +58,12 @@ def make_engine(
 
 
 _PG_TIMEOUTS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
-"""A transaction left open (seen once in a full test run: a guard decision's transaction idle
-after reading the audit table, holding a person's lock row, and every later decision for that
-person waiting on it) ends after a minute, and a lock wait fails after 30 s instead of hanging:
-the activity gets an OperationalError, and the guard and Temporal's activity retries run it again."""
+"""A safety net: a transaction left open ends after a minute, and a lock wait fails after 30 s
+instead of hanging (the activity gets an OperationalError, and the guard and Temporal's activity
+retries run it again). Seen once in a full test run: a guard decision's transaction idle after
+reading the audit table, holding a person's lock row, every later decision for that person
+waiting on it. The cause, temporalio's cancellation exception raised inside the database code
+of a synchronous activity, is gone (`worker.Uninterrupted`, tests/test_thread_cancel.py)."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -44,6 +44,18 @@ HOW_TO_GET_IT = (
 )
 
 
+LOG_VARIABLE = "POSTGRES_TEST_LOG"
+"""A file to keep the throwaway cluster's log in, with every statement logged (for a hang: which
+backend, by pid, ran what before it went idle in a transaction)."""
+
+_DIAGNOSTICS = ["-c log_line_prefix='%m [%p] %d %x '", "-c log_lock_waits=on"]
+"""Always: each log line names its backend (pid), database and transaction id, and a lock wait
+longer than deadlock_timeout (1 s) is logged with who waits for what; an idle transaction ended
+by idle_in_transaction_session_timeout (`db.store._PG_TIMEOUTS`) is logged by the server anyway."""
+
+_STATEMENTS = ["-c log_statement=all"]
+
+
 class PostgresUnavailable(RuntimeError):
     """No PostgreSQL server could be had for the tests."""
 
@@ -112,6 +124,9 @@ class PostgresCluster:
     def stop(self) -> None:
         if self.data.joinpath("postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        keep = os.environ.get(LOG_VARIABLE)
+        if keep and (self.dir / "server.log").exists():
+            shutil.copyfile(self.dir / "server.log", keep)
         if self._watchdog is not None:
             self._watchdog.kill()
             self._watchdog.wait()
@@ -132,6 +147,7 @@ class PostgresCluster:
             "-c listen_addresses=127.0.0.1", f"-p {self.port}", f"-c unix_socket_directories={self.dir}",
             "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
             "-c max_connections=300", "-c shared_buffers=64MB",
+            *_DIAGNOSTICS, *(_STATEMENTS if os.environ.get(LOG_VARIABLE) else []),
         ])
         done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
                          "-o", options, "start", check=False)
