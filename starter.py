@@ -278,7 +278,7 @@ async def wait_quiet(client: Client, loan_id: str, timeout: float = 30.0) -> Non
     give_up = time.monotonic() + timeout
     while True:
         try:
-            if not await handle.query(CollectionWorkflow.busy):
+            if not await handle.query(CollectionWorkflow.busy, rpc_timeout=REPLY_RPC_TIMEOUT):
                 return
         except WorkflowQueryFailedError as exc:
             if "busy" in str(exc):  # the first version has no such query: it writes before it answers
@@ -288,7 +288,8 @@ async def wait_quiet(client: Client, loan_id: str, timeout: float = 30.0) -> Non
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            raise
+            if exc.status not in _QUERY_TIMEOUTS:
+                raise
         if time.monotonic() > give_up:
             raise TimeoutError(f"loan {loan_id} still busy after {timeout:.0f} s")
         await asyncio.sleep(0.05)
@@ -620,11 +621,16 @@ async def _check(handle: WorkflowHandle[Any, Any], env: Envelope, loan_id: str) 
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            raise
+            if exc.status not in _QUERY_TIMEOUTS or time.monotonic() > give_up:
+                raise
         else:
             if refusal is None or refusal.refusal != "CollectionStarting" or time.monotonic() > give_up:
                 return refusal
         await asyncio.sleep(0.1)
+
+
+_QUERY_TIMEOUTS = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
+"""How a query that ran into its deadline fails (the client's `rpc_timeout`, the server's)."""
 
 
 class RequestPending(TimeoutError):
@@ -634,7 +640,7 @@ class RequestPending(TimeoutError):
 REPLY_WAIT = 60.0
 """Seconds a caller waits for a loan's answer (normally tens of milliseconds; an agency's contact
 request one guard decision more)."""
-CHECK_RPC_TIMEOUT = timedelta(seconds=10)
+CHECK_RPC_TIMEOUT = timedelta(seconds=5)
 REPLY_RPC_TIMEOUT = timedelta(seconds=5)
 """A query that meets the loan continuing as new can wait for the server's 30 s query deadline
 (seen on the test server); a shorter deadline and another try answer it from the new run."""
