@@ -246,7 +246,7 @@ async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> Col
             raise
         if reply is not None and reply.status is not None:
             return reply.status
-        if reply is None and await _is_legacy(handle):
+        if reply is None and await _is_legacy(handle, loan_id):
             try:
                 return await _execute_update(handle, "current_status", result_type=CollectionStatus)  # type: ignore[no-any-return]
             except RPCError as exc:
@@ -580,17 +580,14 @@ def _handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:
 
 
 async def _ask(client: Client, loan_id: str, request: Any, rejected: type[Exception]) -> Reply | None:
-    """One request to a loan (`models.protocol`): check it by query (a refusal writes nothing),
-    send it by signal, read its answer by query. Raises `rejected` with the reason, LoanNotFound,
-    or RequestPending if no answer came in time. None: the loan runs the first workflow version,
-    which takes updates (the caller falls back to them)."""
+    """One request to a loan (`models.protocol`): send it by signal, read its answer by query.
+    Raises `rejected` with the reason (nothing changed), LoanNotFound, or RequestPending if no
+    answer came in time. None: the loan runs the first workflow version, which takes updates
+    (the caller falls back to them)."""
     handle = _handle(client, loan_id)
-    env = Envelope(request_id=str(uuid.uuid4()), request=request)
-    refusal = await _check(handle, env, loan_id)
-    if refusal is _LEGACY:
+    if await _is_legacy(handle, loan_id):
         return None
-    if isinstance(refusal, Reply):
-        raise rejected(refusal.reason)
+    env = Envelope(request_id=str(uuid.uuid4()), request=request)
     try:
         await handle.signal(CollectionWorkflow.request, env)
     except RPCError as exc:
@@ -603,30 +600,24 @@ async def _ask(client: Client, loan_id: str, request: Any, rejected: type[Except
     return reply
 
 
-_LEGACY = object()
-"""`_check`'s answer for a loan of the first workflow version (no `check` query)."""
+_TYPES: dict[str, str] = {}
+"""Workflow type by loan id, as found (a loan's type never changes: it continues as new into
+its own type, and a closed loan is never started again)."""
 
 
-async def _check(handle: WorkflowHandle[Any, Any], env: Envelope, loan_id: str) -> Reply | object | None:
-    """The loan's refusal of `env` (None: it would take it), waiting while the loan starts."""
-    give_up = time.monotonic() + STARTING_WAIT
-    while True:
+async def _is_legacy(handle: WorkflowHandle[Any, Any], loan_id: str) -> bool:
+    """Whether the loan runs the first workflow version (type `CollectionWorkflow`)."""
+    if loan_id not in _TYPES:
         try:
-            refusal: Reply | None = await handle.query(CollectionWorkflow.check, env, rpc_timeout=CHECK_RPC_TIMEOUT)
-        except WorkflowQueryFailedError as exc:
-            if "expected but not found" in str(exc) or "check" in str(exc) and "unknown" in str(exc).lower():
-                return _LEGACY
-            if time.monotonic() > give_up:
-                raise
+            _TYPES[loan_id] = (await handle.describe()).workflow_type
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            if exc.status not in _QUERY_TIMEOUTS or time.monotonic() > give_up:
-                raise
-        else:
-            if refusal is None or refusal.refusal != "CollectionStarting" or time.monotonic() > give_up:
-                return refusal
-        await asyncio.sleep(0.1)
+            raise
+        if len(_TYPES) > 100_000:  # a long-running API process: forget the oldest half
+            for old in list(_TYPES)[:50_000]:
+                del _TYPES[old]
+    return _TYPES[loan_id] == "CollectionWorkflow"
 
 
 _QUERY_TIMEOUTS = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
@@ -640,7 +631,6 @@ class RequestPending(TimeoutError):
 REPLY_WAIT = 60.0
 """Seconds a caller waits for a loan's answer (normally tens of milliseconds; an agency's contact
 request one guard decision more)."""
-CHECK_RPC_TIMEOUT = timedelta(seconds=5)
 REPLY_RPC_TIMEOUT = timedelta(seconds=5)
 """A query that meets the loan continuing as new can wait for the server's 30 s query deadline
 (seen on the test server); a shorter deadline and another try answer it from the new run."""
@@ -665,10 +655,6 @@ async def _answer(handle: WorkflowHandle[Any, Any], request_id: str) -> Reply:
             raise RequestPending(f"request {request_id} taken by the loan, no answer within {REPLY_WAIT:.0f} s")
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.5)
-
-
-async def _is_legacy(handle: WorkflowHandle[Any, Any]) -> bool:
-    return (await handle.describe()).workflow_type == "CollectionWorkflow"
 
 
 async def _report(client: Client, loan_id: str, request: Any, legacy: str, arg: BaseModel) -> CollectionStatus:

@@ -1,9 +1,11 @@
 """How clients talk to a loan's workflow: a request goes in by signal, its answer comes back by
 query.
 
-    check (query)   would the loan refuse this request now?   nothing is written
-    request (signal) the request, under a request id           the loan applies it (or refuses it)
+    request (signal) the request, under a request id           the loan takes it at its next quiet
+                                                                moment: applies it, or refuses it
+                                                                (nothing changes)
     reply (query)   the answer for that request id             a receipt, a decision, a status...
+    check (query)   would the loan refuse this request now?    a dry run: nothing is written
 
 Why not Temporal updates, which answer in one call: with temporalio 1.35 an update accepted in
 a workflow task that a fresh worker took over from a dead one is written to the history in an

@@ -2,10 +2,10 @@
 shell around the decider (`models.lifecycle`).
 
 The shell does three things and decides nothing:
-- requests come by signal (`models.protocol`: a client checks by query first, sends, and reads
-  the answer by query); the handler applies each with the decider's `decide` (synchronously: no
-  activity, timer or patch in a handler), queues the commands it returns, keeps the answer, and
-  wakes the loop;
+- requests come by signal and are answered by query (`models.protocol`); the handler only
+  records the request (no decision, activity, timer or patch in a handler) and wakes the loop,
+  which takes it at its next quiet moment with the decider's `decide`, queues the commands it
+  returns and keeps the answer;
 - the main loop runs the queued commands through activities, in order (a guard question on its
   own, consecutive effects as one batch), and feeds each result back to the decider as an event;
 - when nothing is queued it sleeps until the decider's `next_wake` and feeds the time in.
@@ -202,11 +202,10 @@ class CollectionWorkflow:
 
     @workflow.query
     def check(self, env: Envelope) -> Reply | None:
-        """Would the loan refuse this request? (Nothing is written: a client asks before it
-        sends, so a bad payment or report leaves no trace.) None: it would take it, or it is a
-        request whose answer depends on today's date (a promise, plan or settlement is checked
-        against its dates): a query only knows the time of the workflow's last task, so those
-        are checked when the loan takes them, on the server's clock."""
+        """Would the loan refuse this request? A dry run: nothing is written. None: it would
+        take it, or it is a request whose answer depends on today's date (a promise, plan or
+        settlement is checked against its dates): a query only knows the time of the workflow's
+        last task, so those are checked when the loan takes them, on the server's clock."""
         if self._s is None:
             return _starting(env.request_id)
         if isinstance(env.request, (StatusAsked, *_DATED)):
