@@ -84,7 +84,7 @@ def create_worker(
     guard = GuardActivities(engine)
     admin = AdminActivities(client)
     scan = ScanActivities(client, engine, queue)
-    effects = EffectActivities(ledger, messaging, tasks, handover, records, guard)
+    effects = EffectActivities(engine, messaging, tasks, handover)
     start = StartActivities(records, admin)
     interceptors = [Uninterrupted(), *options.pop("interceptors", [])]  # Uninterrupted: see `uninterrupted`
     worker = Worker(

@@ -6,12 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 from temporalio import activity
 
 from db.contacts import ContactRow, lock_person
-from db.store import append_audit, audit_row, hold_write_lock
+from db.store import append_audit, audit_row, hold_write_lock, in_transaction
 from db.tables import AuditRow
 from models.clock import virtual_now
 from models.conduct import DELIVERY_MARGIN, ContactRequest, GuardDecision, PastContact, RuleSet, decide
@@ -63,55 +62,51 @@ class GuardActivities:
         return self.decide_contact(req)
 
     def decide_contact(self, req: GuardRequest) -> GuardDecision:
-        """`request_contact` as a plain call (the effects batch asks it for a confirmation)."""
-        for attempt in range(5):
-            try:
-                return self._decide(req)
-            except (IntegrityError, OperationalError):
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _decide(self, req: GuardRequest) -> GuardDecision:
-        c, rules = _effective(req), req.rules.ruleset
-        with Session(self._engine) as session:
-            lock_person(session, c.borrower_id)  # before reading the person's history
-            taken = session.exec(select(ContactRow).where(ContactRow.key == c.key)).first()
-            if taken is not None:
-                session.rollback()
-                return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken",
-                                     decided_at=taken.at)
-            audit_key = _audit_key(req)
-            earlier = session.exec(select(AuditRow).where(AuditRow.key == audit_key)).first()
-            if earlier is not None:
-                session.rollback()
-                return _recorded(earlier)
-            rows = session.exec(
-                select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - _horizon(rules))
-            ).all()
-            history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]  # type: ignore[arg-type]
-            decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
-            decision = decision.model_copy(update={"decided_at": c.at})
-            if decision.verdict == "allowed":
-                session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
-                                       purpose=c.purpose, at=c.at))
-            append_audit(session, audit_row(
-                audit_key, c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
-                rule_id=decision.rule, channel=c.channel, purpose=c.purpose, until=decision.at.isoformat(),
-                reason=decision.reason, ruleset=rules.name,
-            ))
-            session.commit()
-        return decision
+        """`request_contact` as a plain call, in a transaction of its own."""
+        return in_transaction(self._engine, lambda session: decide_contact(session, req))
 
     @activity.defn
     def record_conversation(self, key: str) -> Recorded:
         """A call reached the borrower: it now counts as a conversation for the caps."""
-        with Session(self._engine) as session:
-            hold_write_lock(session)
-            row = session.exec(select(ContactRow).where(ContactRow.key == key).with_for_update()).first()
-            if row is None or row.connected:
-                return Recorded(ref=key, duplicate=True)
-            row.connected = True
-            session.add(row)
-            session.commit()
-        return Recorded(ref=key)
+        return in_transaction(self._engine, lambda session: record_conversation(session, key))
+
+
+def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
+    """The guard's decision inside the caller's transaction (a batch's confirmation asks it
+    together with the message's other writes). The person's lock is held until that
+    transaction ends."""
+    c, rules = _effective(req), req.rules.ruleset
+    lock_person(session, c.borrower_id)  # before reading the person's history
+    taken = session.exec(select(ContactRow).where(ContactRow.key == c.key)).first()
+    if taken is not None:
+        return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken",
+                             decided_at=taken.at)
+    audit_key = _audit_key(req)
+    earlier = session.exec(select(AuditRow).where(AuditRow.key == audit_key)).first()
+    if earlier is not None:
+        return _recorded(earlier)
+    rows = session.exec(
+        select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - _horizon(rules))
+    ).all()
+    history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]  # type: ignore[arg-type]
+    decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
+    decision = decision.model_copy(update={"decided_at": c.at})
+    if decision.verdict == "allowed":
+        session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
+                               purpose=c.purpose, at=c.at))
+    append_audit(session, audit_row(
+        audit_key, c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
+        rule_id=decision.rule, channel=c.channel, purpose=c.purpose, until=decision.at.isoformat(),
+        reason=decision.reason, ruleset=rules.name,
+    ))
+    return decision
+
+
+def record_conversation(session: Session, key: str) -> Recorded:
+    hold_write_lock(session)
+    row = session.exec(select(ContactRow).where(ContactRow.key == key).with_for_update()).first()
+    if row is None or row.connected:
+        return Recorded(ref=key, duplicate=True)
+    row.connected = True
+    session.add(row)
+    return Recorded(ref=key)

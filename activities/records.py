@@ -12,7 +12,7 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.store import audit_row, insert_once
+from db.store import audit_row, in_transaction, write_once
 from db.tables import BorrowerRow, LoanRow, utcnow
 from models.conduct import load_holidays, load_ruleset
 from models.linter import lint_folder
@@ -106,12 +106,16 @@ class RecordActivities:
     @activity.defn
     def record_event(self, event: AuditEvent) -> Recorded:
         """Append an audit entry (once per key) and keep the loan row's stage current."""
-        row = audit_row(event.key, event.loan_id, event.action, event.actor, event.stage, event.at, **event.detail)
-        row, duplicate = insert_once(self._engine, row, "key")
-        with Session(self._engine) as session:
-            loan = session.get(LoanRow, event.loan_id)
-            if loan is not None and loan.stage != event.stage:
-                loan.stage, loan.updated_at = event.stage, utcnow()
-                session.add(loan)
-                session.commit()
-        return Recorded(ref=str(row.id), duplicate=duplicate)
+        return in_transaction(self._engine, lambda session: record_event(session, event))
+
+
+def record_event(session: Session, event: AuditEvent) -> Recorded:
+    """`RecordActivities.record_event` inside the caller's transaction: the entry and the loan
+    row's stage in one commit."""
+    row = audit_row(event.key, event.loan_id, event.action, event.actor, event.stage, event.at, **event.detail)
+    row, duplicate = write_once(session, row, "key")
+    loan = session.get(LoanRow, event.loan_id)
+    if loan is not None and loan.stage != event.stage:
+        loan.stage, loan.updated_at = event.stage, utcnow()
+        session.add(loan)
+    return Recorded(ref=str(row.id), duplicate=duplicate)

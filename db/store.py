@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, inspect
@@ -19,6 +20,7 @@ from db.tables import AuditRow
 from models.audit import GENESIS, entry_hash
 
 Row = TypeVar("Row", bound=SQLModel)
+T = TypeVar("T")
 
 CHAIN_ATTEMPTS = 8
 """How often a transaction that lost a race for a loan's next audit seq is run again."""
@@ -253,3 +255,42 @@ def insert_once(engine: Engine, row: Row, key_field: str, extra: Sequence[SQLMod
 
 def _find(session: Session, model: type[Row], key_field: str, key: object) -> Row | None:
     return session.exec(select(model).where(getattr(model, key_field) == key)).first()
+
+
+# --- several writes in one transaction ----------------------------------------------------
+
+
+def write_once(session: Session, row: Row, key_field: str, extra: Sequence[SQLModel] = ()) -> tuple[Row, bool]:
+    """`insert_once` inside the caller's transaction (`in_transaction`): insert `row` and
+    `extra` unless a row with `row`'s business key exists; the stored row and whether it was
+    already there. Flushed at once, so a lost race shows here and the transaction runs again."""
+    found = _find(session, type(row), key_field, getattr(row, key_field))
+    if found is not None:
+        return found, True
+    session.add(row)
+    session.add_all(extra)  # audit entries are chained by the flush, after `row`
+    session.flush()
+    return row, False
+
+
+def in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
+    """Run `work` in one transaction and commit it. Why one: the effects of a loan's step (a
+    payment's ledger rows, the confirmation's outbox row, the audit entries, the loan's stage)
+    cost one commit instead of one each, and on SQLite one turn of the single writer. A
+    transaction the database turned back (a lost race for a business key or a loan's next audit
+    seq, a deadlock, a busy SQLite) is run again from the start, up to CHAIN_ATTEMPTS times:
+    `work` builds its rows afresh each time, and `write_once` then finds what a racing attempt
+    wrote."""
+    for attempt in range(CHAIN_ATTEMPTS):
+        with Session(engine, expire_on_commit=False) as session:
+            try:
+                result = work(session)
+                session.commit()
+            except (IntegrityError, OperationalError):
+                session.rollback()
+                if attempt == CHAIN_ATTEMPTS - 1:
+                    raise
+            else:
+                return result
+        _backoff(attempt)
+    raise AssertionError("unreachable")
