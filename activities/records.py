@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -16,7 +15,6 @@ from db.store import audit_row, in_transaction, write_once
 from db.tables import BorrowerRow, LoanRow, utcnow
 from models.conduct import load_holidays, load_ruleset
 from models.linter import lint_folder
-from models.loan import Borrower
 from models.policy import Conduct, Policy, PolicyError, load_policy, template_names
 from models.requests import AuditEvent, ConductRules, LoanRegistration, Recorded
 
@@ -28,6 +26,7 @@ class RecordActivities:
         self._rulesets_dir = rulesets_dir
         self._templates_dir = templates_dir
         self._checked: set[tuple[str, str]] = set()
+        self._rules: dict[str, ConductRules] = {}
         self._lint_lock = threading.Lock()
 
     @activity.defn
@@ -61,52 +60,51 @@ class RecordActivities:
 
     @activity.defn
     def load_conduct_rules(self, conduct: Conduct) -> ConductRules:
-        """The rule set a policy names, with its overrides and holiday calendar."""
-        try:
-            ruleset = load_ruleset(conduct.ruleset, self._rulesets_dir, conduct.overrides)
-            holidays = load_holidays(ruleset.hours.holidays, self._rulesets_dir)
-        except (ValueError, OSError) as exc:
-            raise ApplicationError(str(exc), type="RuleSetError", non_retryable=True) from exc
-        return ConductRules(ruleset=ruleset, holidays=sorted(holidays))
+        """The rule set a policy names, with its overrides and holiday calendar (read once per
+        worker and rule set: files change with a deploy, and a loan pins what it started with)."""
+        cache_key = conduct.model_dump_json()
+        if cache_key not in self._rules:
+            try:
+                ruleset = load_ruleset(conduct.ruleset, self._rulesets_dir, conduct.overrides)
+                holidays = load_holidays(ruleset.hours.holidays, self._rulesets_dir)
+            except (ValueError, OSError) as exc:
+                raise ApplicationError(str(exc), type="RuleSetError", non_retryable=True) from exc
+            self._rules[cache_key] = ConductRules(ruleset=ruleset, holidays=sorted(holidays))
+        return self._rules[cache_key]
 
     @activity.defn
     def register_loan(self, req: LoanRegistration) -> Recorded:
-        """Insert the borrower and loan rows if new, and link the loan to its workflow."""
-        loan, b = req.loan, req.loan.borrower
-        self._ensure_borrower(b)
-        with Session(self._engine) as session:
-            row = session.get(LoanRow, loan.loan_id)
-            if row is None:
-                row = LoanRow(
-                    loan_id=loan.loan_id, borrower_id=b.borrower_id, currency=loan.currency,
-                    principal=loan.principal, interest=loan.interest, fees=loan.fees,
-                    penalties=loan.penalties, due_date=loan.due_date, product=loan.product,
-                    stage=str(req.stage),  # so the audit entry below needs no second write for it
-                )
-            row.policy, row.workflow_id, row.updated_at = req.policy, req.workflow_id, utcnow()
-            session.add(row)
-            session.commit()
-        return self.record_event(AuditEvent(
-            key=f"{loan.loan_id}/collection-started/{req.workflow_id}", loan_id=loan.loan_id,
-            action="collection_started", actor="platform", stage=req.stage, at=req.at,
-            detail={"policy": req.policy, "policy_version": req.policy_version},
-        ))
-
-    def _ensure_borrower(self, b: Borrower) -> None:
-        """Insert the borrower once; two loans of one person starting together may race."""
-        with Session(self._engine) as session:
-            if session.get(BorrowerRow, b.borrower_id) is not None:
-                return
-            session.add(BorrowerRow(**b.model_dump(include=set(BorrowerRow.model_fields))))
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
+        """Insert the borrower and loan rows if new, link the loan to its workflow and record the
+        start, in one transaction (a loan's first write; two loans of one person starting
+        together race for the borrower row, and the loser runs again and finds it)."""
+        return in_transaction(self._engine, lambda session: register_loan(session, req))
 
     @activity.defn
     def record_event(self, event: AuditEvent) -> Recorded:
         """Append an audit entry (once per key) and keep the loan row's stage current."""
         return in_transaction(self._engine, lambda session: record_event(session, event))
+
+
+def register_loan(session: Session, req: LoanRegistration) -> Recorded:
+    loan, b = req.loan, req.loan.borrower
+    if session.get(BorrowerRow, b.borrower_id) is None:
+        session.add(BorrowerRow(**b.model_dump(include=set(BorrowerRow.model_fields))))
+        session.flush()  # a racing start of another loan of the person shows here: the transaction runs again
+    row = session.get(LoanRow, loan.loan_id)
+    if row is None:
+        row = LoanRow(
+            loan_id=loan.loan_id, borrower_id=b.borrower_id, currency=loan.currency,
+            principal=loan.principal, interest=loan.interest, fees=loan.fees,
+            penalties=loan.penalties, due_date=loan.due_date, product=loan.product,
+            stage=str(req.stage),  # so the audit entry below needs no second write for it
+        )
+    row.policy, row.workflow_id, row.updated_at = req.policy, req.workflow_id, utcnow()
+    session.add(row)
+    return record_event(session, AuditEvent(
+        key=f"{loan.loan_id}/collection-started/{req.workflow_id}", loan_id=loan.loan_id,
+        action="collection_started", actor="platform", stage=req.stage, at=req.at,
+        detail={"policy": req.policy, "policy_version": req.policy_version},
+    ))
 
 
 def record_event(session: Session, event: AuditEvent) -> Recorded:
