@@ -38,6 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.empty_pb2 import Empty
 from pydantic import BaseModel
 from sqlmodel import Session
 from temporalio.client import (
@@ -65,6 +66,7 @@ from models import (
     PaymentRejected,
     Stage,
     TaskReport,
+    lifecycle,
 )
 from models.arrangements import (
     Decision,
@@ -78,13 +80,12 @@ from models.arrangements import (
     StopRequest,
 )
 from models.conduct import GuardDecision
-from models import lifecycle
 from models.events import AgencyContactRequest, OptOutRequest
-from models.protocol import Envelope, Reply, StatusAsked
 from models.money import minor_units
+from models.protocol import Envelope, Reply, StatusAsked
 from models.scan import ScanTotals
 from models.schedule import local_date
-from workflows.collection import CollectionWorkflow
+from workflows.collection import BANK_FEED, CollectionWorkflow
 
 SAMPLE_PORTFOLIO = config.ROOT / "data" / "sample_portfolio.json"
 
@@ -158,7 +159,35 @@ async def register_payment(client: Client, loan_id: str, payment: Payment) -> Pa
 
 async def send_bank_payment(client: Client, loan_id: str, payment: Payment) -> None:
     """Fire-and-forget payment for bank feeds (a signal); rejections go to the timeline."""
-    await _handle(client, loan_id).signal(CollectionWorkflow.payment_received, payment)
+    handle = _handle(client, loan_id)
+    if await _is_legacy(handle, loan_id):
+        await handle.signal("payment_received", payment)
+        return
+    env = Envelope(request_id=f"{BANK_FEED}{payment.payment_id}/{uuid.uuid4()}",
+                   request=lifecycle.PaymentReceived(payment=payment, answer=False), sent_at=await server_now(client))
+    await handle.signal(CollectionWorkflow.request, env)
+
+
+_TEST_SERVERS: dict[int, bool] = {}
+"""Whether a client's server is Temporal's time-skipping test server (by service client)."""
+
+
+async def server_now(client: Client) -> datetime:
+    """Now on the server's clock: the time-skipping test server's virtual time where the client
+    talks to one (asked once per client whether it is), else this machine's (UTC). Requests are
+    stamped with it: the loan takes a request at the time it was sent, never reading its own
+    clock to decide (`models.protocol.Envelope`)."""
+    key = id(client.service_client)
+    if _TEST_SERVERS.get(key, True):
+        try:
+            reply = await client.test_service.get_current_time(Empty())
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.UNIMPLEMENTED:  # a real server: this machine's clock
+                _TEST_SERVERS[key] = False
+        else:
+            _TEST_SERVERS[key] = True
+            return reply.time.ToDatetime().replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc)
 
 
 async def report_task_outcome(client: Client, loan_id: str, report: TaskReport) -> CollectionStatus:
@@ -587,7 +616,7 @@ async def _ask(client: Client, loan_id: str, request: Any, rejected: type[Except
     handle = _handle(client, loan_id)
     if await _is_legacy(handle, loan_id):
         return None
-    env = Envelope(request_id=str(uuid.uuid4()), request=request)
+    env = Envelope(request_id=str(uuid.uuid4()), request=request, sent_at=await server_now(client))
     try:
         await handle.signal(CollectionWorkflow.request, env)
     except RPCError as exc:

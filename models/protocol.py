@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from models.lifecycle.events import (
     AgencyContactAsked,
@@ -58,10 +58,17 @@ ClientRequest = Annotated[
 
 
 class Envelope(BaseModel):
-    """A request and the id its answer is kept under (unique per call: the client makes it)."""
+    """A request, the id its answer is kept under (unique per call: the client makes it), and
+    when the client sent it (`sent_at`, on the server's clock: the client's own, or a test
+    server's virtual one). The loan takes the request at that time (never earlier than its own
+    clock): a workflow must not read its clock to decide, since temporalio 1.35 runs events that
+    arrive between workflow tasks, on a worker without the loan in its cache, in an activation
+    carrying an earlier task's time (tests/sdk_bugs). Without `sent_at` the request takes the
+    loan's clock."""
 
     request_id: str = Field(min_length=1, max_length=200)
     request: ClientRequest
+    sent_at: AwareDatetime | None = None
 
 
 REPLIES_KEPT = 32

@@ -154,7 +154,6 @@ class CarriedRequest(BaseModel):
     `models.protocol.Envelope` as data, since that module builds on this one)."""
 
     envelope: dict[str, Any]
-    received: datetime
 
 
 class CollectionInput(BaseModel):

@@ -59,8 +59,7 @@ class CollectionWorkflow:
         self._input = inp
         self._s: CollectionState | None = inp.state
         self._queue: list[Command] = []
-        self._inbox: list[_Request] = [_Request(env=Envelope.model_validate(c.envelope), received=c.received)
-                                       for c in inp.inbox]
+        self._inbox: list[_Request] = [_Request(env=Envelope.model_validate(c.envelope)) for c in inp.inbox]
         self._roll_over_asked = False
         self._replies: dict[str, Reply] = dict(inp.replies)
         self._running = False  # an activity of the loop is in flight
@@ -80,8 +79,7 @@ class CollectionWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(CollectionInput(
                     loan=s.loan, policy=inp.policy, state=s, replies=self._replies,
-                    inbox=[CarriedRequest(envelope=r.env.model_dump(mode="json"), received=r.received)
-                           for r in self._inbox],
+                    inbox=[CarriedRequest(envelope=r.env.model_dump(mode="json")) for r in self._inbox],
                 ))
             await self._next(s)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -196,7 +194,9 @@ class CollectionWorkflow:
 
     # ---------------------------------------------------------------- requests: they only record
 
-    def _request_time(self) -> datetime:
+    def _query_time(self) -> datetime:
+        """Now, for a query (it decides nothing, so the workflow's clock may be read: stale by
+        the time since the last task, never used for what the loan does)."""
         s = self._state
         return lifecycle.request_time(s, virtual_now(workflow.now(), s.policy.clock))
 
@@ -211,7 +211,8 @@ class CollectionWorkflow:
         if isinstance(env.request, (StatusAsked, *_DATED)):
             return None
         try:
-            lifecycle.check(self._s, env.request, self._request_time())
+            at = virtual_now(env.sent_at, self._s.policy.clock) if env.sent_at else self._query_time()
+            lifecycle.check(self._s, env.request, at)
         except lifecycle.Rejected as exc:
             return Reply(request_id=env.request_id, refused=True, refusal=exc.kind, reason=str(exc))
         return None
@@ -220,7 +221,7 @@ class CollectionWorkflow:
     def request(self, env: Envelope) -> None:
         """Record a request (the loop takes it at its next quiet moment, `_next`); its answer is
         kept for the `reply` query."""
-        self._inbox.append(_Request(env=env, received=workflow.now()))
+        self._inbox.append(_Request(env=env))
 
     def _apply_request(self, request: _Request) -> None:
         """Take a request: apply it with the decider (or record its refusal), queue its commands,
@@ -228,7 +229,8 @@ class CollectionWorkflow:
         env, s = request.env, self._state
         if env.request_id in self._replies:  # the same request sent twice: the first answer stands
             return
-        at = lifecycle.request_time(s, virtual_now(request.received, s.policy.clock))
+        sent = virtual_now(env.sent_at, s.policy.clock) if env.sent_at else lifecycle.clock_of(s)
+        at = lifecycle.request_time(s, sent)
         if isinstance(env.request, StatusAsked):
             self._remember(Reply(request_id=env.request_id, as_of=at))
             return
@@ -268,7 +270,8 @@ class CollectionWorkflow:
     @workflow.signal
     def payment_received(self, payment: Payment) -> None:
         """A bank feed's payment: nobody reads an answer, a payment that cannot be applied is
-        recorded as rejected."""
+        recorded as rejected. (`starter.send_bank_payment` sends it as a stamped `request`; this
+        signal is for raw clients, and takes the loan's clock.)"""
         self.request(Envelope(request_id=f"{BANK_FEED}{payment.payment_id}",
                               request=lifecycle.PaymentReceived(payment=payment, answer=False)))
 
@@ -285,7 +288,7 @@ class CollectionWorkflow:
         """The status as of the workflow's last task (free; writes no history)."""
         if self._s is None:
             raise ApplicationError("collection is starting; ask again in a moment")
-        return lifecycle.status(self._s, self._request_time(), workflow.info().workflow_id)
+        return lifecycle.status(self._s, self._query_time(), workflow.info().workflow_id)
 
     @workflow.query
     def busy(self) -> bool:
@@ -309,10 +312,9 @@ class CollectionWorkflow:
 
 @dataclass(frozen=True)
 class _Request:
-    """A request as the handler recorded it: what, and the workflow's time when it came."""
+    """A request as the handler recorded it."""
 
     env: Envelope
-    received: datetime
 
 
 BANK_FEED = "bank-feed/"
