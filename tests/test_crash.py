@@ -71,6 +71,7 @@ import worker as worker_module
 from db.store import make_engine
 from db.tables import LedgerEntry, LoanRow, OutboxMessage, TaskRow
 from models import Borrower, CollectionStatus, OverdueLoan, Payment, PaymentRejected, Stage
+from models.arrangements import PromiseRequest
 from models.clock import real_time, virtual_now
 from models.policy import Policy, load_policy
 from models.schedule import PlannedAction, action_time, build_plan, catch_up_at, local_date
@@ -722,6 +723,7 @@ class Driver:
         self.clock = system.policy.clock
         self.loans: dict[str, OverdueLoan] = {}
         self.sent: list[Sent] = []
+        self.promises: Counter[str] = Counter()  # accepted | refused | gave up
         self.retried_calls = 0
 
     def virtual_now(self) -> datetime:
@@ -813,6 +815,35 @@ class Driver:
                 for n, (day, kind, via) in enumerate(self.plan_payments(loan)):
                     at = real_time(start + timedelta(days=day), self.clock)
                     tg.create_task(self.pay_at(loan, f"{loan.loan_id}-P{n}", at, kind, via))
+                if self.rng.random() < 0.25:  # a promise to pay: a request whose answer depends on today's date
+                    at = real_time(start + timedelta(days=self.rng.uniform(0.3, 8.0)), self.clock)
+                    ahead = self.rng.randint(3, 6)  # days: a loaded machine takes a request seconds late (8 h each)
+                    tg.create_task(self.promise_at(loan, at, ahead))
+
+    async def promise_at(self, loan: OverdueLoan, at: datetime, ahead: int) -> None:
+        """A promise to pay a few days ahead (the borrower's calendar): accepted or refused by the
+        loan on its dates; either way escalation goes on to the close (it waits while it runs)."""
+        await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+        if self.watch.is_stuck(loan.loan_id) or await self.completed(loan.loan_id):
+            return
+        today = local_date(self.virtual_now(), loan.borrower.timezone)
+        request = PromiseRequest(amount=Decimal("50.00"), date=today + timedelta(days=ahead), made_by="crash-driver")
+        began = time.monotonic()
+        while True:
+            try:
+                decision = await asyncio.wait_for(starter.promise_to_pay(self.client, loan.loan_id, request),
+                                                  ATTEMPT_TIMEOUT)
+            except Exception:  # noqa: BLE001 - server or worker down: as a payment, try again while it progresses
+                if (await self.completed(loan.loan_id) or self.watch.is_stuck(loan.loan_id)
+                        or self.watch.quiet_since(loan.loan_id, began) > self.sys.stall):
+                    self.promises["gave up"] += 1
+                    return
+                self.retried_calls += 1
+                await asyncio.sleep(0.5 + self.rng.random())
+                continue
+            self.promises["accepted" if decision.accepted else "refused: " + re.sub(r"[\d.-]+", "#", decision.reason)] += 1
+            self.watch.progress.mark(f"promise {loan.loan_id} {decision.accepted}")
+            return
 
     async def pay_at(self, loan: OverdueLoan, pid: str, at: datetime, kind: str, via: str) -> None:
         await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
@@ -1363,7 +1394,7 @@ def print_figures(system: System, driver: Driver, summary: Summary, ran: float) 
     print(f"ran {ran:.0f}s to the last close, {summary.seconds:.0f}s with the checks; after the close:")
     print("\n".join(f"  {e}" for e in system.events[-3:]))
     print(f"payments sent {summary.payments_sent} ids in {summary.sends} sends {dict(outcomes)}; calls retried "
-          f"{driver.retried_calls}; messages {len(system.gateway.bodies)}, gateway re-posts (same key) {redelivered}; "
+          f"{driver.retried_calls}; promises {dict(driver.promises)}; messages {len(system.gateway.bodies)}, gateway re-posts (same key) {redelivered}; "
           f"worker starts {system.worker.starts} ({system.worker.kills} kills), server starts {system.server.starts} "
           f"({system.server.kills} kills); histories replayed {summary.histories_replayed}; workflow task failures "
           f"in closed histories {summary.recovered_task_failures}")
