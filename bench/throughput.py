@@ -164,8 +164,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         ("trivial workflow", f"{trivial_rate:6.1f} /s  start->completed ({t_wall:.1f} s; {_common.ms(t_lat)})"),
         ("loan starts", (f"{start_rate:6.1f} /s  start->registered, asleep ({s_wall:.1f} s; {_common.ms(s_lat)}; "
                         f"start call alone {_common.ms(c['ack'])})")),
-        ("payments", (f"{pay_rate:6.1f} /s  " + ("update->receipt->loan completed (paid in full)" if full
-                                                 else f"update->receipt, partial ({PARTIAL})")
+        ("payments", (f"{pay_rate:6.1f} /s  " + ("request->receipt->loan completed (paid in full)" if full
+                                                 else f"request->receipt, partial ({PARTIAL})")
                      + f" ({p_wall:.1f} s; {_common.ms(p_lat)}; receipt alone {_common.ms(c['receipt'])})")),
         ("CPU while trivial", t_cpu),
         ("CPU while starting", c["start_cpu"]),
