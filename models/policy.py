@@ -1,4 +1,5 @@
-"""Collection policies: a strategy is data (a TOML file), validated here on load.
+"""Collection policies: a strategy is data (a TOML file), validated here (`parse_policy`);
+`infra.loaders.load_policy` reads the file.
 
 A loan keeps the policy it started with (and its version hash) for its whole life, so a
 changed file never disturbs loans already in flight.
@@ -280,14 +281,6 @@ def parse_policy(text: str, source: str) -> Policy:
         return Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(_describe(source, exc)) from exc
-
-
-def load_policy(name: str, folder: Path) -> Policy:
-    """Read and validate policy `name` from `folder`."""
-    path = policy_path(name, folder)
-    if not path.is_file():
-        raise PolicyError(f"{path}: no such policy file")
-    return parse_policy(path.read_text(encoding="utf-8"), str(path))
 
 
 def _describe(source: str, exc: ValidationError) -> str:
