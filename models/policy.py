@@ -34,6 +34,14 @@ class Action(StrEnum):
     litigation = "litigation"  # file a court case
 
 
+class FeeKind(StrEnum):
+    """How a late fee is computed (`[late_fee] kind` in a policy file)."""
+
+    flat = "flat"  # a fixed `amount` per period
+    percent = "percent"  # `rate` of the overdue principal and interest
+    none = "none"  # no late fees
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,7 +93,7 @@ class LateFee(_Strict):
     """Late-fee (penalty) rule: grace, amount, recurrence and a cap."""
 
     grace_days: int = Field(default=6, ge=0)
-    kind: Literal["flat", "percent", "none"] = "percent"
+    kind: FeeKind = FeeKind.percent
     amount: Amount | None = Field(default=None, gt=0)
     rate: Decimal | None = Field(default=Decimal("0.05"), gt=0, le=1)
     every_days: int = Field(default=30, ge=0)
@@ -94,9 +102,9 @@ class LateFee(_Strict):
 
     @model_validator(mode="after")
     def _amount_given(self) -> LateFee:
-        if self.kind == "flat" and self.amount is None:
+        if self.kind == FeeKind.flat and self.amount is None:
             raise ValueError("a flat late fee needs 'amount'")
-        if self.kind == "percent" and self.rate is None:
+        if self.kind == FeeKind.percent and self.rate is None:
             raise ValueError("a percent late fee needs 'rate'")
         return self
 
