@@ -1,4 +1,4 @@
-"""Personal data never sits in clear in Temporal: payloads are sealed with AES-256-GCM (codec.py),
+"""Personal data never sits in clear in Temporal: payloads are sealed with AES-256-GCM (infra/codec.py),
 keys rotate without losing old histories, the codec server decodes only for holders of the
 token, and logs mask phone numbers and e-mail addresses."""
 
@@ -380,7 +380,7 @@ def test_codec_server_command_serves_on_the_given_port(tmp_path: Path) -> None:
     env = {**os.environ, "COLLECTIONS_CODEC_KEYS": codec.encode_key(key), "CODEC_SERVER_TOKEN": "cli-token"}
     log = tmp_path / "codec_server.log"
     proc = subprocess.Popen(
-        [sys.executable, "codec_server.py", "--port", str(port)],
+        [sys.executable, "-m", "infra.codec_server", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),
