@@ -235,7 +235,7 @@ async def run_embedded() -> None:
     print("stopped: worker and Temporal dev server shut down cleanly", flush=True)
 
 
-def _banner(cfg: Settings, loans: int, queue: str) -> str:
+def _banner(cfg: Settings, loans: int, queue: str | None = None) -> str:
     host = cfg.temporal_address.rpartition(":")[0] or "localhost"
     ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
     # The Web UI shows only ciphertext until it is pointed at the codec server, which wants the
@@ -256,7 +256,7 @@ def _banner(cfg: Settings, loans: int, queue: str) -> str:
         )
     return f"""
 Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
-Worker on task queue '{queue}'; database {cfg.database_url}
+Worker on task queue '{queue or cfg.temporal_task_queue}'; database {cfg.database_url}
 Sample portfolio: {loans} loans in collection (workflow ids collection-<loan id>).
 
 In another terminal:
