@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # bytecode on disk (PYTHONDONTWRITEBYTECODE=1 is set on some machines) it compiles them from
 # source each time, about a third of the worker's CPU while loans start. Compile them once.
 bytecode: $(STAMP)
-	$(PY) -m compileall -q config.py worker.py starter.py codec.py search_attributes.py scan_schedule.py models workflows activities db ops
+	$(PY) -m compileall -q config.py worker.py starter.py models workflows activities db ops infra client
 
 run: bytecode
 	$(PY) worker.py --embedded
@@ -41,7 +41,7 @@ worker: bytecode
 	$(PY) worker.py
 
 codec-server: $(STAMP)
-	$(PY) codec_server.py
+	$(PY) -m infra.codec_server
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -1,4 +1,4 @@
-"""Client side of collection: the async API the lending platform calls, and a CLI over it.
+"""The CLI over the client API (`client/`) and the operator tools (`ops/`): argparse and printing.
 
     python starter.py start loan.json [--policy default]
     python starter.py pay LOAN_ID AMOUNT [--currency CNY] [--payment-id ID]
@@ -22,42 +22,69 @@
     python starter.py reset LOAN_ID [--to-event ID] [--reason TEXT] [--dry-run] [--force]
 
 Every command takes --json for machine-readable output.
+
+This module also re-exports the client API under the names it has always had here
+(`starter.start_collection`, `starter.register_payment`, `starter.get_status`, the negotiation
+functions, `starter.export_audit`, `starter.load_sample_portfolio`, ...): code that calls the API
+should import `client` (or `ops`) instead. Only entry points, tests and bench import this module
+(tests/test_layout.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import sys
-import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.empty_pb2 import Empty
 from pydantic import BaseModel
-from sqlmodel import Session
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.client import Client
 
-import config
-import search_attributes as sa
+from client import (
+    LoanNotFound,
+    RequestPending,
+    RequestRejected,
+    StartOutcome,
+    connect,
+    get_status,
+    hand_over,
+    list_loans,
+    offer_settlement,
+    opt_out,
+    portfolio_stats,
+    promise_to_pay,
+    propose_plan,
+    raise_dispute,
+    register_payment,
+    report_agency,
+    report_court,
+    report_hardship,
+    report_task_outcome,
+    request_agency_contact,
+    resolve_dispute,
+    review_hardship,
+    roll_over,
+    scan_day,
+    scan_overdue,
+    send_bank_payment,
+    server_now,
+    start_collection,
+    stop_collection,
+    wait_quiet,
+)
+from infra.options import REPLY_RPC_TIMEOUT, REPLY_WAIT, STARTING_WAIT
+from infra.process import exit_process
 from models import (
     AgencyReport,
     Borrower,
-    CollectionInput,
     CollectionStatus,
     CourtReport,
     OverdueLoan,
@@ -66,7 +93,6 @@ from models import (
     PaymentRejected,
     Stage,
     TaskReport,
-    lifecycle,
 )
 from models.arrangements import (
     Decision,
@@ -79,683 +105,75 @@ from models.arrangements import (
     SettlementOffer,
     StopRequest,
 )
+from models.audit import GENESIS
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest, OptOutRequest
-from models.money import minor_units
-from models.protocol import Envelope, Reply, StatusAsked
 from models.scan import ScanTotals
-from models.schedule import local_date
-from workflows.collection import BANK_FEED, CollectionWorkflow
-
-SAMPLE_PORTFOLIO = config.ROOT / "data" / "sample_portfolio.json"
-
-
-class LoanNotFound(LookupError):
-    """No collection workflow exists for this loan id."""
-
-
-class RequestRejected(ValueError):
-    """The loan refused a request (a report for a closed task, an unknown placement...)."""
-
-
-async def connect(address: str | None = None) -> Client:
-    """A Temporal client with the project's data converter (address from TEMPORAL_ADDRESS)."""
-    return await config.connect(address)
-
-
-class StartOutcome(StrEnum):
-    """What a request to start a loan's collection found."""
-
-    started = "started"  # a new collection workflow
-    running = "running"  # the loan was in collection already: nothing started
-    closed = "closed"  # its collection had ended (paid, settled, written off): never collect twice
-
-
-async def start_collection(
-    client: Client, loan: OverdueLoan, policy: str = "default", *, task_queue: str | None = None
-) -> str:
-    """Start collection for an overdue loan and return its workflow id. Starting a loan that
-    is already in collection (or was, and closed) starts nothing and returns the same id."""
-    await hand_over(client, loan, policy, task_queue=task_queue)
-    return config.workflow_id(loan.loan_id)
-
-
-async def hand_over(
-    client: Client, loan: OverdueLoan, policy: str = "default", *, task_queue: str | None = None
-) -> StartOutcome:
-    """`start_collection`, saying what happened. The workflow id (`collection-<loan id>`) and
-    its policies make a second start of a loan impossible at Temporal, whoever sends it."""
-    try:
-        handle = await config.with_converter(client).start_workflow(
-            CollectionWorkflow.run,
-            CollectionInput(loan=loan, policy=policy),
-            id=config.workflow_id(loan.loan_id),
-            task_queue=config.task_queue(task_queue),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
-    except WorkflowAlreadyStartedError:
-        return StartOutcome.closed
-    return StartOutcome.started if _newly_started(handle) else StartOutcome.running
-
-
-def _newly_started(handle: WorkflowHandle[Any, Any]) -> bool:
-    """The server's `started` flag (false when USE_EXISTING attached to a running workflow).
-    temporalio 1.35 keeps the start response on the handle without a public accessor; should
-    that change, every start counts as new: only the figures would be wrong, not the starts."""
-    response = getattr(handle, "_start_workflow_response", None)
-    return bool(getattr(response, "started", True))
-
-
-async def register_payment(client: Client, loan_id: str, payment: Payment) -> PaymentReceipt:
-    """Apply a payment and return the receipt. Raises PaymentRejected (bad amount, currency,
-    duplicate id, closed loan) or LoanNotFound; a rejected payment changes nothing."""
-    reply = await _ask(client, loan_id, lifecycle.PaymentReceived(payment=payment), PaymentRejected)
-    if reply is None:
-        return await _update(client, loan_id, "pay", payment, PaymentRejected, PaymentReceipt)  # type: ignore[no-any-return]
-    assert reply.receipt is not None
-    return reply.receipt
-
-
-async def send_bank_payment(client: Client, loan_id: str, payment: Payment) -> None:
-    """Fire-and-forget payment for bank feeds (a signal); rejections go to the timeline."""
-    handle = _handle(client, loan_id)
-    if await _is_legacy(handle, loan_id):
-        await handle.signal("payment_received", payment)
-        return
-    env = Envelope(request_id=f"{BANK_FEED}{payment.payment_id}/{uuid.uuid4()}",
-                   request=lifecycle.PaymentReceived(payment=payment, answer=False), sent_at=await server_now(client))
-    await handle.signal(CollectionWorkflow.request, env)
-
-
-_TEST_SERVERS: dict[int, bool] = {}
-"""Whether a client's server is Temporal's time-skipping test server (by service client)."""
-
-
-async def server_now(client: Client) -> datetime:
-    """Now on the server's clock: the time-skipping test server's virtual time where the client
-    talks to one (asked once per client whether it is), else this machine's (UTC). Requests are
-    stamped with it: the loan takes a request at the time it was sent, never reading its own
-    clock to decide (`models.protocol.Envelope`)."""
-    key = id(client.service_client)
-    if _TEST_SERVERS.get(key, True):
-        try:
-            reply = await client.test_service.get_current_time(Empty())
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.UNIMPLEMENTED:  # a real server: this machine's clock
-                _TEST_SERVERS[key] = False
-        else:
-            _TEST_SERVERS[key] = True
-            return reply.time.ToDatetime().replace(tzinfo=timezone.utc)
-    return datetime.now(timezone.utc)
-
-
-async def report_task_outcome(client: Client, loan_id: str, report: TaskReport) -> CollectionStatus:
-    """Report the outcome of a call or visit task."""
-    return await _report(client, loan_id, lifecycle.TaskReported(report=report), "report_task", report)
-
-
-async def report_agency(client: Client, loan_id: str, report: AgencyReport) -> CollectionStatus:
-    """Pass on an agency's progress report."""
-    return await _report(client, loan_id, lifecycle.AgencyReported(report=report), "report_agency", report)
-
-
-async def report_court(client: Client, loan_id: str, report: CourtReport) -> CollectionStatus:
-    """Pass on news of the court case."""
-    return await _report(client, loan_id, lifecycle.CourtReported(report=report), "report_court", report)
-
-
-async def promise_to_pay(client: Client, loan_id: str, req: PromiseRequest) -> Decision:
-    """Record a promise to pay; escalation pauses until its date plus grace."""
-    return await _decide(client, loan_id, lifecycle.PromiseMade(request=req), "promise_to_pay", req)
-
-
-async def propose_plan(client: Client, loan_id: str, req: PlanProposal) -> Decision:
-    """Propose (or renegotiate) an instalment plan; accepted plans pause escalation."""
-    return await _decide(client, loan_id, lifecycle.PlanProposed(request=req), "propose_plan", req)
-
-
-async def offer_settlement(client: Client, loan_id: str, offer: SettlementOffer) -> Decision:
-    """Offer a discounted settlement; paid by its deadline, the rest is waived."""
-    return await _decide(client, loan_id, lifecycle.SettlementOffered(request=offer), "offer_settlement", offer)
-
-
-async def report_hardship(client: Client, loan_id: str, report: HardshipReport) -> Decision:
-    """Start a breathing space (no contact, no fees) and a hardship review."""
-    return await _decide(client, loan_id, lifecycle.HardshipReported(request=report), "report_hardship", report)
-
-
-async def review_hardship(client: Client, loan_id: str, decision: HardshipDecision) -> Decision:
-    """Apply the outcome of a hardship review."""
-    return await _decide(client, loan_id, lifecycle.HardshipReviewed(request=decision), "review_hardship", decision)
-
-
-async def raise_dispute(client: Client, loan_id: str, req: DisputeRequest) -> Decision:
-    """Open a dispute: all collection activity stops until it is resolved."""
-    return await _decide(client, loan_id, lifecycle.DisputeRaised(request=req), "raise_dispute", req)
-
-
-async def resolve_dispute(client: Client, loan_id: str, res: DisputeResolution) -> Decision:
-    """Resolve the open dispute: upheld closes the loan, rejected resumes collection."""
-    return await _decide(client, loan_id, lifecycle.DisputeResolved(request=res), "resolve_dispute", res)
-
-
-async def stop_collection(client: Client, loan_id: str, req: StopRequest) -> Decision:
-    """Stop collection for bankruptcy, death or a cease-contact request."""
-    return await _decide(client, loan_id, lifecycle.StopRequested(request=req), "stop_collection", req)
-
-
-async def opt_out(client: Client, loan_id: str, req: OptOutRequest) -> Decision:
-    """The borrower opts out of a channel (a STOP reply, an unsubscribe link, a letter)."""
-    return await _decide(client, loan_id, lifecycle.OptedOut(request=req), "opt_out", req)
-
-
-async def request_agency_contact(client: Client, loan_id: str, req: AgencyContactRequest) -> GuardDecision:
-    """An agency asks the guard before it contacts the borrower; it shares the person's
-    contact budget with the lender and every other agency. The loan asks the guard from its
-    main loop (a handler runs no activity), so the answer comes a moment after the request."""
-    reply = await _ask(client, loan_id, lifecycle.AgencyContactAsked(request=req, key="-"), RequestRejected)
-    if reply is None:
-        return await _update(client, loan_id, "agency_contact", req, RequestRejected, GuardDecision)  # type: ignore[no-any-return]
-    assert reply.guard is not None
-    return reply.guard
-
-
-async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
-    """The loan's collection status. For a running loan `fresh` asks the loan (a request: one
-    signal, so days past due are as of the server's now); `fresh=False` uses a query (no
-    history, figures as of the workflow's last step). A closed loan is always queried."""
-    handle = _handle(client, loan_id)
-    if fresh:
-        try:
-            reply = await _ask(client, loan_id, StatusAsked(), RequestRejected)
-        except RequestRejected:  # closed meanwhile: the query below answers
-            reply = None
-        except LoanNotFound:
-            raise
-        if reply is not None and reply.status is not None:
-            return reply.status
-        if reply is None and await _is_legacy(handle, loan_id):
-            try:
-                return await _execute_update(handle, "current_status", result_type=CollectionStatus)  # type: ignore[no-any-return]
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-    return await _query_status(handle, loan_id)
-
-
-async def _query_status(handle: WorkflowHandle[Any, Any], loan_id: str) -> CollectionStatus:
-    give_up = time.monotonic() + STARTING_WAIT
-    while True:
-        try:
-            return await handle.query(CollectionWorkflow.status)  # type: ignore[no-any-return]
-        except WorkflowQueryFailedError as exc:
-            if "starting" not in str(exc) or time.monotonic() > give_up:
-                raise
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            raise
-        await asyncio.sleep(0.1)
-
-
-async def wait_quiet(client: Client, loan_id: str, timeout: float = 30.0) -> None:
-    """Wait until the loan has written the effects of everything it was told (its answers come
-    first; the ledger rows, messages and tasks follow at once). Loans of the first workflow
-    version and closed loans are always quiet."""
-    handle = _handle(client, loan_id)
-    give_up = time.monotonic() + timeout
-    while True:
-        try:
-            if not await handle.query(CollectionWorkflow.busy, rpc_timeout=REPLY_RPC_TIMEOUT):
-                return
-        except WorkflowQueryFailedError as exc:
-            if "busy" in str(exc):  # the first version has no such query: it writes before it answers
-                return
-            if "starting" not in str(exc):
-                raise
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            if exc.status not in _QUERY_TIMEOUTS:
-                raise
-        if time.monotonic() > give_up:
-            raise TimeoutError(f"loan {loan_id} still busy after {timeout:.0f} s")
-        await asyncio.sleep(0.05)
-
-
-async def list_loans(
-    client: Client, status: str | None = None, *, stage: str | None = None, policy: str | None = None,
-    agency: str | None = None, limit: int | None = 1000,
-) -> list[dict[str, Any]]:
-    """Loans in collection from the server's visibility store, filtered by workflow status,
-    stage, policy and agency (the portfolio's search attributes), newest first."""
-    rows = []
-    async for wf in config.with_converter(client).list_workflows(_portfolio_query(status, stage, policy, agency),
-                                                                  limit=limit):
-        attrs = wf.typed_search_attributes
-        currency = attrs.get(sa.CURRENCY) or ""
-        minor = attrs.get(sa.OUTSTANDING)
-        rows.append({
-            "loan_id": wf.id.removeprefix(config.WORKFLOW_ID_PREFIX),
-            "workflow_id": wf.id,
-            "status": wf.status.name.lower() if wf.status else "",
-            "stage": attrs.get(sa.STAGE) or "",
-            "dpd_band": attrs.get(sa.DPD_BAND) or "",
-            "policy": attrs.get(sa.POLICY) or "",
-            "agency": attrs.get(sa.AGENCY) or "",
-            "currency": currency,
-            "outstanding": str(Decimal(minor).scaleb(-minor_units(currency))) if minor is not None and currency else "",
-            "started": wf.start_time.isoformat(timespec="seconds"),
-            "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
-        })
-    return rows
-
-
-async def roll_over(client: Client, loan_ids: list[str] | None = None, *, started_before: datetime | None = None) -> list[str]:
-    """Ask running loans to continue as new at their next quiet moment, so they take the
-    current code's patched branches (see the README's upgrade guide). Either the given loans,
-    or every running collection whose current run started before `started_before`. Returns
-    the loan ids asked; a loan that is not running is skipped."""
-    if loan_ids is None:
-        if started_before is None:
-            raise ValueError("give loan ids or started_before")
-        when = started_before.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        query = f'{_types_clause()} AND ExecutionStatus="Running" AND StartTime < "{when}"'
-        loan_ids = [wf.id.removeprefix(config.WORKFLOW_ID_PREFIX) async for wf in client.list_workflows(query)]
-    asked = []
-    for loan_id in loan_ids:
-        try:
-            await _handle(client, loan_id).signal(CollectionWorkflow.roll_over)
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            continue
-        asked.append(loan_id)
-    return asked
-
-
-async def portfolio_stats(client: Client, *, policy: str | None = None) -> list[dict[str, Any]]:
-    """Loans and outstanding totals per stage and currency, from visibility (no workflow is
-    queried, so it costs the same for ten loans or a hundred thousand)."""
-    totals: dict[tuple[str, str], list[Any]] = {}
-    for row in await list_loans(client, policy=policy, limit=None):
-        entry = totals.setdefault((row["stage"] or "starting", row["currency"]), [0, Decimal(0)])
-        entry[0] += 1
-        entry[1] += Decimal(row["outstanding"] or 0)
-    return [
-        {"stage": stage, "currency": currency, "loans": count, "outstanding": str(amount)}
-        for (stage, currency), (count, amount) in sorted(totals.items())
-    ]
-
-
-def _types_clause() -> str:
-    """Loans of either collection workflow type (README: Upgrading a live system)."""
-    return "(" + " OR ".join(f"WorkflowType = '{name}'" for name in config.COLLECTION_TYPES) + ")"
-
-
-def _portfolio_query(status: str | None, stage: str | None, policy: str | None, agency: str | None) -> str:
-    clauses = [_types_clause()]
-    if status:
-        clauses.append(f"ExecutionStatus = '{status.capitalize()}'")
-    for key, value in ((sa.STAGE, stage), (sa.POLICY, policy), (sa.AGENCY, agency)):
-        if value:
-            if "'" in value:
-                raise ValueError(f"invalid filter value {value!r}")
-            clauses.append(f"{key.name} = '{value}'")
-    return " AND ".join(clauses)
-
-
-async def load_sample_portfolio(client: Client, database_url: str | None = None) -> list[str]:
-    """Put the bundled sample loans in the database (once) and start their collection.
-
-    Due dates come from each sample's DPD on the day it is first loaded and are then read
-    back from the database, so running this again starts nothing new.
-    """
-    from db.store import make_engine
-    from db.tables import BorrowerRow, LoanRow
-
-    engine = make_engine(database_url or config.settings().database_url)
-    samples = json.loads(SAMPLE_PORTFOLIO.read_text(encoding="utf-8"))
-    loans = []
-    with Session(engine) as session:
-        for raw in samples:
-            borrower = Borrower(**raw["borrower"])
-            row = session.get(LoanRow, raw["loan_id"])
-            if row is None:
-                if session.get(BorrowerRow, borrower.borrower_id) is None:
-                    session.add(BorrowerRow(**borrower.model_dump()))
-                    session.flush()
-                due = local_date(datetime.now(timezone.utc), borrower.timezone) - timedelta(days=raw["dpd"])
-                row = LoanRow(
-                    loan_id=raw["loan_id"], borrower_id=borrower.borrower_id, currency=raw["currency"],
-                    principal=Decimal(raw["principal"]), interest=Decimal(raw["interest"]),
-                    fees=Decimal(raw["fees"]), penalties=Decimal(0), due_date=due,
-                )
-                session.add(row)
-                session.commit()
-            loans.append(OverdueLoan(
-                loan_id=row.loan_id, borrower=borrower, currency=row.currency, principal=row.principal,
-                interest=row.interest, fees=row.fees, penalties=row.penalties, due_date=row.due_date,
-            ))
-    return [await start_collection(client, loan) for loan in loans]
-
-
-async def scan_overdue(
-    client: Client, as_of: date | None = None, *, scan_id: str | None = None, task_queue: str | None = None,
-    page_size: int | None = None, pages_per_run: int | None = None,
-) -> ScanTotals:
-    """Run the daily scan now and wait for its totals: every loan on the book newly overdue
-    on `as_of` (default: today in SCAN_TIMEZONE) is handed to collection, none twice. The
-    scan id defaults to `overdue-scan-<date>`: asking again while it runs waits for the same
-    scan; asking after it finished scans again (and starts only what is new since). Scans
-    with different ids may overlap with each other and with the scheduled one."""
-    from models.scan import ScanInput
-    from workflows.scan import PRIORITY, OverdueScanWorkflow  # imports the scan activities, which import this module
-
-    cfg = config.settings()
-    day = _scan_day(as_of)
-    inp = ScanInput(as_of=day, timezone=cfg.scan_timezone, page_size=page_size or cfg.scan_page_size,
-                    pages_per_run=pages_per_run or cfg.scan_pages_per_run)
-    handle = await config.with_converter(client).start_workflow(
-        OverdueScanWorkflow.run, inp, id=scan_id or f"overdue-scan-{day.isoformat()}",
-        task_queue=config.task_queue(task_queue),
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, priority=PRIORITY,
-    )
-    return await handle.result()
-
-
-def _scan_day(as_of: date | None) -> date:
-    return as_of or local_date(datetime.now(timezone.utc), config.settings().scan_timezone)
-
-
-# ------------------------------------------------------------------------- audit export
-# Reads the database directly: needs no Temporal server and no worker.
-
-AUDIT_COLUMNS = ("seq", "key", "loan_id", "at", "actor", "action", "stage", "rule_id", "evidence_ref", "detail",
-                 "prev_hash", "hash", "recorded_at")
-"""The columns of an exported audit entry (`at` is the canonical UTC time the hash covers,
-`detail` the stored JSON text), so an export can be verified on its own with
-`models.audit.verify_chain`."""
-
-
-def export_audit(
-    loan_id: str, database_url: str | None = None, *, retention_years: int | None = None
-) -> tuple[list[dict[str, Any]], list[str], date | None]:
-    """A loan's evidential record: its audit entries in chain order (as dicts with
-    AUDIT_COLUMNS), the problems the hash chain shows (empty: intact) and the date until
-    which the record must be kept (the last entry's UTC date plus `retention_years`, by
-    default the retention of the rule set of the loan's policy; None for a loan with no
-    entries). Reads DATABASE_URL unless `database_url` is given."""
-    from sqlmodel import create_engine, select
-
-    from db.tables import AuditRow
-    from models.audit import canonical_time, verify_chain
-
-    url = database_url or config.settings().database_url
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
-    if path and path != ":memory:" and not Path(path).exists():
-        raise FileNotFoundError(f"no database at {path}")
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            query = select(AuditRow).where(AuditRow.loan_id == loan_id)
-            rows = session.exec(query.order_by(AuditRow.seq, AuditRow.id)).all()  # type: ignore[arg-type]
-            if retention_years is None:
-                retention_years = _retention_years(session, loan_id)
-    finally:
-        engine.dispose()
-    entries = [
-        {
-            **{name: getattr(row, name) for name in AUDIT_COLUMNS},
-            "at": canonical_time(row.at),
-            "recorded_at": canonical_time(row.recorded_at),
-        }
-        for row in rows
-    ]
-    retain_until = _years_after(rows[-1].at.date(), retention_years) if rows else None
-    return entries, verify_chain(entries), retain_until
-
-
-def _retention_years(session: Session, loan_id: str) -> int:
-    """Records are kept as long as the rule set of the loan's policy says (5 years if unknown)."""
-    from db.tables import LoanRow
-    from models.conduct import load_ruleset
-    from models.policy import load_policy
-
-    cfg = config.settings()
-    row = session.get(LoanRow, loan_id)
-    try:
-        policy = load_policy(row.policy if row else "default", cfg.policies_dir)
-        return load_ruleset(policy.conduct.ruleset, cfg.rulesets_dir, policy.conduct.overrides).retention_years
-    except ValueError:
-        return 5
-
-
-def _years_between(at: str, until: date | None) -> int | None:
-    return None if until is None else until.year - datetime.fromisoformat(at).year
-
-
-def _years_after(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February
-        return day.replace(year=day.year + years, day=28)
-
-
-def _audit_parser(sub: Any) -> None:
-    p = sub.add_parser("audit", help="export a loan's audit record (JSON or CSV) and verify its hash chain")
-    p.add_argument("loan_id")
-    p.add_argument("--format", choices=["json", "csv"], help="default json")
-    p.add_argument("--out", help="write the export to this file (default: standard output)")
-    p.add_argument("--retention-years", type=int,
-                   help="years the record is kept after its last entry (default: the loan's rule set)")
-
-
-def _audit_cli(args: argparse.Namespace) -> int:
-    """`audit LOAN_ID`: the export on stdout (or --out), the verdict on stderr; exit code 3
-    when the chain is broken, 2 for a loan without entries, 1 when the database is unreadable."""
-    import csv
-    import io
-
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from models.audit import GENESIS
-
-    try:
-        entries, problems, retain_until = export_audit(args.loan_id, retention_years=args.retention_years)
-    except (OSError, SQLAlchemyError) as exc:
-        print(f"error: cannot read the audit record: {exc}", file=sys.stderr)
-        return 1
-    if not entries:
-        print(f"error: no audit entries for loan {args.loan_id}", file=sys.stderr)
-        return 2
-    if (args.format or "json") == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(entries)
-        text = buffer.getvalue()
-    else:
-        text = json.dumps({
-            "loan_id": args.loan_id,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "retention_years": args.retention_years or _years_between(entries[-1]["at"], retain_until),
-            "retain_until": retain_until.isoformat() if retain_until else None,
-            "chain": {"algorithm": "sha256", "genesis": GENESIS, "intact": not problems, "entries": len(entries),
-                      "head": entries[-1]["hash"], "problems": problems},
-            "entries": entries,
-        }, ensure_ascii=False, indent=2) + "\n"
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8", newline="")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        print(f"chain broken ({len(problems)} problem(s) in {len(entries)} entries)", file=sys.stderr)
-        return 3
-    print(f"chain intact ({len(entries)} entries)", file=sys.stderr)
-    return 0
-
-
-# ------------------------------------------------------------------------- internals
-
-
-def _handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:
-    return config.with_converter(client).get_workflow_handle(config.workflow_id(loan_id))
-
-
-async def _ask(client: Client, loan_id: str, request: Any, rejected: type[Exception]) -> Reply | None:
-    """One request to a loan (`models.protocol`): send it by signal, read its answer by query.
-    Raises `rejected` with the reason (nothing changed), LoanNotFound, or RequestPending if no
-    answer came in time. None: the loan runs the first workflow version, which takes updates
-    (the caller falls back to them)."""
-    handle = _handle(client, loan_id)
-    if await _is_legacy(handle, loan_id):
-        return None
-    env = Envelope(request_id=str(uuid.uuid4()), request=request, sent_at=await server_now(client))
-    try:
-        await handle.signal(CollectionWorkflow.request, env)
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-        raise await _not_running(handle, loan_id, rejected) from exc
-    reply = await _answer(handle, env.request_id)
-    if reply.refused:
-        raise rejected(reply.reason)
-    return reply
-
-
-_TYPES: dict[str, str] = {}
-"""Workflow type by loan id, as found (a loan's type never changes: it continues as new into
-its own type, and a closed loan is never started again)."""
-
-
-async def _is_legacy(handle: WorkflowHandle[Any, Any], loan_id: str) -> bool:
-    """Whether the loan runs the first workflow version (type `CollectionWorkflow`)."""
-    if loan_id not in _TYPES:
-        try:
-            _TYPES[loan_id] = (await handle.describe()).workflow_type
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            raise
-        if len(_TYPES) > 100_000:  # a long-running API process: forget the oldest half
-            for old in list(_TYPES)[:50_000]:
-                del _TYPES[old]
-    return _TYPES[loan_id] == "CollectionWorkflow"
-
-
-_QUERY_TIMEOUTS = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
-"""How a query that ran into its deadline fails (the client's `rpc_timeout`, the server's)."""
-
-
-class RequestPending(TimeoutError):
-    """The loan has the request (it is durable) but did not answer in time (no worker?)."""
-
-
-REPLY_WAIT = 60.0
-"""Seconds a caller waits for a loan's answer (normally tens of milliseconds; an agency's contact
-request one guard decision more)."""
-REPLY_RPC_TIMEOUT = timedelta(seconds=5)
-"""A query that meets the loan continuing as new can wait for the server's 30 s query deadline
-(seen on the test server); a shorter deadline and another try answer it from the new run."""
-
-
-async def _answer(handle: WorkflowHandle[Any, Any], request_id: str) -> Reply:
-    """Read the answer with the `reply` query. A query is consistent: sent while the loan is
-    taking the request (its workflow task in flight), the server holds it until that task is
-    done, so the first one usually has the answer. The next tries back off (a busy loan buffers
-    one query at a time and refuses more)."""
-    give_up, pause = time.monotonic() + REPLY_WAIT, 0.02
-    while True:
-        try:
-            reply: Reply | None = await handle.query(CollectionWorkflow.reply, request_id, rpc_timeout=REPLY_RPC_TIMEOUT)
-        except (WorkflowQueryFailedError, RPCError):
-            if time.monotonic() > give_up:
-                raise
-            reply = None
-        if reply is not None and not reply.pending:
-            return reply
-        if time.monotonic() > give_up:
-            raise RequestPending(f"request {request_id} taken by the loan, no answer within {REPLY_WAIT:.0f} s")
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.5)
-
-
-async def _report(client: Client, loan_id: str, request: Any, legacy: str, arg: BaseModel) -> CollectionStatus:
-    """A report (task outcome, agency, court): answered with the status as of it."""
-    reply = await _ask(client, loan_id, request, RequestRejected)
-    if reply is None:
-        return await _update(client, loan_id, legacy, arg, RequestRejected, CollectionStatus)  # type: ignore[no-any-return]
-    assert reply.status is not None
-    return reply.status
-
-
-async def _decide(client: Client, loan_id: str, request: Any, legacy: str, arg: BaseModel) -> Decision:
-    """A negotiation request: accepted, or rejected with the reason (nothing changed)."""
-    try:
-        reply = await _ask(client, loan_id, request, RequestRejected)
-        if reply is None:
-            return await _update(client, loan_id, legacy, arg, RequestRejected, Decision)  # type: ignore[no-any-return]
-    except RequestRejected as exc:
-        return Decision(accepted=False, reason=str(exc))
-    assert reply.decision is not None
-    return reply.decision
-
-
-async def _update(client: Client, loan_id: str, update: str, arg: BaseModel, rejected: type[Exception],
-                  result_type: type) -> Any:
-    """A validated update to a loan of the first workflow version; SDK failures become the
-    caller's exceptions."""
-    handle = _handle(client, loan_id)
-    try:
-        return await _execute_update(handle, update, arg, result_type=result_type)
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        raise rejected(cause.message if isinstance(cause, ApplicationError) else str(cause)) from exc
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-        raise await _not_running(handle, loan_id, rejected) from exc
-
-
-STARTING_WAIT = 30.0
-"""Seconds a request to a loan that is still starting (loading its policy, its first activity,
-usually a few tens of milliseconds) is tried again before the refusal is passed on."""
-
-
-async def _execute_update(handle: WorkflowHandle[Any, Any], update: str, *args: Any, result_type: type) -> Any:
-    """`execute_update` (first workflow version), tried again while the loan says it is starting."""
-    give_up = time.monotonic() + STARTING_WAIT
-    while True:
-        try:
-            return await handle.execute_update(update, *args, result_type=result_type)
-        except WorkflowUpdateFailedError as exc:
-            if not _starting(exc.cause) or time.monotonic() > give_up:
-                raise
-        await asyncio.sleep(0.1)
-
-
-def _starting(cause: BaseException | None) -> bool:
-    return isinstance(cause, ApplicationError) and cause.message.startswith("collection is starting")
-
-
-async def _not_running(handle: WorkflowHandle[Any, Any], loan_id: str, rejected: type[Exception]) -> Exception:
-    try:
-        desc = await handle.describe()
-    except RPCError:
-        return LoanNotFound(f"no collection for loan {loan_id}")
-    if desc.status == WorkflowExecutionStatus.COMPLETED:
-        final = await handle.query(CollectionWorkflow.status)
-        return rejected(f"the loan is closed ({final.stage}); nothing was applied")
-    return rejected(f"collection of loan {loan_id} is not running ({desc.status.name.lower() if desc.status else '?'})")
-
-
-# ------------------------------------------------------------------------- CLI
+from ops.audit import AUDIT_COLUMNS, export_audit, years_between
+from ops.sample import SAMPLE_PORTFOLIO, load_sample_portfolio
+
+__all__ = [  # the client API, re-exported under its old names (module docstring)
+    "AUDIT_COLUMNS",
+    "REPLY_RPC_TIMEOUT",
+    "REPLY_WAIT",
+    "SAMPLE_PORTFOLIO",
+    "STARTING_WAIT",
+    "AgencyContactRequest",
+    "AgencyReport",
+    "Borrower",
+    "CollectionStatus",
+    "CourtReport",
+    "Decision",
+    "DisputeRequest",
+    "DisputeResolution",
+    "GuardDecision",
+    "HardshipDecision",
+    "HardshipReport",
+    "LoanNotFound",
+    "OptOutRequest",
+    "OverdueLoan",
+    "Payment",
+    "PaymentReceipt",
+    "PaymentRejected",
+    "PlanProposal",
+    "PromiseRequest",
+    "RequestPending",
+    "RequestRejected",
+    "ScanTotals",
+    "SettlementOffer",
+    "Stage",
+    "StartOutcome",
+    "StopRequest",
+    "TaskReport",
+    "connect",
+    "export_audit",
+    "get_status",
+    "hand_over",
+    "list_loans",
+    "load_sample_portfolio",
+    "main",
+    "offer_settlement",
+    "opt_out",
+    "portfolio_stats",
+    "promise_to_pay",
+    "propose_plan",
+    "raise_dispute",
+    "register_payment",
+    "report_agency",
+    "report_court",
+    "report_hardship",
+    "report_task_outcome",
+    "request_agency_contact",
+    "resolve_dispute",
+    "review_hardship",
+    "roll_over",
+    "scan_overdue",
+    "send_bank_payment",
+    "server_now",
+    "start_collection",
+    "stop_collection",
+    "wait_quiet",
+]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -849,6 +267,56 @@ def _negotiation_parsers(sub: Any) -> None:
     p.add_argument("--route", choices=["legal_review", "write_off"])
     p.add_argument("--evidence", default="")
     p.add_argument("--by", **by)
+
+
+def _audit_parser(sub: Any) -> None:
+    p = sub.add_parser("audit", help="export a loan's audit record (JSON or CSV) and verify its hash chain")
+    p.add_argument("loan_id")
+    p.add_argument("--format", choices=["json", "csv"], help="default json")
+    p.add_argument("--out", help="write the export to this file (default: standard output)")
+    p.add_argument("--retention-years", type=int,
+                   help="years the record is kept after its last entry (default: the loan's rule set)")
+
+
+def _audit_cli(args: argparse.Namespace) -> int:
+    """`audit LOAN_ID`: the export on stdout (or --out), the verdict on stderr; exit code 3
+    when the chain is broken, 2 for a loan without entries, 1 when the database is unreadable."""
+    try:
+        entries, problems, retain_until = export_audit(args.loan_id, retention_years=args.retention_years)
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"error: cannot read the audit record: {exc}", file=sys.stderr)
+        return 1
+    if not entries:
+        print(f"error: no audit entries for loan {args.loan_id}", file=sys.stderr)
+        return 2
+    if (args.format or "json") == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(entries)
+        text = buffer.getvalue()
+    else:
+        text = json.dumps({
+            "loan_id": args.loan_id,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "retention_years": args.retention_years or years_between(entries[-1]["at"], retain_until),
+            "retain_until": retain_until.isoformat() if retain_until else None,
+            "chain": {"algorithm": "sha256", "genesis": GENESIS, "intact": not problems, "entries": len(entries),
+                      "head": entries[-1]["hash"], "problems": problems},
+            "entries": entries,
+        }, ensure_ascii=False, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8", newline="")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"chain broken ({len(problems)} problem(s) in {len(entries)} entries)", file=sys.stderr)
+        return 3
+    print(f"chain intact ({len(entries)} entries)", file=sys.stderr)
+    return 0
 
 
 def _doctor_parsers(sub: Any) -> None:
@@ -970,7 +438,7 @@ async def _run_cli(args: argparse.Namespace) -> Any:
         return {"asked": await roll_over(client, args.loan_ids or None, started_before=before)}
     if args.command == "scan":
         totals = await scan_overdue(client, args.as_of)
-        return {"as_of": _scan_day(args.as_of).isoformat(), **totals.model_dump()}
+        return {"as_of": scan_day(args.as_of).isoformat(), **totals.model_dump()}
     if args.command in ("doctor", "reset"):
         return await _doctor_cli(client, args)
     raise AssertionError(args.command)
@@ -1094,4 +562,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    config.exit_process(main())
+    exit_process(main())

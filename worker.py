@@ -1,4 +1,6 @@
-"""The worker process: runs collection workflows and their activities.
+"""The worker process: runs collection workflows and their activities. Wiring only: settings
+and adapters in, `create_worker` out; what the loan does is `models`', how it is shelled
+`workflows`', the I/O `activities`'.
 
 `python worker.py` serves the configured Temporal server. `python worker.py --embedded`
 (what `make run` does) also starts the embedded Temporal dev server with its Web UI, keeps
@@ -29,7 +31,6 @@ from temporalio.worker import (
     Worker,
 )
 
-import config
 from activities.admin import AdminActivities, ensure_search_attributes
 from activities.channels import make_adapter
 from activities.effects import EffectActivities
@@ -44,16 +45,18 @@ from activities.start import StartActivities
 from activities.tasks import TaskActivities
 from db import migrate
 from db.store import make_engine
-from scan_schedule import ensure_scan_schedule
-from workflows.collection import CollectionWorkflow
-from workflows.legacy.collection_v1 import LegacyCollectionWorkflow
-from workflows.scan import OverdueScanWorkflow
+from infra import temporal
+from infra.logs import install_log_masking
+from infra.process import exit_process, venv_binary
+from infra.schedules import ensure_scan_schedule
+from infra.settings import Settings, settings
+from infra.settings import task_queue as default_queue
+from ops.sample import load_sample_portfolio
+from workflows.registry import WORKFLOWS
 
 log = logging.getLogger("collections.worker")
 
-WORKFLOWS: list[type] = [CollectionWorkflow, LegacyCollectionWorkflow, OverdueScanWorkflow]
-"""Every workflow a worker runs: new loans (`LoanCollection`), loans started before the decider
-(`CollectionWorkflow`, until none is left open), the daily scan. Replay tests use the same list."""
+__all__ = ["WORKFLOWS", "Uninterrupted", "create_worker", "main", "uninterrupted", "until_stopped"]
 
 
 def create_worker(
@@ -65,12 +68,14 @@ def create_worker(
     policies_dir: Path | None = None,
     **options: Any,
 ) -> Worker:
-    """A worker with every workflow and activity registered, writing to `database_url`
-    (default: the DATABASE_URL setting, a SQLite file under var/). `options` go to
-    `temporalio.worker.Worker` as they are (tests and benchmarks tune the worker with them)."""
-    cfg = config.settings()
-    queue = config.task_queue(task_queue)
-    config.remember_task_queue(queue)
+    """A worker with every workflow (`workflows.registry.WORKFLOWS`) and activity registered,
+    polling `task_queue` (default: the TEMPORAL_TASK_QUEUE setting) and writing to
+    `database_url` (default: the DATABASE_URL setting, a SQLite file under var/). `options` go to
+    `temporalio.worker.Worker` as they are (tests and benchmarks tune the worker with them).
+    Client calls in the same process do not learn the queue from it: give them the same
+    `task_queue` (or set TEMPORAL_TASK_QUEUE)."""
+    cfg = settings()
+    queue = default_queue(task_queue)
     url = database_url or cfg.database_url
     migrate.upgrade(url)  # the schema to head (Alembic) before anything writes; idempotent, locked
     engine = make_engine(url, cfg.database_pool_size, cfg.database_max_overflow, sqlite_connections=1)
@@ -88,7 +93,7 @@ def create_worker(
     start = StartActivities(records, admin)
     interceptors = [Uninterrupted(), *options.pop("interceptors", [])]  # Uninterrupted: see `uninterrupted`
     worker = Worker(
-        config.with_converter(client),
+        temporal.with_converter(client),
         task_queue=queue,
         workflows=WORKFLOWS,
         activities=[
@@ -187,32 +192,30 @@ class _UninterruptedInbound(ActivityInboundInterceptor):
 
 async def run_worker() -> None:
     """Serve the configured Temporal server until SIGINT/SIGTERM."""
-    client = await config.connect()
+    client = await temporal.connect()
     await ensure_search_attributes(client)  # the portfolio view's attributes, registered idempotently
     worker = create_worker(client)
     await ensure_scan_schedule(client, worker.task_queue)  # the daily scan, once per namespace
-    log.info("worker on %s, task queue %s", config.settings().temporal_address, worker.task_queue)
+    log.info("worker on %s, task queue %s", settings().temporal_address, worker.task_queue)
     async with worker:
         await until_stopped()
 
 
 async def run_embedded() -> None:
     """Dev server + Web UI + worker + sample portfolio, all in this process tree."""
-    import starter  # the sample loader lives with the other client-side operations
-
-    cfg = config.settings()
+    cfg = settings()
     cfg.temporal_db_file.parent.mkdir(parents=True, exist_ok=True)
-    if config.ensure_codec_key():  # first start: encrypt payloads from the very first loan
+    if temporal.ensure_codec_key():  # first start: encrypt payloads from the very first loan
         log.info("created codec key file %s (keep it: without it the history cannot be read)", cfg.codec_key_file)
     host, _, port = cfg.temporal_address.rpartition(":")
     env = await WorkflowEnvironment.start_local(
         namespace=cfg.temporal_namespace,
-        data_converter=config.data_converter(),
+        data_converter=temporal.data_converter(),
         ip=host or "127.0.0.1",
         port=int(port),
         ui=True,
         ui_port=cfg.temporal_ui_port,
-        dev_server_existing_path=config.venv_binary("temporal"),
+        dev_server_existing_path=venv_binary("temporal"),
         dev_server_database_filename=str(cfg.temporal_db_file),
         dev_server_extra_args=[
             "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
@@ -226,18 +229,18 @@ async def run_embedded() -> None:
         worker = create_worker(env.client)
         await ensure_scan_schedule(env.client, worker.task_queue)
         async with worker:
-            started = await starter.load_sample_portfolio(env.client)
-            print(_banner(cfg, len(started)), flush=True)
+            started = await load_sample_portfolio(env.client, task_queue=worker.task_queue)
+            print(_banner(cfg, len(started), worker.task_queue), flush=True)
             await until_stopped()
     print("stopped: worker and Temporal dev server shut down cleanly", flush=True)
 
 
-def _banner(cfg: config.Settings, loans: int) -> str:
+def _banner(cfg: Settings, loans: int, queue: str | None = None) -> str:
     host = cfg.temporal_address.rpartition(":")[0] or "localhost"
     ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
     # The Web UI shows only ciphertext until it is pointed at the codec server, which wants the
     # token: the CLI sends it as a header; the Web UI, which has no field for one, in the path.
-    sealing, token = config.payload_codec(), config.codec_server_token()
+    sealing, token = temporal.payload_codec(), temporal.codec_server_token()
     if sealing is None or token is None:
         privacy = "Payloads are NOT encrypted (no codec key): personal data is readable in the Web UI.\n"
     else:
@@ -253,7 +256,7 @@ def _banner(cfg: config.Settings, loans: int) -> str:
         )
     return f"""
 Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
-Worker on task queue '{config.task_queue()}'; database {cfg.database_url}
+Worker on task queue '{queue or cfg.temporal_task_queue}'; database {cfg.database_url}
 Sample portfolio: {loans} loans in collection (workflow ids collection-<loan id>).
 
 In another terminal:
@@ -280,11 +283,11 @@ def main() -> None:
     parser.add_argument("--embedded", action="store_true", help="start the embedded dev server, UI and sample portfolio")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config.install_log_masking()  # phone numbers and e-mail addresses never reach the log in full
+    install_log_masking()  # phone numbers and e-mail addresses never reach the log in full
     logging.getLogger("temporalio").setLevel(logging.WARNING)
     asyncio.run(run_embedded() if args.embedded else run_worker())
 
 
 if __name__ == "__main__":
     main()
-    config.exit_process(0)
+    exit_process(0)

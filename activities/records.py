@@ -11,11 +11,11 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.linter import lint_folder
 from db.store import audit_row, in_transaction, write_once
 from db.tables import BorrowerRow, LoanRow, utcnow
-from models.conduct import load_holidays, load_ruleset
-from models.linter import lint_folder
-from models.policy import Conduct, Policy, PolicyError, load_policy, template_names
+from infra.loaders import load_holidays, load_policy, load_ruleset
+from models.policy import Conduct, Policy, PolicyError, template_names
 from models.requests import AuditEvent, ConductRules, LoanRegistration, Recorded
 
 

@@ -2,7 +2,7 @@
 loans to collection.
 
 Never twice, at every level:
-- Temporal: each loan is started through `starter.hand_over`, the code every start goes
+- Temporal: each loan is started through `client.loans.hand_over`, the code every start goes
   through (workflow id `collection-<loan id>`, USE_EXISTING on a running workflow, no reuse
   of a closed one), so a repeated page, a retried attempt or a second scan cannot make a
   second collection workflow.
@@ -23,9 +23,9 @@ from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.client import Client
 
-import config
-import starter
+from client.loans import StartOutcome, hand_over
 from db.book import BookLoan, CollectionStart, overdue_loan, read_page, record_start
+from infra.temporal import workflow_id
 from models.scan import ScanPageRequest, ScanPageResult, ScanTotals, is_newly_overdue, next_cursor
 
 log = logging.getLogger("collections.scan")
@@ -72,10 +72,10 @@ class ScanActivities:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or e["msg"] for e in exc.errors())
             log.warning("loan %s on the book cannot start collection: invalid %s", row.loan_id, fields)
             return "invalid"
-        outcome = await starter.hand_over(self._client, loan, row.policy, task_queue=self._task_queue)
+        outcome = await hand_over(self._client, loan, row.policy, task_queue=self._task_queue)
         start = CollectionStart(
-            loan_id=row.loan_id, workflow_id=config.workflow_id(row.loan_id), scan_id=req.scan_id,
+            loan_id=row.loan_id, workflow_id=workflow_id(row.loan_id), scan_id=req.scan_id,
             as_of=req.as_of, outcome=str(outcome),
         )
         await asyncio.to_thread(record_start, self._engine, start)
-        return "started" if outcome is starter.StartOutcome.started else "already"
+        return "started" if outcome is StartOutcome.started else "already"

@@ -45,17 +45,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def configure(plain: bool) -> str:
     """Point the project's settings at a fresh, throw-away codec key (or at none with --plain),
     so figures do not depend on whatever var/codec.key or .env this checkout has. Must run before
-    the first `config.data_converter()`; returns a description for the table."""
-    import codec
-    import config
+    the first `infra.temporal.data_converter()`; returns a description for the table."""
+    from infra import codec
+    from infra.settings import settings
+    from infra.temporal import data_converter
 
     if plain:
         os.environ["COLLECTIONS_CODEC_KEYS"] = ""
         os.environ["CODEC_KEY_FILE"] = "/nonexistent/bench-no-key"
     else:
         os.environ["COLLECTIONS_CODEC_KEYS"] = codec.encode_key(codec.generate_key())
-    config.settings.cache_clear()
-    config.data_converter.cache_clear()
+    settings.cache_clear()
+    data_converter.cache_clear()
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -73,11 +74,12 @@ async def start_dev_server(tmp: Path, extra_args: Sequence[str] = ()) -> Any:
     with the project's data converter on its client."""
     from temporalio.testing import WorkflowEnvironment
 
-    import config
+    from infra.process import venv_binary
+    from infra.temporal import data_converter
 
     return await WorkflowEnvironment.start_local(
-        data_converter=config.data_converter(),
-        dev_server_existing_path=config.venv_binary("temporal"),
+        data_converter=data_converter(),
+        dev_server_existing_path=venv_binary("temporal"),
         dev_server_database_filename=str(tmp / "temporal.db"),
         dev_server_extra_args=[*DEV_SERVER_PRAGMAS, *extra_args],
         dev_server_log_level="error",
@@ -88,11 +90,12 @@ async def start_dev_server(tmp: Path, extra_args: Sequence[str] = ()) -> Any:
 async def start_time_skipping() -> Any:
     from temporalio.testing import WorkflowEnvironment
 
-    import config
+    from infra.process import venv_binary
+    from infra.temporal import data_converter
 
     return await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=config.venv_binary("temporal-test-server"),
-        data_converter=config.data_converter(),
+        test_server_existing_path=venv_binary("temporal-test-server"),
+        data_converter=data_converter(),
         test_server_startup_timeout=timedelta(seconds=60),
     )
 
@@ -448,9 +451,9 @@ def progress(message: str) -> None:
 
 def finish(code: int = 0) -> None:
     """Exit without interpreter finalisation (the Temporal core's threads can abort it)."""
-    import config
+    from infra.process import exit_process
 
-    config.exit_process(code)
+    exit_process(code)
 
 
 _START = (time.monotonic(), _machine_busy_seconds(), _own_cpu_seconds())

@@ -49,12 +49,12 @@ def mib(kib: float) -> str:
 async def worker_child(spec: dict) -> None:
     import logging
 
-    import config
+    from infra.temporal import connect
     from worker import create_worker, until_stopped
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.ERROR)
-    client = await config.connect(spec["address"], spec["namespace"])
+    client = await connect(spec["address"], spec["namespace"])
     worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"],
                            max_cached_workflows=spec["cache"])
     async with worker:
@@ -238,9 +238,9 @@ def _verdict(args: argparse.Namespace, model: MemoryModel, final: int, peak: int
 
 
 def _default_cache() -> int:
-    import config
+    from infra.settings import settings
 
-    return config.settings().max_cached_workflows
+    return settings().max_cached_workflows
 
 
 if __name__ == "__main__":

@@ -54,15 +54,15 @@ async def worker_child(spec: dict[str, Any]) -> None:
 
     from temporalio.worker import Worker
 
-    import config
     from activities.scan import ScanActivities
     from db.store import make_engine
+    from infra.temporal import connect
     from worker import create_worker, until_stopped
     from workflows.scan import OverdueScanWorkflow
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.ERROR)
-    client = await config.connect(spec["address"], spec["namespace"])
+    client = await connect(spec["address"], spec["namespace"])
     if spec["isolated"]:  # the scan only; the loans it starts wait on a queue nobody polls
         engine = make_engine(spec["db_url"])
         scan = ScanActivities(client, engine, f"{spec['queue']}-unpolled")
@@ -111,9 +111,8 @@ def book_rows(n: int, as_of: date, tag: str, seed: int = 5) -> tuple[list[dict[s
 def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float]:
     """Insert the book (and the earlier hand-overs) in batches; (counts, seconds)."""
     from db.book import BookLoan, CollectionStart
-    from db.store import make_engine
-
     from db.migrate import upgrade
+    from db.store import make_engine
 
     rows, handed, counts = book_rows(n, as_of, tag)
     upgrade(url)
@@ -208,7 +207,7 @@ async def timed_scan(client: Any, as_of: date, scan_id: str, queue: str, args: a
 
 
 async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
-    import config
+    from infra.temporal import with_converter
     from models.scan import scan_date
 
     as_of = scan_date(datetime.now(UTC), TZ)
@@ -219,7 +218,7 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     _common.progress("starting the dev server and the worker")
     env = await _common.start_dev_server(tmp)
     async with env:
-        client = config.with_converter(env.client)
+        client = with_converter(env.client)
         queue = f"bench-scan-{uuid.uuid4().hex[:8]}"
         spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
                 "queue": queue, "db_url": url, "isolated": args.isolated, "workflow_tasks": args.workflow_tasks}

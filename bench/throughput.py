@@ -106,7 +106,7 @@ async def run_collection(client, queue: str, regs, n: int, concurrency: int, tag
 
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     encryption = _common.configure(args.plain)
-    import config
+    from infra.settings import settings
     from worker import create_worker
 
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp_name:
@@ -121,7 +121,7 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             collection_worker = create_worker(client, task_queue=cq, database_url=f"sqlite:///{db_file}")
             trivial_worker = Worker(
                 client, task_queue=tq, workflows=[TrivialWorkflow], activities=[trivial_step],
-                max_cached_workflows=config.settings().max_cached_workflows,
+                max_cached_workflows=settings().max_cached_workflows,
                 workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
                 activity_task_poller_behavior=PollerBehaviorAutoscaling(),
             )

@@ -1,7 +1,7 @@
 """Alembic environment: the project's tables (`db.migrate.target_metadata`) and its database.
 
 Called by `db.migrate.upgrade` (the worker at start) with a connection that already holds the
-migration lock, or by the `alembic` command, which migrates the DATABASE_URL setting (config.py,
+migration lock, or by the `alembic` command, which migrates the DATABASE_URL setting (infra/settings.py,
 so `.env` applies too) unless `-x url=...` names another database. Either way the whole run is
 one transaction holding the lock (see db/migrate.py).
 """
@@ -47,9 +47,9 @@ def database_url() -> str:
     given = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option("sqlalchemy.url")
     if given:
         return given
-    import config  # the project's settings: DATABASE_URL from the environment or .env
+    from infra.settings import settings  # the project's settings: DATABASE_URL from the environment or .env
 
-    return config.settings().database_url
+    return settings().database_url
 
 
 if context.is_offline_mode():

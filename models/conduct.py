@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tomllib
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -129,24 +128,19 @@ class GuardDecision(BaseModel):
     """When the guard decided (business time); the workflow's clock moves on to it."""
 
 
-def load_ruleset(name: str, folder: Path, overrides: dict[str, Any] | None = None) -> RuleSet:
-    """Read `folder/<name>.toml`, apply `overrides` (merged into the file's tables) and validate."""
-    path = folder / f"{name}.toml"
-    if not name.isalnum() or not path.is_file():
-        raise ValueError(f"no rule set {name!r} in {folder}")
-    data = _merge(tomllib.loads(path.read_text(encoding="utf-8")), overrides or {})
+def parse_ruleset(text: str, source: str, overrides: dict[str, Any] | None = None) -> RuleSet:
+    """Validate a rule set's TOML text with `overrides` merged into its tables; `source` names
+    the file in error messages. (`infra.loaders.load_ruleset` reads the file.)"""
+    data = _merge(tomllib.loads(text), overrides or {})
     try:
         return RuleSet.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ValueError(f"{source}: {exc}") from exc
 
 
-def load_holidays(name: str | None, folder: Path) -> frozenset[date]:
-    """Holiday dates from `folder/holidays/<name>.toml` (`dates = [...]`)."""
-    if not name:
-        return frozenset()
-    data = tomllib.loads((folder / "holidays" / f"{name}.toml").read_text(encoding="utf-8"))
-    return frozenset(date.fromisoformat(str(d)) for d in data["dates"])
+def parse_holidays(text: str) -> frozenset[date]:
+    """Holiday dates from a calendar's TOML text (`dates = [...]`)."""
+    return frozenset(date.fromisoformat(str(d)) for d in tomllib.loads(text)["dates"])
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

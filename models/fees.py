@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from models.loan import Balance
 from models.money import ZERO, quantize
-from models.policy import LateFee
+from models.policy import FeeKind, LateFee
 
 
 def fee_cap(rule: LateFee, original_principal: Decimal, currency: str) -> Decimal:
@@ -27,13 +27,16 @@ def fee_for_period(
     fees or earlier penalties), so partial payments lower later fees. Zero means nothing to
     post (capped, or nothing overdue).
     """
-    if rule.kind == "none":
-        return ZERO
-    if rule.kind == "flat":
-        assert rule.amount is not None
-        raw = rule.amount
-    else:
-        assert rule.rate is not None
-        raw = (balance.principal + balance.interest) * rule.rate
+    match rule.kind:
+        case FeeKind.none:
+            return ZERO
+        case FeeKind.flat:
+            assert rule.amount is not None
+            raw = rule.amount
+        case FeeKind.percent:
+            assert rule.rate is not None
+            raw = (balance.principal + balance.interest) * rule.rate
+        case _:
+            raise ValueError(f"unknown late-fee kind {rule.kind!r}")
     room = fee_cap(rule, original_principal, currency) - penalties_so_far
     return max(ZERO, quantize(min(raw, room), currency))

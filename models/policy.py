@@ -1,4 +1,5 @@
-"""Collection policies: a strategy is data (a TOML file), validated here on load.
+"""Collection policies: a strategy is data (a TOML file), validated here (`parse_policy`);
+`infra.loaders.load_policy` reads the file.
 
 A loan keeps the policy it started with (and its version hash) for its whole life, so a
 changed file never disturbs loans already in flight.
@@ -31,6 +32,14 @@ class Action(StrEnum):
     field_visit = "field_visit"  # a visit task, outcome and recording reported back
     agency = "agency"  # hand the account to an outside agency for the agency period
     litigation = "litigation"  # file a court case
+
+
+class FeeKind(StrEnum):
+    """How a late fee is computed (`[late_fee] kind` in a policy file)."""
+
+    flat = "flat"  # a fixed `amount` per period
+    percent = "percent"  # `rate` of the overdue principal and interest
+    none = "none"  # no late fees
 
 
 class _Strict(BaseModel):
@@ -84,7 +93,7 @@ class LateFee(_Strict):
     """Late-fee (penalty) rule: grace, amount, recurrence and a cap."""
 
     grace_days: int = Field(default=6, ge=0)
-    kind: Literal["flat", "percent", "none"] = "percent"
+    kind: FeeKind = FeeKind.percent
     amount: Amount | None = Field(default=None, gt=0)
     rate: Decimal | None = Field(default=Decimal("0.05"), gt=0, le=1)
     every_days: int = Field(default=30, ge=0)
@@ -93,9 +102,9 @@ class LateFee(_Strict):
 
     @model_validator(mode="after")
     def _amount_given(self) -> LateFee:
-        if self.kind == "flat" and self.amount is None:
+        if self.kind == FeeKind.flat and self.amount is None:
             raise ValueError("a flat late fee needs 'amount'")
-        if self.kind == "percent" and self.rate is None:
+        if self.kind == FeeKind.percent and self.rate is None:
             raise ValueError("a percent late fee needs 'rate'")
         return self
 
@@ -280,14 +289,6 @@ def parse_policy(text: str, source: str) -> Policy:
         return Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(_describe(source, exc)) from exc
-
-
-def load_policy(name: str, folder: Path) -> Policy:
-    """Read and validate policy `name` from `folder`."""
-    path = policy_path(name, folder)
-    if not path.is_file():
-        raise PolicyError(f"{path}: no such policy file")
-    return parse_policy(path.read_text(encoding="utf-8"), str(path))
 
 
 def _describe(source: str, exc: ValidationError) -> str:

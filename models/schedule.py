@@ -7,16 +7,26 @@ code, in the status query and in unit tests.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from typing import Literal
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
 from models.loan import OverdueLoan, Stage
-from models.policy import LadderStep, Policy
+from models.policy import FeeKind, LadderStep, Policy
 
-ActionKind = Literal["stage", "fee", "step", "write_off"]
-_KIND_ORDER: dict[str, int] = {"stage": 0, "fee": 1, "step": 2, "write_off": 3}
+
+class ActionKind(StrEnum):
+    """What a dated action of the plan does (stored as its value: "stage", "fee", ...)."""
+
+    stage = "stage"  # the loan moves to the next DPD band, at local midnight
+    fee = "fee"  # a late-fee period starts
+    step = "step"  # a ladder step of the policy (a message, a call, an agency, litigation)
+    write_off = "write_off"  # the policy's write-off day
+
+
+_KIND_ORDER: dict[ActionKind, int] = {kind: n for n, kind in enumerate(ActionKind)}
+"""The order of actions on the same day: the order of ActionKind's members."""
 
 
 class PlannedAction(BaseModel):
@@ -60,7 +70,7 @@ def at_local(day: date, clock: time, tz: str) -> datetime:
 def action_time(action: PlannedAction, loan: OverdueLoan, policy: Policy, paused_days: int) -> datetime:
     """When `action` falls due: stage changes at local midnight, everything else at send time."""
     day = loan.due_date + timedelta(days=action.dpd + paused_days)
-    clock = time(0, 0) if action.kind == "stage" else policy.contact.send_at
+    clock = time(0, 0) if action.kind == ActionKind.stage else policy.contact.send_at
     return at_local(day, clock, loan.borrower.timezone)
 
 
@@ -77,7 +87,7 @@ def next_contact_moment(now: datetime, policy: Policy, tz: str) -> datetime:
 def fee_dpds(policy: Policy) -> list[int]:
     """DPDs at which a late-fee period starts, before write-off."""
     rule = policy.late_fee
-    if rule.kind == "none":
+    if rule.kind == FeeKind.none:
         return []
     dpds, dpd = [], rule.first_dpd
     while dpd < policy.write_off_dpd and (rule.max_periods is None or len(dpds) < rule.max_periods):
@@ -98,20 +108,20 @@ def step_applies(step: LadderStep, loan: OverdueLoan) -> bool:
 def build_plan(policy: Policy, loan: OverdueLoan) -> list[PlannedAction]:
     """Every dated action of the policy for this loan, in the order they happen."""
     actions = [
-        PlannedAction(key=f"stage:{stage}", dpd=dpd, kind="stage", stage=stage)
+        PlannedAction(key=f"stage:{stage}", dpd=dpd, kind=ActionKind.stage, stage=stage)
         for stage, dpd in ((Stage.middle, policy.stages.middle), (Stage.late, policy.stages.late))
         if dpd < policy.write_off_dpd
     ]
     actions += [
-        PlannedAction(key=f"fee:{n}", dpd=dpd, kind="fee", period=n)
+        PlannedAction(key=f"fee:{n}", dpd=dpd, kind=ActionKind.fee, period=n)
         for n, dpd in enumerate(fee_dpds(policy), start=1)
     ]
     actions += [
-        PlannedAction(key=f"step:{step.key}", dpd=step.dpd, kind="step", step=step)
+        PlannedAction(key=f"step:{step.key}", dpd=step.dpd, kind=ActionKind.step, step=step)
         for step in policy.ladder
         if step_applies(step, loan)
     ]
-    actions.append(PlannedAction(key="write_off", dpd=policy.write_off_dpd, kind="write_off"))
+    actions.append(PlannedAction(key="write_off", dpd=policy.write_off_dpd, kind=ActionKind.write_off))
     return sorted(actions, key=lambda a: (a.dpd, _KIND_ORDER[a.kind]))
 
 
@@ -124,10 +134,10 @@ def catch_up(plan: list[PlannedAction], dpd_now: int) -> tuple[int, PlannedActio
     fee periods are taken to be in the snapshot's penalties. A loan at or past its
     write-off day goes straight to write-off.
     """
-    if plan[-1].kind == "write_off" and plan[-1].dpd <= dpd_now:
+    if plan[-1].kind == ActionKind.write_off and plan[-1].dpd <= dpd_now:
         return len(plan) - 1, None
     cursor = next((i for i, a in enumerate(plan) if a.dpd >= dpd_now), len(plan))
-    behind = [a for a in plan[:cursor] if a.kind == "step"]
+    behind = [a for a in plan[:cursor] if a.kind == ActionKind.step]
     return cursor, (behind[-1] if behind else None)
 
 
@@ -141,8 +151,8 @@ def catch_up_at(plan: list[PlannedAction], loan: OverdueLoan, policy: Policy, at
 
     Returns the index of the first action still ahead and the latest ladder step behind it."""
     due = [action_time(a, loan, policy, 0) <= at for a in plan]
-    if plan[-1].kind == "write_off" and due[-1]:
+    if plan[-1].kind == ActionKind.write_off and due[-1]:
         return len(plan) - 1, None
     cursor = next((i for i, behind in enumerate(due) if not behind), len(plan))
-    behind = [a for a in plan[:cursor] if a.kind == "step"]
+    behind = [a for a in plan[:cursor] if a.kind == ActionKind.step]
     return cursor, (behind[-1] if behind else None)

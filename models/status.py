@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -115,11 +116,19 @@ class CollectionState(BaseModel):
         return self.settlement if self.settlement is not None and self.settlement.status == "open" else None
 
 
+class ContactKind(StrEnum):
+    """What a contact waiting for the guard is (stored as its value)."""
+
+    message = "message"  # a message to send from a template
+    task = "task"  # a call or visit task for a person
+    agency = "agency"  # an agency's request to contact the borrower (the answer is the agency's)
+
+
 class DeferredContact(BaseModel):
     """A contact the guard deferred: asked again at `at` (never dropped silently)."""
 
     key: str
-    kind: Literal["message", "task", "agency"]
+    kind: ContactKind
     purpose: str
     channel: str
     at: datetime

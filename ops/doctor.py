@@ -41,9 +41,10 @@ from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-import config
+from infra import temporal
+from infra.logs import mask_personal_data
 
-COLLECTION_TYPES = config.COLLECTION_TYPES
+COLLECTION_TYPES = temporal.COLLECTION_TYPES
 """The workflow types that collect a loan (workflow id `collection-<loan id>`). The daily scan
 (`OverdueScanWorkflow`) is not a loan and is never listed."""
 
@@ -247,7 +248,7 @@ def diagnose(desc: WorkflowExecutionDescription, events: Sequence[HistoryEvent],
         return None
     cause, message = describe_failure(streak.failure)
     return StuckLoan(
-        loan_id=desc.id.removeprefix(config.WORKFLOW_ID_PREFIX), workflow_id=desc.id, run_id=desc.run_id,
+        loan_id=desc.id.removeprefix(temporal.WORKFLOW_ID_PREFIX), workflow_id=desc.id, run_id=desc.run_id,
         workflow_type=desc.workflow_type, attempts=attempts, cause=cause, message=message,
         named_event_id=named_event_id(message), first_failing_event_id=streak.first.event_id,
         last_completed_event_id=streak.last_completed,
@@ -298,7 +299,7 @@ def sdk_message(failure: Failure) -> str:
     may quote loan data."""
     first_line = failure.message.strip().splitlines()[0] if failure.message.strip() else ""
     if _SDK_MESSAGE.match(first_line):
-        return _clip(config.mask_personal_data(first_line), MESSAGE_LIMIT)
+        return _clip(mask_personal_data(first_line), MESSAGE_LIMIT)
     kind = failure.application_failure_info.type or "error"
     frames = _FRAME.findall(failure.stack_trace)
     where = f" at {frames[-1][0]}:{frames[-1][1]} in {frames[-1][2]}" if frames else ""
@@ -350,8 +351,8 @@ async def reset_loan(
     is not delivered again. A step the new run takes that the old one never reached (time has
     moved on) is new work, done once.
     """
-    client = config.with_converter(client)
-    workflow_id = config.workflow_id(loan_id)
+    client = temporal.with_converter(client)
+    workflow_id = temporal.workflow_id(loan_id)
     desc = await _describe(client, workflow_id, loan_id)
     history = await client.get_workflow_handle(workflow_id, run_id=desc.run_id).fetch_history()
     running = desc.status == WorkflowExecutionStatus.RUNNING
@@ -414,9 +415,9 @@ async def _last_good(history: WorkflowHistory, workflows: Sequence[type] | None,
 
 def current_workflows() -> list[type]:
     """The workflow classes the worker registers, so the replay runs exactly what workers run."""
-    import worker  # imported here: the CLI loads ops only for doctor and reset
+    from workflows.registry import WORKFLOWS  # imported when needed: only a reset replays
 
-    return list(worker.WORKFLOWS)
+    return list(WORKFLOWS)
 
 
 async def last_good_task(history: WorkflowHistory, workflows: Sequence[type], *,
@@ -426,7 +427,7 @@ async def last_good_task(history: WorkflowHistory, workflows: Sequence[type], *,
     the tasks before it, which is exactly what the new run of a reset to that task replays;
     the task itself is redone under the current code. `failures` collects the replay
     failure of each prefix that failed."""
-    replayer = Replayer(workflows=list(workflows), data_converter=config.data_converter(), runtime=_quiet_runtime())
+    replayer = Replayer(workflows=list(workflows), data_converter=temporal.data_converter(), runtime=_quiet_runtime())
 
     async def replays(event_id: int) -> bool:
         result = await replayer.replay_workflow(truncated(history, event_id), raise_on_replay_failure=False)
@@ -473,7 +474,7 @@ def reset_reason(stuck: StuckLoan | None, operator_reason: str = "") -> str:
     failure = f"{stuck.cause}: {stuck.message}" if stuck else "not stuck (forced by the operator)"
     text = f"{TOOL} (starter.py reset), workflow task failing: {failure}"
     if operator_reason.strip():
-        text += f"; operator: {config.mask_personal_data(operator_reason.strip())}"
+        text += f"; operator: {mask_personal_data(operator_reason.strip())}"
     return _clip(text, REASON_LIMIT)
 
 

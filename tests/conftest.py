@@ -20,9 +20,10 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
-import config
 from db import migrate
 from db.store import make_engine
+from infra.process import venv_binary
+from infra.temporal import data_converter
 from models import Borrower, OverdueLoan
 from models.schedule import local_date
 from tests import pg
@@ -35,8 +36,8 @@ TZ = "Asia/Shanghai"
 @pytest.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=config.venv_binary("temporal-test-server"),
-        data_converter=config.DATA_CONVERTER,
+        test_server_existing_path=venv_binary("temporal-test-server"),
+        data_converter=data_converter(),
     )
     yield environment
     await environment.shutdown()

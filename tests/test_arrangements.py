@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
+from infra.loaders import load_policy
 from models.arrangements import (
     ArrangementInfo,
     ArrangementRejected,
@@ -48,7 +49,7 @@ from models.negotiation import (
     judged_at,
     pause_reason,
 )
-from models.policy import Policy, load_policy
+from models.policy import Policy
 from models.status import CollectionState
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,6 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
-import config
 import db.store
 import starter
 from activities.handover import HandoverActivities
@@ -37,6 +36,7 @@ from activities.rendering import Renderer
 from activities.tasks import TaskActivities
 from db.store import append_audit, audit_row, insert_once, is_chain_conflict
 from db.tables import AuditRow
+from infra.settings import ROOT, settings
 from models import Allocation, Balance, Payment
 from models.audit import GENESIS, entry_hash, verify_chain
 from models.requests import (
@@ -196,10 +196,10 @@ def ledger(engine: Engine) -> LedgerActivities:
 def record_activities(engine: Engine) -> RecordActivities:
     """RecordActivities with whichever directories its constructor takes (`policies_dir`,
     `templates_dir` ...: the setting of that name, else the project folder)."""
-    cfg = config.settings()
+    cfg = settings()
     wanted = [p for p in inspect.signature(RecordActivities.__init__).parameters.values()
               if p.name not in ("self", "engine") and p.default is inspect.Parameter.empty]
-    dirs = {p.name: getattr(cfg, p.name, config.ROOT / p.name.removesuffix("_dir")) for p in wanted}
+    dirs = {p.name: getattr(cfg, p.name, ROOT / p.name.removesuffix("_dir")) for p in wanted}
     return RecordActivities(engine, **dirs)
 
 
@@ -218,7 +218,7 @@ def record_a_loan(engine: Engine) -> list[AuditRow]:
     """A loan's life through the real activities: fees, a payment, a call task opened and
     closed, an agency placement and recall, a decision; each retried once (no new entry)."""
     env = ActivityEnvironment()
-    renderer = Renderer(config.settings().templates_dir)
+    renderer = Renderer(settings().templates_dir)
     led, tasks, handover = ledger(engine), TaskActivities(engine, renderer), HandoverActivities(engine, renderer)
     records = record_activities(engine)
     pay = Payment(payment_id="P-1", amount=Decimal("700.00"), currency="CNY", paid_at=NOW + timedelta(days=3))
@@ -366,7 +366,7 @@ def test_append_audit_chains_inside_the_callers_transaction(engine: Engine) -> N
 def concurrent_appends(engine: Engine, threads: int) -> None:
     """Fees, decisions and task closures for one loan from many threads at once."""
     env = ActivityEnvironment()
-    renderer = Renderer(config.settings().templates_dir)
+    renderer = Renderer(settings().templates_dir)
     led, tasks = ledger(engine), TaskActivities(engine, renderer)
     records = record_activities(engine)
     task_ids = [f"{LOAN}/call@5/{n}" for n in range(threads)]
@@ -459,7 +459,7 @@ def test_insert_once_reruns_a_transaction_that_lost_the_race(engine: Engine, mon
 def test_append_audit_retries_a_lost_race_inside_the_transaction(engine: Engine,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     env = ActivityEnvironment()
-    renderer = Renderer(config.settings().templates_dir)
+    renderer = Renderer(settings().templates_dir)
     tasks = TaskActivities(engine, renderer)
     task = TaskRequest(key=f"{LOAN}/call@5/1", loan_id=LOAN, at=NOW, workflow_id="w", kind="call", queue="q",
                        template="call_first_round", language="en", attempt=1, due_by=NOW, context=CONTEXT)
@@ -518,17 +518,17 @@ def test_export_has_the_entries_and_the_retention_date(engine: Engine) -> None:
 def test_export_reads_the_database_url_setting(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     record_a_loan(engine)
     monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
-    config.settings.cache_clear()
+    settings.cache_clear()
     try:
         entries, problems, _ = starter.export_audit(LOAN)
     finally:
-        config.settings.cache_clear()
+        settings.cache_clear()
     assert len(entries) == 8 and problems == []
 
 
 def run_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": db_url, "TEMPORAL_ADDRESS": "127.0.0.1:1"}  # no Temporal needed
-    return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=config.ROOT, env=env,
+    return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.loaders import load_policy
 from models.clock import PolicyClock, real_delay, real_time, virtual_now
-from models.policy import PolicyError, load_policy, parse_policy
+from models.policy import PolicyError, parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHOR = datetime(2026, 11, 28, 23, 0, tzinfo=UTC)

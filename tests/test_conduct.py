@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from infra.loaders import load_holidays, load_ruleset
 from models import conduct
 from models.conduct import (
     CHANNELS,
@@ -51,8 +52,6 @@ from models.conduct import (
     Situation,
     decide,
     first_allowed,
-    load_holidays,
-    load_ruleset,
 )
 
 RULESETS = Path(__file__).resolve().parent.parent / "rulesets"

@@ -30,10 +30,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdateHandlersWarning
 
-import config
 import starter
 from db.store import make_engine
 from db.tables import LedgerEntry
+from infra.process import venv_binary
+from infra.temporal import data_converter, with_converter, workflow_id
 from models import OverdueLoan, Payment, PaymentRejected
 from models.lifecycle import PaymentReceived
 from models.protocol import Envelope
@@ -64,7 +65,7 @@ class DevServer:
 
     @property
     def client(self) -> Client:
-        return config.with_converter(self.env.client)
+        return with_converter(self.env.client)
 
 
 @pytest.fixture
@@ -72,8 +73,8 @@ async def dev_server(tmp_path: Path) -> AsyncIterator[DevServer]:
     """The embedded dev server with the small threshold, and a worker on its own queue and
     SQLite database."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=config.venv_binary("temporal"),
-        data_converter=config.DATA_CONVERTER,
+        dev_server_existing_path=venv_binary("temporal"),
+        data_converter=data_converter(),
         dev_server_extra_args=[
             "--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={HISTORY_COUNT_LIMIT}",
             "--log-level", "error",
@@ -203,11 +204,11 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
             await asyncio.sleep(0.1)
 
     # Each loan continued as new at least twice; every payment was taken in by exactly one run.
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=config.DATA_CONVERTER)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
     boundaries: dict[str, int] = {}
     carried_over: list[str] = []
     for loan in loans:
-        lid, wf_id = loan.loan_id, config.workflow_id(loan.loan_id)
+        lid, wf_id = loan.loan_id, workflow_id(loan.loan_id)
         runs = await runs_of(client, wf_id, first_run[lid])
         boundaries[lid] = len(runs) - 1
         shape = [(len(r.history.events), len(r.payments)) for r in runs]

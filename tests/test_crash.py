@@ -64,22 +64,24 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-import codec
-import config
 import starter
 import worker as worker_module
 from db.store import make_engine
 from db.tables import LedgerEntry, LoanRow, OutboxMessage, TaskRow
+from infra import codec
+from infra.loaders import load_policy
+from infra.process import venv_binary
+from infra.settings import ROOT
+from infra.temporal import WORKFLOW_ID_PREFIX, codec_keys, connect, data_converter, workflow_id
 from models import Borrower, CollectionStatus, OverdueLoan, Payment, PaymentRejected, Stage
 from models.arrangements import PromiseRequest
 from models.clock import real_time, virtual_now
-from models.policy import Policy, load_policy
+from models.policy import Policy
 from models.schedule import PlannedAction, action_time, build_plan, catch_up_at, local_date
 from tests import pg
 
 pytestmark = pytest.mark.crash
 
-ROOT = config.ROOT
 FAST = Path(__file__).parent / "policies" / "fast.toml"
 ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", "Asia/Kolkata")
 ATTEMPT_TIMEOUT = 30.0  # seconds before one attempt of a hanging client call is abandoned (and retried)
@@ -418,7 +420,7 @@ def fast_policy(folder: Path, anchor: datetime) -> Policy:
 def codec_env() -> dict[str, str]:
     """The worker must seal payloads with this process's keys (the starter API uses the
     process's converter): pass them on, or switch encryption off on both sides."""
-    keys = config.codec_keys()
+    keys = codec_keys()
     if keys:
         return {"COLLECTIONS_CODEC_KEYS": ",".join(codec.encode_key(k) for k in keys)}
     return {"COLLECTIONS_CODEC_KEYS": "", "CODEC_KEY_FILE": "/nonexistent/codec.key"}
@@ -483,7 +485,7 @@ async def system(params: Params, summary: Summary, database: str, tmp_path: Path
     policy = fast_policy(tmp_path / "policies", datetime.now(UTC).replace(microsecond=0))
     gateway = Gateway()
     server = Process("dev server", [
-        config.venv_binary("temporal"), "server", "start-dev", "--headless",
+        venv_binary("temporal"), "server", "start-dev", "--headless",
         "--ip", "127.0.0.1", "--port", str(port), "--db-filename", str(tmp_path / "temporal.db"),
         "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
         "--log-level", "error",
@@ -544,7 +546,7 @@ class Watch:
     async def look(self, loan_id: str) -> Probe | None:
         """Describe the loan's run (None while the server is down or the loan not started yet),
         record growth and notice a workflow task that keeps failing."""
-        wf_id = config.workflow_id(loan_id)
+        wf_id = workflow_id(loan_id)
         try:
             desc = await asyncio.wait_for(self.client.get_workflow_handle(wf_id).describe(), ATTEMPT_TIMEOUT)
         except Exception:  # noqa: BLE001 - server down, or not started yet
@@ -564,7 +566,7 @@ class Watch:
     async def _check_stuck(self, loan_id: str, attempt: int) -> None:
         """Whether a retried workflow task is stuck (see STUCK_ATTEMPTS, TIMEOUT_ATTEMPTS): the
         history says how its last recorded attempt ended (later attempts are not recorded)."""
-        wf_id = config.workflow_id(loan_id)
+        wf_id = workflow_id(loan_id)
         try:
             history = await self.client.get_workflow_handle(wf_id).fetch_history()
         except Exception:  # noqa: BLE001 - server down: look again later
@@ -586,11 +588,11 @@ class Watch:
         print(f"crash test: {loan_id} is stuck: {why[:300]}", flush=True)
 
     def is_stuck(self, loan_id: str) -> bool:
-        return config.workflow_id(loan_id) in self.stuck
+        return workflow_id(loan_id) in self.stuck
 
     def quiet_since(self, loan_id: str, since: float) -> float:
         """Seconds since the loan's history last grew, counting from `since` at the earliest."""
-        return time.monotonic() - max(since, self.grew_at.get(config.workflow_id(loan_id), since))
+        return time.monotonic() - max(since, self.grew_at.get(workflow_id(loan_id), since))
 
     def open_loans(self, wanted: set[str]) -> list[str]:
         return sorted(wanted - set(self.closed) - set(self.stuck) - set(self.stalled))
@@ -658,7 +660,7 @@ async def watch_until_closed(watch: Watch, loans: Callable[[], set[str]], driven
     client, progress = watch.client, watch.progress
     swept = 0.0
     while True:
-        wanted = {config.workflow_id(lid) for lid in loans()}
+        wanted = {workflow_id(lid) for lid in loans()}
         try:
             async for wf in client.list_workflows("ExecutionStatus != 'Running'"):
                 if wf.id in wanted and wf.id not in watch.closed and wf.status is not None \
@@ -692,7 +694,7 @@ async def sweep(watch: Watch, wf_ids: list[str]) -> None:
 
     async def one(wf_id: str) -> None:
         async with sem:
-            await watch.look(wf_id.removeprefix(config.WORKFLOW_ID_PREFIX))
+            await watch.look(wf_id.removeprefix(WORKFLOW_ID_PREFIX))
 
     await asyncio.gather(*(one(w) for w in wf_ids))
 
@@ -893,7 +895,7 @@ class Driver:
                     record.outcome, record.detail = "loan_closed", repr(exc)
                     return record
                 if self.watch.is_stuck(loan_id):
-                    record.outcome, record.detail = "stuck", self.watch.stuck[config.workflow_id(loan_id)]
+                    record.outcome, record.detail = "stuck", self.watch.stuck[workflow_id(loan_id)]
                     return record
                 record.failed_attempts += 1
                 self.retried_calls += 1
@@ -990,7 +992,7 @@ async def final_states(
 
     async def one(lid: str) -> tuple[CollectionStatus, list[WorkflowHistory]]:
         async with sem:
-            runs = await history_chain(client, config.workflow_id(lid))
+            runs = await history_chain(client, workflow_id(lid))
         last = runs[-1].events[-1]
         payloads = last.workflow_execution_completed_event_attributes.result.payloads
         [status] = await client.data_converter.decode(list(payloads), [CollectionStatus])
@@ -1014,7 +1016,7 @@ async def replay_all(histories: list[WorkflowHistory]) -> dict[str, str]:
         for history in histories:
             yield history
 
-    replayer = Replayer(workflows=workflow_classes(), data_converter=config.data_converter())
+    replayer = Replayer(workflows=workflow_classes(), data_converter=data_converter())
     replayed = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     return {run: str(err) for run, err in replayed.replay_failures.items()}
 
@@ -1291,7 +1293,7 @@ async def crash_run(system: System, params: Params, summary: Summary) -> None:
     rng = random.Random(params.seed)
     began = time.monotonic()
     progress = Progress(params.stall, params.cap)
-    client = await config.connect(system.address)
+    client = await connect(system.address)
     watch = Watch(client, progress, system)
     driver = Driver(system, client, random.Random(rng.random()), watch, params.loans)
     chaos_rng = random.Random(rng.random())
@@ -1314,7 +1316,7 @@ async def crash_run(system: System, params: Params, summary: Summary) -> None:
         summary.payments_sent = len({s.payment.payment_id for s in driver.sent})
         summary.worker_kills, summary.server_kills = system.worker.kills, system.server.kills
         summary.stuck_loans = len(watch.stuck) + len(watch.stalled)
-        summary.open_loans = len(watch.open_loans({config.workflow_id(lid) for lid in driver.loans}))
+        summary.open_loans = len(watch.open_loans({workflow_id(lid) for lid in driver.loans}))
         print("events (monotonic seconds):\n" + "\n".join(f"  {e}" for e in system.events))
     ran = time.monotonic() - began
     problems = await check_run(system, params, client, driver, watch, rng, summary)
@@ -1338,7 +1340,7 @@ async def check_run(system: System, params: Params, client: Client, driver: Driv
         if status != WorkflowExecutionStatus.COMPLETED:
             problems.add(FAILED, wf_id, f"closed as {status.name}")
     done = WorkflowExecutionStatus.COMPLETED
-    completed = [lid for lid in driver.loans if watch.closed.get(config.workflow_id(lid)) == done]
+    completed = [lid for lid in driver.loans if watch.closed.get(workflow_id(lid)) == done]
     results, histories = await final_states(client, completed)
     for wf_id in sorted(w for w, s in watch.closed.items() if s != WorkflowExecutionStatus.COMPLETED):
         histories += await history_chain(client, wf_id)  # a failed run's history must replay too
@@ -1377,7 +1379,7 @@ async def check_sample(client: Client, driver: Driver, results: dict[str, Collec
                        rng: random.Random, problems: Problems) -> None:
     """The workflow's own answer by query (the worker replays a closed loan for it) for a sample
     of the loans whose history replays, against the result it completed with."""
-    replaying = sorted(lid for lid in results if config.workflow_id(lid) not in broken)
+    replaying = sorted(lid for lid in results if workflow_id(lid) not in broken)
     sample = rng.sample(replaying, min(20, len(replaying)))
     queried = await asyncio.gather(*(driver.retry(f"query {lid}", lambda lid=lid: starter.get_status(
         client, lid, fresh=False), lid) for lid in sample))

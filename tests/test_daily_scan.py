@@ -25,14 +25,16 @@ from sqlmodel import Session, select
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
 
-import codec
-import config
 import starter
 from db.book import BookLoan, CollectionStart
 from db.store import make_engine
+from infra import codec
+from infra.process import venv_binary
+from infra.schedules import PAUSE_NOTE, ensure_scan_schedule
+from infra.settings import ROOT, Settings
+from infra.temporal import COLLECTION_TYPES, WORKFLOW_ID_PREFIX, codec_keys, data_converter, with_converter, workflow_id
 from models import Payment
 from models.scan import OPEN, SCHEDULE_ID, ScanTotals, scan_date
-from scan_schedule import PAUSE_NOTE, ensure_scan_schedule
 from tests.conftest import make_loan
 from tests.test_portfolio import eventually
 from worker import create_worker
@@ -53,7 +55,7 @@ class Book:
 
     @property
     def client(self) -> Client:
-        return config.with_converter(self.env.client)
+        return with_converter(self.env.client)
 
     def add(self, rows: list[BookLoan]) -> None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -70,9 +72,9 @@ class Book:
     async def collection_runs(self) -> Counter[str]:
         """Collection workflow runs per loan id, from visibility."""
         runs: Counter[str] = Counter()
-        types = " OR ".join(f"WorkflowType = '{name}'" for name in config.COLLECTION_TYPES)
+        types = " OR ".join(f"WorkflowType = '{name}'" for name in COLLECTION_TYPES)
         async for wf in self.client.list_workflows(types):
-            runs[wf.id.removeprefix(config.WORKFLOW_ID_PREFIX)] += 1
+            runs[wf.id.removeprefix(WORKFLOW_ID_PREFIX)] += 1
         return runs
 
     async def expect_collections(self, loan_ids: set[str]) -> None:
@@ -101,7 +103,7 @@ def newly_overdue(prefix: str, n: int, as_of: date) -> list[BookLoan]:
 @pytest.fixture
 async def book(tmp_path: Path) -> AsyncIterator[Book]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=config.venv_binary("temporal"), data_converter=config.DATA_CONVERTER,
+        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
         dev_server_log_level="error", dev_server_startup_timeout=timedelta(seconds=60),
     )
     db_url = f"sqlite:///{tmp_path / 'collections.db'}"
@@ -126,7 +128,7 @@ async def test_a_scan_starts_exactly_the_newly_overdue_loans_and_a_second_scan_n
     running, paid = row("EXT-running", day - timedelta(days=2)), row("EXT-paid", day - timedelta(days=2))
     book.add([*due, *in_grace, *not_due, *closed, *recorded, *invalid, running, paid])
     with Session(book.engine, expire_on_commit=False) as session:
-        session.add_all(CollectionStart(loan_id=r.loan_id, workflow_id=config.workflow_id(r.loan_id), scan_id="earlier",
+        session.add_all(CollectionStart(loan_id=r.loan_id, workflow_id=workflow_id(r.loan_id), scan_id="earlier",
                                         as_of=day - timedelta(days=1), outcome="started") for r in recorded)
         session.commit()
     # Two loans the platform put into collection itself (no record): one still in collection,
@@ -135,7 +137,7 @@ async def test_a_scan_starts_exactly_the_newly_overdue_loans_and_a_second_scan_n
         await starter.start_collection(book.client, make_loan(ext.loan_id, dpd=2), task_queue=book.queue)
     await starter.register_payment(book.client, paid.loan_id, Payment(
         payment_id="EXT-paid-1", amount=Decimal("10600.00"), currency="CNY", paid_at=datetime.now(UTC)))
-    closed = await book.client.get_workflow_handle_for(CollectionWorkflow.run, config.workflow_id(paid.loan_id)).result()
+    closed = await book.client.get_workflow_handle_for(CollectionWorkflow.run, workflow_id(paid.loan_id)).result()
     assert closed.stage == "paid"
 
     first = await book.scan("scan-1", page_size=50)
@@ -196,7 +198,7 @@ async def test_small_pages_and_continue_as_new_still_cover_every_row_once(book: 
 
 async def test_a_scheduled_run_scans_for_its_scheduled_date(book: Book) -> None:
     book.add(newly_overdue("SCHED-", 5, book.as_of))
-    cfg = config.Settings(scan_timezone=TZ, scan_page_size=2, scan_pages_per_run=2)
+    cfg = Settings(scan_timezone=TZ, scan_page_size=2, scan_pages_per_run=2)
     assert await ensure_scan_schedule(book.client, book.queue, cfg) == "created"
     schedule = book.client.get_schedule_handle(SCHEDULE_ID)
 
@@ -221,7 +223,7 @@ def worker_env(address: str, db_file: Path, **settings: str) -> dict[str, str]:
     """The environment of a worker process on the test's server and key. Each worker gets a
     database of its own, so the test is about the schedule only (concurrent migrations of one
     database are tests/test_migrations.py's subject)."""
-    keys = ",".join(codec.encode_key(k) for k in config.codec_keys())
+    keys = ",".join(codec.encode_key(k) for k in codec_keys())
     return {
         **os.environ, "TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": "scan-workers",
         "DATABASE_URL": f"sqlite:///{db_file}", "COLLECTIONS_CODEC_KEYS": keys,
@@ -234,7 +236,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "worker.py"], cwd=config.ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env,
                                      stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
     async def serving(self, timeout: float = 90) -> str:
@@ -306,8 +308,8 @@ async def test_the_schedule_exists_once_after_two_workers_start_and_follows_the_
 
 
 async def test_settings_pause_and_resume_the_schedule_but_keep_an_operators_pause(book: Book) -> None:
-    on = config.Settings(scan_hour=3)
-    off = config.Settings(scan_hour=3, scan_enabled=False)
+    on = Settings(scan_hour=3)
+    off = Settings(scan_hour=3, scan_enabled=False)
     assert await ensure_scan_schedule(book.client, book.queue, off) == "absent"  # disabled: nothing created
     assert await ensure_scan_schedule(book.client, book.queue, on) == "created"
     assert await ensure_scan_schedule(book.client, book.queue, on) == "unchanged"
@@ -315,6 +317,6 @@ async def test_settings_pause_and_resume_the_schedule_but_keep_an_operators_paus
     assert await ensure_scan_schedule(book.client, book.queue, on) == "resumed"
     schedule = book.client.get_schedule_handle(SCHEDULE_ID)
     await schedule.pause(note="month-end freeze")
-    assert await ensure_scan_schedule(book.client, book.queue, config.Settings(scan_hour=4)) == "updated"
+    assert await ensure_scan_schedule(book.client, book.queue, Settings(scan_hour=4)) == "updated"
     state = (await schedule.describe()).schedule.state
     assert state.paused and state.note == "month-end freeze"

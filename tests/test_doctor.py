@@ -33,11 +33,12 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-import config
 import starter
 from activities.ledger import LedgerActivities
 from db.store import make_engine
 from db.tables import AuditRow, LedgerEntry
+from infra.process import venv_binary
+from infra.temporal import data_converter, workflow_id
 from models.requests import FeeRequest, Recorded
 from ops import doctor
 from workflows.collection import CollectionWorkflow
@@ -221,7 +222,7 @@ async def stage(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Stage]:
     """The dev server, told to set TemporalReportedProblems from the first failed workflow task,
     and a database at head for the ledger activity."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=config.venv_binary("temporal"), data_converter=config.data_converter(),
+        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
         dev_server_extra_args=[
             "--dynamic-config-value", "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=1",
             "--log-level", "error",
@@ -255,7 +256,7 @@ def ids(events: list[HistoryEvent], kind: EventType.ValueType) -> list[int]:
 async def make_stuck(s: Stage, loan_id: str) -> None:
     """Run the loan's first fee and an update on the released code, then hand it to the current
     code with a signal: every workflow task from then on fails."""
-    handle = await s.client.start_workflow(ReleasedLoan.run, loan_id, id=config.workflow_id(loan_id), task_queue=s.queue)
+    handle = await s.client.start_workflow(ReleasedLoan.run, loan_id, id=workflow_id(loan_id), task_queue=s.queue)
     async with s.worker(ReleasedLoan, max_cached_workflows=0):  # no sticky queue left behind
         await until(lambda: waiting(s.client, handle.id))
         assert await handle.execute_update(ReleasedLoan.note, "promised to pay") == 1
@@ -284,9 +285,9 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
     stuck_id, healthy_id = f"DOC-{uuid.uuid4().hex[:8]}", f"DOC-{uuid.uuid4().hex[:8]}"
     await make_stuck(s, stuck_id)
     async with s.worker(CurrentLoan):
-        healthy = await s.client.start_workflow(CurrentLoan.run, healthy_id, id=config.workflow_id(healthy_id),
+        healthy = await s.client.start_workflow(CurrentLoan.run, healthy_id, id=workflow_id(healthy_id),
                                                 task_queue=s.queue)
-        stuck = s.client.get_workflow_handle(config.workflow_id(stuck_id))
+        stuck = s.client.get_workflow_handle(workflow_id(stuck_id))
 
         # doctor: the stuck loan with its error and events; the healthy one is not listed
         async def listed() -> doctor.DoctorReport | None:

@@ -11,7 +11,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
-import config
 from activities.effects import EffectActivities
 from activities.handover import HandoverActivities
 from activities.messaging import MessagingActivities
@@ -20,10 +19,11 @@ from activities.rendering import Renderer
 from activities.tasks import TaskActivities
 from db.contacts import ContactRow
 from db.tables import AuditRow, LedgerEntry, OutboxMessage
+from infra.loaders import load_policy
+from infra.settings import ROOT
 from models.conduct import ContactRequest, Situation
 from models.effects import Audit, EffectBatch, PostFee, SendMessage
 from models.loan import Stage
-from models.policy import load_policy
 from models.requests import AuditEvent, FeeRequest, GuardRequest, MessageRequest
 from tests.test_idempotency import CONTEXT, FlakyAdapter
 
@@ -31,7 +31,7 @@ NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
 
 def effects(engine: Engine, adapter: object | None = None) -> EffectActivities:
-    renderer = Renderer(config.ROOT / "templates")
+    renderer = Renderer(ROOT / "templates")
     messaging = MessagingActivities(engine, renderer, adapter or FlakyAdapterThatWorks())  # type: ignore[arg-type]
     return EffectActivities(engine, messaging, TaskActivities(engine, renderer), HandoverActivities(engine, renderer))
 
@@ -97,9 +97,9 @@ def test_a_delivery_lost_after_the_gateway_is_delivered_again_under_its_key(engi
 
 
 def test_a_confirmation_asks_the_guard_in_the_batch(engine: Engine) -> None:
-    policy = load_policy("default", config.ROOT / "policies")
-    rules = RecordActivities(engine, config.ROOT / "policies", config.ROOT / "rulesets",
-                             config.ROOT / "templates").load_conduct_rules(policy.conduct)
+    policy = load_policy("default", ROOT / "policies")
+    rules = RecordActivities(engine, ROOT / "policies", ROOT / "rulesets",
+                             ROOT / "templates").load_conduct_rules(policy.conduct)
 
     def confirmation(key: str, stopped: bool) -> SendMessage:
         contact = ContactRequest(borrower_id="B-1", loan_id="L-1", channel="sms", purpose="transactional", at=NOW,

@@ -18,9 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import config
-
-ROOT = config.ROOT
+from infra.settings import ROOT
 
 
 def free_port() -> int:

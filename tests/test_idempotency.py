@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Engine
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-import config
 import db.store
 from activities.channels import OutboxAdapter, WebhookAdapter
 from activities.ledger import LedgerActivities
@@ -20,6 +19,7 @@ from activities.messaging import MessagingActivities
 from activities.rendering import Renderer
 from activities.tasks import TaskActivities
 from db.tables import AuditRow, LedgerEntry, OutboxMessage, TaskRow
+from infra.settings import settings
 from models import Allocation, Balance, Payment
 from models.requests import FeeRequest, MessageRequest, PaymentRecord, TaskRequest
 from tests.conftest import make_loan
@@ -66,7 +66,7 @@ def message(key: str = "L-1/message@1/sms") -> MessageRequest:
 
 def test_a_retried_message_is_stored_once_and_redelivered_with_the_same_key(engine: Engine) -> None:
     adapter = FlakyAdapter()
-    acts = MessagingActivities(engine, Renderer(config.settings().templates_dir), adapter)
+    acts = MessagingActivities(engine, Renderer(settings().templates_dir), adapter)
     env = ActivityEnvironment()
     with pytest.raises(ConnectionError):
         env.run(acts.send_message, message())
@@ -138,7 +138,7 @@ def test_a_payment_is_recorded_once_with_its_allocation(engine: Engine) -> None:
 
 
 def test_a_task_is_created_once(engine: Engine) -> None:
-    acts = TaskActivities(engine, Renderer(config.settings().templates_dir))
+    acts = TaskActivities(engine, Renderer(settings().templates_dir))
     req = TaskRequest(key="L-1/call@5/1", loan_id="L-1", at=NOW, workflow_id="collection-L-1", kind="call",
                       queue="collectors", template="call_first_round", language="en", attempt=1,
                       due_by=NOW + timedelta(days=1), context={**CONTEXT, "attempt": "1"})
@@ -157,11 +157,12 @@ def test_a_retried_guard_request_gets_the_recorded_decision(engine: Engine) -> N
     from activities.guard import GuardActivities
     from db.contacts import ContactRow
     from db.tables import AuditRow
-    from models.conduct import ContactRequest, Situation, load_ruleset
+    from infra.loaders import load_ruleset
+    from models.conduct import ContactRequest, Situation
     from models.requests import ConductRules, GuardRequest
 
     guard = GuardActivities(engine)
-    rules = ConductRules(ruleset=load_ruleset("cn", config.settings().rulesets_dir))
+    rules = ConductRules(ruleset=load_ruleset("cn", settings().rulesets_dir))
     late = datetime(2026, 12, 1, 15, 30, tzinfo=timezone.utc)  # 23:30 in Shanghai: outside the hours
     env = ActivityEnvironment()
     for key, situation, verdict in (("L-1/message@1/sms", Situation(), "deferred"),

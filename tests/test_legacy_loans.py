@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from temporalio.client import WorkflowExecutionStatus
 
-import config
 import starter
+from infra.temporal import workflow_id
 from models import CollectionInput, Payment, Stage
 from models.arrangements import PromiseRequest
 from tests.conftest import make_loan
@@ -22,7 +22,7 @@ async def test_a_loan_of_the_first_version_is_served_through_its_updates(harness
     h = harness
     loan = make_loan(dpd=3, now=await h.now())
     await h.client.start_workflow(
-        "CollectionWorkflow", CollectionInput(loan=loan, policy="default"), id=config.workflow_id(loan.loan_id),
+        "CollectionWorkflow", CollectionInput(loan=loan, policy="default"), id=workflow_id(loan.loan_id),
         task_queue=h.task_queue,
     )
     await h.settle()
@@ -36,7 +36,7 @@ async def test_a_loan_of_the_first_version_is_served_through_its_updates(harness
         amount=Decimal(500), date=await h.today(loan) + timedelta(days=3)))
     assert decision.accepted, decision.reason
 
-    desc = await h.client.get_workflow_handle(config.workflow_id(loan.loan_id)).describe()
+    desc = await h.client.get_workflow_handle(workflow_id(loan.loan_id)).describe()
     assert desc.workflow_type == "CollectionWorkflow" and desc.status == WorkflowExecutionStatus.RUNNING
     status = await starter.get_status(h.client, loan.loan_id)
     assert status.paused_reason == "promise to pay" and status.paid_total == Decimal("100.00")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.loaders import load_holidays, load_policy, load_ruleset
 from models import lifecycle
 from models.arrangements import (
     DisputeRequest,
@@ -26,7 +27,7 @@ from models.arrangements import (
     SettlementOffer,
     StopRequest,
 )
-from models.conduct import GuardDecision, PastContact, decide, load_holidays, load_ruleset
+from models.conduct import GuardDecision, PastContact, decide
 from models.effects import (
     AskGuard,
     Audit,
@@ -46,7 +47,7 @@ from models.effects import (
 from models.events import AgencyContactRequest, AgencyReport, CourtReport, OptOutRequest, TaskOutcome, TaskReport
 from models.loan import Borrower, OverdueLoan, Stage, ThirdParty
 from models.payment import Payment
-from models.policy import Policy, load_policy
+from models.policy import Policy
 from models.requests import ConductRules
 from models.schedule import at_local, days_past_due
 from models.status import CollectionState

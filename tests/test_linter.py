@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, nodes
 
-import config
-from activities.rendering import Renderer
-from models.conduct import load_ruleset
-from models.context import OPT_OUT, first_name, template_context
-from models.linter import (
+from activities.linter import (
     DEBT_WORDS,
     find_words,
     lint,
@@ -24,13 +20,16 @@ from models.linter import (
     load_wordlists,
     purpose_of,
 )
+from activities.rendering import Renderer
+from infra.loaders import load_policy, load_ruleset
+from infra.settings import settings
+from models.context import OPT_OUT, first_name, template_context
 from models.loan import Stage
-from models.policy import load_policy
 from models.status import CollectionState
 from tests.conftest import make_loan
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = config.settings().templates_dir
+TEMPLATES = settings().templates_dir
 BAD = Path(__file__).resolve().parent / "templates_bad"
 RULESETS = ROOT / "rulesets"
 WORDLISTS = RULESETS / "wordlists"
@@ -157,7 +156,7 @@ def test_every_shipped_text_and_email_carries_the_opt_out_and_its_fallback_match
 
 
 def full_context(name: str = "李明") -> dict[str, str]:
-    policy = load_policy("default", config.settings().policies_dir)
+    policy = load_policy("default", settings().policies_dir)
     loan = make_loan("L-TPL", dpd=31)
     loan = loan.model_copy(update={"borrower": loan.borrower.model_copy(update={"name": name})})
     state = CollectionState(loan=loan, policy=policy, started_at=datetime.now(UTC), balance=loan.balance())

@@ -22,13 +22,14 @@ from temporalio.testing import ActivityEnvironment
 
 import activities.guard
 import activities.tasks
-import config
 from activities.guard import GuardActivities
 from activities.rendering import Renderer
 from activities.tasks import TaskActivities
 from db.contacts import ContactRow
 from db.tables import TaskRow
-from models.conduct import ContactRequest, GuardDecision, Situation, load_holidays, load_ruleset
+from infra.loaders import load_holidays, load_ruleset
+from infra.settings import settings
+from models.conduct import ContactRequest, GuardDecision, Situation
 from models.requests import ConductRules, GuardRequest, TaskClosure, TaskRequest
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)  # a Tuesday, 10:00 in Shanghai
@@ -51,7 +52,7 @@ def wait_until_blocked(engine: Engine, second: Future[Any], passed: threading.Ev
 
 
 def rules() -> ConductRules:
-    folder = config.settings().rulesets_dir
+    folder = settings().rulesets_dir
     ruleset = load_ruleset("cn", folder)
     return ConductRules(ruleset=ruleset, holidays=sorted(load_holidays(ruleset.hours.holidays, folder)))
 
@@ -103,7 +104,7 @@ def test_two_loans_of_one_person_asking_at_once_are_decided_one_after_the_other(
 def test_a_task_closed_twice_at_once_keeps_the_first_outcome(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A retried close running beside the first attempt waits for it and then finds the task
     closed: it reports a duplicate, it neither overwrites the outcome nor fails."""
-    tasks, env = TaskActivities(engine, Renderer(config.settings().templates_dir)), ActivityEnvironment()
+    tasks, env = TaskActivities(engine, Renderer(settings().templates_dir)), ActivityEnvironment()
     env.run(tasks.create_task, TaskRequest(
         key="L-1/call@5/1", loan_id="L-1", at=NOW, workflow_id="collection-L-1", kind="call", queue="q",
         template="call_first_round", language="en", attempt=1, due_by=NOW + timedelta(days=1),

@@ -26,12 +26,12 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, select
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-import config
 from activities.ledger import LedgerActivities
 from db import migrate
 from db.store import make_engine
 from db.tables import AuditRow, LedgerEntry, LoanRow
 from db.types import UtcDateTime
+from infra.settings import ROOT
 from models.audit import GENESIS, verify_chain
 from models.requests import FeeRequest
 from tests import pg
@@ -141,7 +141,7 @@ def test_workers_starting_together_migrate_once(empty_url: str) -> None:
 def alembic_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The `alembic` command as a person runs it: DATABASE_URL from the environment."""
     env = {**os.environ, "DATABASE_URL": url}
-    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=config.ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

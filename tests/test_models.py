@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from infra.loaders import load_policy
 from models.allocation import Allocation, allocate
 from models.context import template_context
 from models.fees import fee_cap, fee_for_period
@@ -25,7 +26,6 @@ from models.policy import (
     LateFee,
     Policy,
     PolicyError,
-    load_policy,
     parse_policy,
     policy_path,
 )

@@ -16,9 +16,10 @@ import pytest
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-import config
-import search_attributes as sa
 import starter
+from infra import search_attributes as sa
+from infra.process import venv_binary
+from infra.temporal import data_converter
 from models import Payment
 from tests.conftest import make_loan
 from worker import create_worker
@@ -27,7 +28,7 @@ from worker import create_worker
 @pytest.fixture
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=config.venv_binary("temporal"), data_converter=config.DATA_CONVERTER,
+        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
     )
     yield env
     await env.shutdown()

@@ -1,4 +1,4 @@
-"""Personal data never sits in clear in Temporal: payloads are sealed with AES-256-GCM (codec.py),
+"""Personal data never sits in clear in Temporal: payloads are sealed with AES-256-GCM (infra/codec.py),
 keys rotate without losing old histories, the codec server decodes only for holders of the
 token, and logs mask phone numbers and e-mail addresses."""
 
@@ -31,11 +31,20 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-import codec
-import codec_server
-import config
 import starter
 import worker
+from infra import codec, codec_server
+from infra.logs import MaskingFilter, install_log_masking, mask_personal_data
+from infra.process import venv_binary
+from infra.settings import ROOT, settings
+from infra.temporal import (
+    codec_server_token,
+    data_converter,
+    ensure_codec_key,
+    payload_codec,
+    with_converter,
+    workflow_id,
+)
 from models import Payment
 from tests.conftest import make_loan
 from tests.support import Harness
@@ -48,8 +57,8 @@ UI_ORIGIN = "http://localhost:8233"
 def reset_config() -> None:
     """Settings and converter are cached per process; tests that change the environment drop
     them before and after, so no other test sees this test's keys."""
-    config.settings.cache_clear()
-    config.data_converter.cache_clear()
+    settings.cache_clear()
+    data_converter.cache_clear()
 
 
 @pytest.fixture
@@ -69,10 +78,10 @@ def keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[bytes
 @pytest.fixture
 async def sealed_env(keys: list[bytes]) -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server whose client uses the project converter, which now encrypts."""
-    converter = config.data_converter()
+    converter = data_converter()
     assert isinstance(converter.payload_codec, codec.EncryptionCodec)
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=config.venv_binary("temporal-test-server"),
+        test_server_existing_path=venv_binary("temporal-test-server"),
         data_converter=converter,
     )
     yield environment
@@ -147,7 +156,7 @@ async def test_history_holds_no_personal_data_in_clear(sealed: Harness, keys: li
     status = await sealed.status(loan)
     assert {e.channel for e in status.timeline} >= {"sms", "email"}  # the contacts really went out
 
-    history = await sealed.client.get_workflow_handle(config.workflow_id(loan.loan_id)).fetch_history()
+    history = await sealed.client.get_workflow_handle(workflow_id(loan.loan_id)).fetch_history()
     proto = History(events=history.events)
     raw = proto.SerializeToString()
     as_json = history.to_json()
@@ -222,27 +231,27 @@ def test_keys_come_from_the_environment_or_the_key_file(
     try:
         reset_config()
         with caplog.at_level(logging.WARNING, logger="collections.config"):
-            assert config.data_converter() is pydantic_data_converter  # no key anywhere
-            assert config.DATA_CONVERTER is pydantic_data_converter
-            assert config.payload_codec() is None and config.codec_server_token() is None
+            assert data_converter() is pydantic_data_converter  # no key anywhere
+            assert data_converter() is pydantic_data_converter
+            assert payload_codec() is None and codec_server_token() is None
         assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
         assert "NOT encrypted" in caplog.records[0].message
 
         key_file.write_text(f"# rotated\n{codec.encode_key(new)}\n\n{codec.encode_key(old)}\n")
         reset_config()
-        found = config.payload_codec()
+        found = payload_codec()
         assert found is not None and found.key_ids == [codec.key_id(new), codec.key_id(old)]
-        assert config.DATA_CONVERTER is config.data_converter()
+        assert data_converter() is data_converter()
 
         monkeypatch.setenv("COLLECTIONS_CODEC_KEYS", f"{codec.encode_key(old)}, {codec.encode_key(new)}")
         reset_config()
-        found = config.payload_codec()
+        found = payload_codec()
         assert found is not None and found.key_id == codec.key_id(old)  # the environment wins
 
         monkeypatch.setenv("COLLECTIONS_CODEC_KEYS", "c2hvcnQ=")
         reset_config()
         with pytest.raises(codec.CodecKeyError, match="COLLECTIONS_CODEC_KEYS, entry 1: an AES-256 key is 32 bytes"):
-            config.data_converter()
+            data_converter()
     finally:
         monkeypatch.undo()
         reset_config()
@@ -262,29 +271,29 @@ def test_ensure_key_file_creates_one_private_key_once(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CODEC_KEY_FILE", str(other))
     try:
         reset_config()
-        assert config.payload_codec() is None
-        assert config.ensure_codec_key() and other.is_file()
-        found = config.payload_codec()
+        assert payload_codec() is None
+        assert ensure_codec_key() and other.is_file()
+        found = payload_codec()
         assert found is not None and found.key_id == codec.key_id(codec.parse_key(other.read_text()))
-        assert not config.ensure_codec_key()
+        assert not ensure_codec_key()
     finally:
         monkeypatch.undo()
         reset_config()
 
 
 async def test_with_converter_gives_exactly_the_project_converter(sealed_env: WorkflowEnvironment) -> None:
-    converter = config.data_converter()
-    assert config.with_converter(sealed_env.client) is sealed_env.client
+    converter = data_converter()
+    assert with_converter(sealed_env.client) is sealed_env.client
     plain_config = sealed_env.client.config()
     plain_config["data_converter"] = pydantic_data_converter  # same payload converter class, no codec
     plain = Client(**plain_config)
-    assert config.with_converter(plain).data_converter is converter
+    assert with_converter(plain).data_converter is converter
 
 
 def test_banner_says_how_to_read_payloads(keys: list[bytes]) -> None:
-    cfg = config.settings()
+    cfg = settings()
     text = worker._banner(cfg, 20)
-    token = config.codec_server_token()
+    token = codec_server_token()
     assert token == codec.server_token(keys[0])
     assert f"Payloads are encrypted (key id {codec.key_id(keys[0])}, key in COLLECTIONS_CODEC_KEYS)" in text
     assert "make codec-server" in text and f"http://localhost:{cfg.codec_server_port}/{token}" in text
@@ -371,8 +380,8 @@ def test_codec_server_command_serves_on_the_given_port(tmp_path: Path) -> None:
     env = {**os.environ, "COLLECTIONS_CODEC_KEYS": codec.encode_key(key), "CODEC_SERVER_TOKEN": "cli-token"}
     log = tmp_path / "codec_server.log"
     proc = subprocess.Popen(
-        [sys.executable, "codec_server.py", "--port", str(port)],
-        cwd=config.ROOT,
+        [sys.executable, "-m", "infra.codec_server", "--port", str(port)],
+        cwd=ROOT,
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
@@ -421,9 +430,9 @@ def test_log_filter_masks_phone_numbers_and_email_addresses() -> None:
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
     logger.addHandler(handler)
-    config.install_log_masking(logger)
-    config.install_log_masking(logger)  # idempotent
-    assert sum(isinstance(f, config.MaskingFilter) for f in handler.filters) == 1
+    install_log_masking(logger)
+    install_log_masking(logger)  # idempotent
+    assert sum(isinstance(f, MaskingFilter) for f in handler.filters) == 1
 
     child = logging.getLogger(f"{logger.name}.child")  # propagated records are masked too
     logger.warning("sms to %s, mail to %s", PHONE, EMAIL)
@@ -441,7 +450,7 @@ def test_log_filter_masks_phone_numbers_and_email_addresses() -> None:
     assert "call ***5678" in text
     assert "contact ***5678 / l***@example.cn on 2026-12-10, paid 10000.00 CNY" in text
     assert "ValueError: bad recipient l***@example.cn" in text
-    assert config.mask_personal_data("loan L-1234567890, run 12345678-1234-1234-1234-123456789012") == (
+    assert mask_personal_data("loan L-1234567890, run 12345678-1234-1234-1234-123456789012") == (
         "loan L-1234567890, run 12345678-1234-1234-1234-123456789012"
     )
 
@@ -455,10 +464,10 @@ def test_worker_main_installs_the_log_filter(monkeypatch: pytest.MonkeyPatch) ->
     root.addHandler(extra)  # basicConfig adds nothing while handlers exist; the filter still goes on
     try:
         worker.main()
-        assert all(any(isinstance(f, config.MaskingFilter) for f in h.filters) for h in root.handlers)
+        assert all(any(isinstance(f, MaskingFilter) for f in h.filters) for h in root.handlers)
     finally:
         root.removeHandler(extra)
         for h in root.handlers:
-            for f in [f for f in h.filters if isinstance(f, config.MaskingFilter)]:
+            for f in [f for f in h.filters if isinstance(f, MaskingFilter)]:
                 h.removeFilter(f)
         logging.getLogger("temporalio").setLevel(temporal_level)

@@ -118,15 +118,15 @@ def test_a_policy_whose_template_threatens_is_refused_at_load(tmp_path: Path, en
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
-    import config
     from activities.records import RecordActivities
+    from infra.settings import ROOT, settings
 
     templates = tmp_path / "templates"
-    shutil.copytree(config.settings().templates_dir, templates)
+    shutil.copytree(settings().templates_dir, templates)
     (templates / "en" / "reminder_first.sms.j2").write_text(
         "{{ lender_name }}: pay {{ amount_due }} or else we tell your employer. Dispute: {{ dispute_contact }}"
     )
-    records = RecordActivities(engine, config.settings().policies_dir, config.ROOT / "rulesets", templates)
+    records = RecordActivities(engine, settings().policies_dir, ROOT / "rulesets", templates)
     with pytest.raises(ApplicationError) as refused:
         ActivityEnvironment().run(records.load_policy, "default")
     assert "en/reminder_first.sms.j2" in str(refused.value) and "or else" in str(refused.value)
@@ -138,9 +138,9 @@ def test_a_policy_whose_template_threatens_is_refused_at_load(tmp_path: Path, en
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "default.toml").write_text(
-        (config.settings().policies_dir / "default.toml").read_text().replace('ruleset = "cn"', 'ruleset = "us"')
+        (settings().policies_dir / "default.toml").read_text().replace('ruleset = "cn"', 'ruleset = "us"')
     )
-    records = RecordActivities(engine, policies, config.ROOT / "rulesets", templates)
+    records = RecordActivities(engine, policies, ROOT / "rulesets", templates)
     with pytest.raises(ApplicationError, match="opt-out"):
         ActivityEnvironment().run(records.load_policy, "default")
 

@@ -16,10 +16,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-import config
 import starter
 import workflows.collection as collection
 from db.tables import LedgerEntry
+from infra.temporal import workflow_id
 from models import Payment, Stage
 from tests.conftest import make_loan
 from tests.support import Harness
@@ -33,7 +33,7 @@ def _payment(pid: str, amount: str) -> Payment:
 
 async def _run_ids(client: Client, loan_id: str) -> tuple[str, str]:
     """The first run id and the current run id of a loan's workflow."""
-    desc = await client.get_workflow_handle(config.workflow_id(loan_id)).describe()
+    desc = await client.get_workflow_handle(workflow_id(loan_id)).describe()
     first = desc.raw_description.workflow_execution_info.first_run_id or desc.run_id
     return first, desc.run_id
 
@@ -77,7 +77,7 @@ async def test_history_cap_continues_as_new_without_the_servers_suggestion(cappe
             paid.append(receipt.payment_id)
         await starter.get_status(h.client, loan.loan_id)
     await _status_when_rolled(h, loan.loan_id, first)
-    history = await h.client.get_workflow_handle(config.workflow_id(loan.loan_id), run_id=first).fetch_history()
+    history = await h.client.get_workflow_handle(workflow_id(loan.loan_id), run_id=first).fetch_history()
     assert len(history.events) < 4096  # the server never suggested it: the cap did
     status = await h.status(loan)
     assert status.paid_total == Decimal("50.00") and status.stage is Stage.early

@@ -17,9 +17,8 @@ from sqlmodel import Session, select
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-import config
-
 from db.book import BookLoan, CollectionStart, overdue_loan, read_page, record_start
+from infra.temporal import data_converter
 from models.scan import OPEN, ScanTotals, collection_day, is_newly_overdue, next_cursor, scan_date
 from workflows.scan import OverdueScanWorkflow
 
@@ -194,6 +193,6 @@ async def test_recorded_scan_history_replays(path: Path) -> None:
     """A scan in flight when a new version is deployed must go on: its recorded runs (pages,
     continue-as-new, the last page) replay on the current code."""
     history = WorkflowHistory.from_json("recorded-scan", path.read_text())
-    replayer = Replayer(workflows=[OverdueScanWorkflow], data_converter=config.DATA_CONVERTER)
+    replayer = Replayer(workflows=[OverdueScanWorkflow], data_converter=data_converter())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -46,7 +46,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
-import config
+from infra.temporal import data_converter
 from workflows.legacy.collection_v1 import LegacyCollectionWorkflow
 
 HERE = Path(__file__).parent / "sdk_bugs"
@@ -131,7 +131,7 @@ async def test_update_sync_handler_minimal_replays() -> None:
                                        "(sdk-python#1591, sdk-rust#943)")
 async def test_update_on_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0003", (HERE / "update-on-cold-start.json").read_text())
-    replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=config.data_converter())
+    replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=data_converter())
     await replayer.replay_workflow(history)
 
 
@@ -139,5 +139,5 @@ async def test_update_on_cold_start_replays() -> None:
                                                                   "cold-start task after a sticky timeout")
 async def test_timer_after_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0034", (HERE / "timer-after-cold-start.json").read_text())
-    replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=config.data_converter())
+    replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=data_converter())
     await replayer.replay_workflow(history)

@@ -8,21 +8,22 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-import config
+from activities.linter import purpose_of
 from activities.rendering import Renderer, mask
+from infra.loaders import load_policy
+from infra.settings import settings
 from models.context import template_context
-from models.linter import purpose_of
 from models.loan import Stage
-from models.policy import Action, load_policy
+from models.policy import Action
 from models.status import CollectionState
 from tests.conftest import make_loan
 
-TEMPLATES = config.settings().templates_dir
+TEMPLATES = settings().templates_dir
 SHIPPED = sorted({p.name for p in TEMPLATES.glob("*/*.j2")})
 
 
 def full_context() -> dict[str, str]:
-    policy = load_policy("default", config.settings().policies_dir)
+    policy = load_policy("default", settings().policies_dir)
     loan = make_loan("L-TPL", dpd=31)
     state = CollectionState(loan=loan, policy=policy, started_at=datetime.now(timezone.utc), balance=loan.balance())
     return template_context(state, datetime.now(timezone.utc), Stage.middle, deadline_days=15,
@@ -51,7 +52,7 @@ def test_every_template_renders_with_the_loan_figures(name: str, language: str) 
 def test_every_policy_step_has_templates_in_both_languages() -> None:
     kinds = {Action.call: ["task"], Action.field_visit: ["task"], Action.agency: ["document"],
              Action.litigation: ["document"]}
-    for policy_file in config.settings().policies_dir.glob("*.toml"):
+    for policy_file in settings().policies_dir.glob("*.toml"):
         policy = load_policy(policy_file.stem, policy_file.parent)
         for step in policy.ladder:
             for kind in step.channels or kinds[step.action]:

@@ -23,14 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-with workflow.unsafe.imports_passed_through():
-    import search_attributes as sa
-    from activities.effects import EffectActivities
-    from activities.guard import GuardActivities
-    from activities.start import StartActivities
+with workflow.unsafe.imports_passed_through():  # workflows.calls: the activities, by name
+    from infra import search_attributes as sa
+    from infra.options import ACTIVITY_RETRY as _RETRY
+    from infra.options import ACTIVITY_TIMEOUT as _TIMEOUT
     from models import lifecycle
     from models.arrangements import Decision
     from models.clock import real_delay, virtual_now
@@ -40,11 +38,9 @@ with workflow.unsafe.imports_passed_through():
     from models.protocol import REPLIES_KEPT, Envelope, Reply, StatusAsked
     from models.requests import PrepareRequest
     from models.status import CarriedRequest, CollectionInput, CollectionState, CollectionStatus
+    from workflows import calls
 
 WORKFLOW_TYPE = "LoanCollection"
-# Activities retry until the database (or the gateway) is back: a lost write is never acceptable.
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
-_TIMEOUT = timedelta(seconds=60)
 HISTORY_CAP = 10_000
 """Events after which a run continues as new whatever the server's settings: the server's
 suggestion comes at 4,096 by default (a setting a cluster may raise), and its hard limit
@@ -90,8 +86,8 @@ class CollectionWorkflow:
     async def _begin(self, inp: CollectionInput) -> None:
         """Pin the policy and rules and register the loan (one activity), then start deciding."""
         info = workflow.info()
-        prepared = await workflow.execute_activity_method(
-            StartActivities.prepare,
+        prepared = await workflow.execute_activity(
+            calls.prepare,
             PrepareRequest(loan=inp.loan, policy=inp.policy, workflow_id=info.workflow_id, started_at=info.start_time),
             start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY,
         )
@@ -158,8 +154,8 @@ class CollectionWorkflow:
             if isinstance(self._queue[0], AskGuard):
                 ask = self._queue.pop(0)
                 assert isinstance(ask, AskGuard)
-                decision: GuardDecision = await workflow.execute_activity_method(
-                    GuardActivities.request_contact, ask.req, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY,
+                decision: GuardDecision = await workflow.execute_activity(
+                    calls.request_contact, ask.req, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY,
                 )
                 self._feed(lifecycle.GuardAnswered(key=ask.key, decision=decision),
                            decision.decided_at or lifecycle.clock_of(self._state))
@@ -167,8 +163,8 @@ class CollectionWorkflow:
             batch: list[Effect] = []
             while self._queue and is_effect(self._queue[0]):
                 batch.append(self._queue.pop(0))  # type: ignore[arg-type]
-            result = await workflow.execute_activity_method(
-                EffectActivities.perform, EffectBatch(effects=batch), start_to_close_timeout=_TIMEOUT,
+            result = await workflow.execute_activity(
+                calls.perform, EffectBatch(effects=batch), start_to_close_timeout=_TIMEOUT,
                 retry_policy=_RETRY,
             )
             at = virtual_now(result.at, self._state.policy.clock)

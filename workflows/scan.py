@@ -1,5 +1,5 @@
 """The daily scan: walk the loan book page by page and hand each newly overdue loan to
-collection (`activities.scan`), never twice.
+collection (`activities.scan`, called by name: `workflows.calls`), never twice.
 
 The workflow holds only the date, the cursor (the last loan id read) and the totals: a page is
 one activity that reads at most `page_size` rows and returns figures. Every `pages_per_run`
@@ -9,24 +9,19 @@ a book of any size never sits in memory or in one history.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from temporalio import workflow
-from temporalio.common import Priority, RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 
-with workflow.unsafe.imports_passed_through():
-    from activities.scan import ScanActivities
+with workflow.unsafe.imports_passed_through():  # workflows.calls: the activities, by name
+    from infra.options import SCAN_HEARTBEAT as _HEARTBEAT
+    from infra.options import SCAN_PAGE_RETRY as _RETRY
+    from infra.options import SCAN_PAGE_TIMEOUT as _PAGE_TIMEOUT
     from models.scan import SCHEDULED_START_TIME, ScanInput, ScanPageRequest, ScanTotals, scan_date
+    from workflows import calls
 
-# A page retries until the database and the server are back: the next page must not be skipped.
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
-_PAGE_TIMEOUT = timedelta(minutes=10)
-_HEARTBEAT = timedelta(minutes=1)  # a page heartbeats after each loan: a dead worker shows in a minute
 _SCHEDULED_AT = SearchAttributeKey.for_datetime(SCHEDULED_START_TIME)
-
-PRIORITY = Priority(priority_key=1)
-"""Scans start with the highest task priority (the default is 3): their tasks share the task
-queue with the collection loans they start, and must not wait behind that backlog."""
 
 
 @workflow.defn
@@ -40,8 +35,8 @@ class OverdueScanWorkflow:
         totals, cursor = inp.totals, inp.cursor
         self._progress = inp.model_copy(update={"as_of": as_of})
         for _ in range(inp.pages_per_run):
-            page = await workflow.execute_activity_method(
-                ScanActivities.scan_page,
+            page = await workflow.execute_activity(
+                calls.scan_page,
                 ScanPageRequest(scan_id=workflow.info().workflow_id, as_of=as_of, after=cursor, limit=inp.page_size),
                 start_to_close_timeout=_PAGE_TIMEOUT, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
             )

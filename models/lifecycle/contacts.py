@@ -27,7 +27,7 @@ from models.requests import (
     TaskRequest,
 )
 from models.schedule import at_local, local_date, next_contact_moment
-from models.status import CaseInfo, CollectionState, DeferredContact, OpenTask, PlacementInfo
+from models.status import CaseInfo, CollectionState, ContactKind, DeferredContact, OpenTask, PlacementInfo
 
 _CHANNEL_FIELD = {"sms": "phone", "email": "email", "letter": "address"}
 REACHED = ("answered", "promised", "refused")
@@ -88,10 +88,10 @@ def answer(step: Step, key: str, decision: GuardDecision) -> None:
     if why is not None:
         decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=step.now, reason=f"{why} while the guard decided",
                                  decided_at=decision.decided_at)
-    if pending.kind == "agency":
+    if pending.kind == ContactKind.agency:
         _agency_answered(step, pending, decision)
         return
-    what = pending.template if pending.kind == "message" else pending.what
+    what = _subject(pending)
     if decision.verdict != "allowed":
         until = f" until {decision.at:%Y-%m-%d %H:%M}" if decision.verdict == "deferred" else ""
         step.note(what, channel=pending.channel, outcome=decision.verdict, key=key,
@@ -99,10 +99,29 @@ def answer(step: Step, key: str, decision: GuardDecision) -> None:
         if decision.verdict == "deferred":
             s.deferred.append(pending.model_copy(update={"at": decision.at}))
         return
-    if pending.kind == "message":
-        _send_now(step, pending)
-    else:
-        _create_task_now(step, pending)
+    _make_now(step, pending)
+
+
+def _subject(pending: DeferredContact) -> str:
+    """What the timeline calls a message or task contact: the template, or the task's name."""
+    match pending.kind:
+        case ContactKind.message:
+            return pending.template
+        case ContactKind.task:
+            return pending.what
+        case _:
+            raise ValueError(f"no subject for a contact of kind {pending.kind!r}")
+
+
+def _make_now(step: Step, pending: DeferredContact) -> None:
+    """The guard allowed a message or task contact: send it, or create the task."""
+    match pending.kind:
+        case ContactKind.message:
+            _send_now(step, pending)
+        case ContactKind.task:
+            _create_task_now(step, pending)
+        case _:
+            raise ValueError(f"cannot make a contact of kind {pending.kind!r}")
 
 
 AGENCY_ANSWERS_KEPT = 50
@@ -144,7 +163,7 @@ def send(step: Step, what: str, template: str, channel: str, deadline_days: int 
     if not recipient(s, channel, purpose):
         step.note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
         return
-    pending = DeferredContact(key=key, kind="message", purpose=purpose, channel=channel, at=step.now, what=what,
+    pending = DeferredContact(key=key, kind=ContactKind.message, purpose=purpose, channel=channel, at=step.now, what=what,
                               template=template, deadline_days=deadline_days, extra=extra or {})
     if purpose == "transactional":
         step.emit(SendMessage(req=_message(step, pending), guard=guard_request(step, channel, purpose, key)))
@@ -191,7 +210,7 @@ def message_done(step: Step, cmd: SendMessage, ok: bool, error: str, guard: Guar
 def create_task(step: Step, ladder_step: LadderStep, attempt: int) -> None:
     key = f"{step.loan_id}/{ladder_step.key}/{attempt}"
     channel = "phone" if ladder_step.action is Action.call else "visit"
-    ask(step, DeferredContact(key=key, kind="task", purpose="escalation", channel=channel, at=step.now,
+    ask(step, DeferredContact(key=key, kind=ContactKind.task, purpose="escalation", channel=channel, at=step.now,
                               what=f"{ladder_step.action}_task", step_key=ladder_step.key, attempt=attempt))
 
 

@@ -19,7 +19,7 @@ from models.loan import Stage
 from models.negotiation import judge_instalment, judged_at
 from models.policy import Action
 from models.requests import TaskClosure
-from models.schedule import PlannedAction, action_time, at_local, build_plan
+from models.schedule import ActionKind, PlannedAction, action_time, at_local, build_plan
 from models.status import CollectionState
 
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
@@ -177,24 +177,24 @@ def run_item(step: Step, due: Due) -> None:
             _lapse_settlement(step, due.ref)
         case DueKind.hardship_end:
             _end_breathing_space(step)
-        case _:  # pragma: no cover - every kind is handled above
-            raise AssertionError(f"unknown due item {due.kind}")
+        case _:
+            raise ValueError(f"unknown due item kind {due.kind!r}")
 
 
 def _run_planned(step: Step, action: PlannedAction) -> None:
     match action.kind:
-        case "stage":
+        case ActionKind.stage:
             step.note("stage_changed", outcome=str(action.stage), key=action.key)
             step.record(action.key, "stage_changed")
-        case "fee":
+        case ActionKind.fee:
             post_fee(step, action)
-        case "step":
+        case ActionKind.step:
             assert action.step is not None
             run_step(step, action.step, attempt=1)
-        case "write_off":
+        case ActionKind.write_off:
             write_off(step)
-        case _:  # pragma: no cover - ActionKind has no other value
-            raise AssertionError(f"unknown plan action {action.kind}")
+        case _:
+            raise ValueError(f"unknown plan action kind {action.kind!r}")
 
 
 def _judge_promise(step: Step, ref: str) -> None:

@@ -41,7 +41,7 @@ from models.loan import Balance, Stage
 from models.money import ZERO
 from models.negotiation import held_so_far
 from models.requests import TaskClosure, TaskRequest
-from models.status import DeferredContact
+from models.status import ContactKind, DeferredContact
 
 # ------------------------------------------------------------------ reports
 
@@ -104,7 +104,7 @@ def opt_out(step: Step, req: OptOutRequest) -> Decision:
 def ask_agency_contact(step: Step, req: AgencyContactRequest, key: str) -> None:
     """An agency asks before it contacts the borrower: the guard decides against the person's
     one budget (the lender's contacts and every agency's); `contacts.answer` keeps its answer."""
-    ask(step, DeferredContact(key=key, kind="agency", purpose="agency", channel=req.channel, at=step.now,
+    ask(step, DeferredContact(key=key, kind=ContactKind.agency, purpose="agency", channel=req.channel, at=step.now,
                               what="agency_contact", extra={"agent": req.agent}))
 
 

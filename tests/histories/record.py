@@ -18,10 +18,10 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-import config
 import starter
+from infra.process import venv_binary
+from infra.temporal import data_converter, workflow_id
 from models import AgencyReport, CourtReport, Payment, TaskOutcome, TaskReport
-from models.events import AgencyContactRequest, OptOutRequest
 from models.arrangements import (
     DisputeRequest,
     DisputeResolution,
@@ -32,6 +32,7 @@ from models.arrangements import (
     SettlementOffer,
     StopRequest,
 )
+from models.events import AgencyContactRequest, OptOutRequest
 from tests.conftest import make_loan
 from tests.support import Harness
 from worker import create_worker
@@ -41,7 +42,7 @@ HERE = Path(__file__).parent
 
 async def record(suffix: str) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=config.venv_binary("temporal-test-server"), data_converter=config.DATA_CONVERTER
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=data_converter()
     )
     async with env:
         with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +57,7 @@ async def record(suffix: str) -> None:
 async def _scenarios(h: Harness, suffix: str) -> None:
     names = await _collection(h) + await _negotiation(h)
     for loan_id, name in names:
-        handle = h.client.get_workflow_handle(config.workflow_id(loan_id))
+        handle = h.client.get_workflow_handle(workflow_id(loan_id))
         history = await handle.fetch_history()
         path = HERE / f"{name}-{suffix}.json"
         path.write_text(history.to_json())

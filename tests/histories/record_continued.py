@@ -24,8 +24,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-import config
 import starter
+from infra.process import exit_process, venv_binary
+from infra.temporal import data_converter, with_converter
 from models import Payment
 from models.arrangements import PromiseRequest
 from models.schedule import local_date
@@ -78,8 +79,8 @@ async def _drive(client: Client, queue: str) -> list[WorkflowHistory]:
 
 async def record(suffix: str) -> None:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=config.venv_binary("temporal"),
-        data_converter=config.DATA_CONVERTER,
+        dev_server_existing_path=venv_binary("temporal"),
+        data_converter=data_converter(),
         dev_server_extra_args=[
             "--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={THRESHOLD}",
             "--log-level", "error",
@@ -89,7 +90,7 @@ async def record(suffix: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             queue = f"record-{uuid.uuid4()}"
             async with create_worker(env.client, task_queue=queue, database_url=f"sqlite:///{tmp}/record.db"):
-                runs = await _drive(config.with_converter(env.client), queue)
+                runs = await _drive(with_converter(env.client), queue)
     for i, history in enumerate(runs, start=1):
         path = HERE / f"continued-run{i}-{suffix}.json"
         path.write_text(history.to_json())
@@ -98,4 +99,4 @@ async def record(suffix: str) -> None:
 
 if __name__ == "__main__":
     asyncio.run(record(sys.argv[1] if len(sys.argv) > 1 else "v4"))
-    config.exit_process(0)
+    exit_process(0)

@@ -25,7 +25,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows.legacy.negotiation_v1 import Negotiation
 
 with workflow.unsafe.imports_passed_through():
-    import search_attributes as sa
     from activities.admin import AdminActivities
     from activities.guard import GuardActivities
     from activities.handover import HandoverActivities
@@ -33,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.messaging import MessagingActivities
     from activities.records import RecordActivities
     from activities.tasks import TaskActivities
+    from infra import search_attributes as sa
     from models.allocation import allocate
     from models.arrangements import ArrangementRejected, Decision, Plan
     from models.clock import real_delay, virtual_now

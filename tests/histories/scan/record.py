@@ -20,9 +20,10 @@ from pathlib import Path
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
-import config
 from db.book import BookLoan
 from db.store import make_engine
+from infra.process import venv_binary
+from infra.temporal import data_converter
 from models.scan import ScanInput, scan_date
 from worker import create_worker
 from workflows.scan import OverdueScanWorkflow
@@ -34,7 +35,7 @@ QUEUE = "record-scan"
 
 async def record(suffix: str) -> None:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=config.venv_binary("temporal-test-server"), data_converter=config.DATA_CONVERTER
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=data_converter()
     )
     async with env:
         with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,8 @@ worker to start wins), and SCAN_ENABLED=false pauses it (true resumes it, unless
 paused it for a reason of their own).
 
 Called from `worker.py` (process start), never from `create_worker`: the time-skipping test
-server has no schedules.
+server has no schedules. The workflow is named by its type (`SCAN_WORKFLOW`), not imported:
+infra sits below workflows.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-import config
+from infra.options import SCAN_PRIORITY, SCAN_WORKFLOW
+from infra.settings import Settings, settings
+from infra.temporal import with_converter
 from models.scan import SCHEDULE_ID, ScanInput
-from workflows.scan import PRIORITY, OverdueScanWorkflow
 
 log = logging.getLogger("collections.scan")
 
@@ -43,30 +45,32 @@ PAUSE_NOTE = "paused by a worker: SCAN_ENABLED=false"
 """A pause with this note is the setting's; any other pause is an operator's and is kept."""
 
 
-def desired_schedule(cfg: config.Settings, task_queue: str) -> Schedule:
+def desired_schedule(cfg: Settings, task_queue: str) -> Schedule:
     """The schedule the settings ask for."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            OverdueScanWorkflow.run,
+            SCAN_WORKFLOW,
             ScanInput(timezone=cfg.scan_timezone, page_size=cfg.scan_page_size, pages_per_run=cfg.scan_pages_per_run),
             id=SCHEDULE_ID,
             task_queue=task_queue,
-            priority=PRIORITY,
+            priority=SCAN_PRIORITY,
         ),
         spec=ScheduleSpec(
-            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(cfg.scan_hour)], minute=[ScheduleRange(cfg.scan_minute)])],
+            calendars=[
+                ScheduleCalendarSpec(hour=[ScheduleRange(cfg.scan_hour)], minute=[ScheduleRange(cfg.scan_minute)]),
+            ],
             time_zone_name=cfg.scan_timezone,
         ),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
 
 
-async def ensure_scan_schedule(client: Client, task_queue: str, cfg: config.Settings | None = None) -> str:
+async def ensure_scan_schedule(client: Client, task_queue: str, cfg: Settings | None = None) -> str:
     """Create, update, pause or resume the schedule to match the settings; says what it did
     (`created`, `updated`, `paused`, `resumed`, `unchanged`, or `absent` when disabled and
     there is none). Safe to run from any number of workers at once."""
-    cfg = cfg or config.settings()
-    client = config.with_converter(client)
+    cfg = cfg or settings()
+    client = with_converter(client)
     wanted = desired_schedule(cfg, task_queue)
     if cfg.scan_enabled:
         try:
@@ -97,7 +101,7 @@ async def ensure_scan_schedule(client: Client, task_queue: str, cfg: config.Sett
     return result
 
 
-def describe_settings(cfg: config.Settings) -> str:
+def describe_settings(cfg: Settings) -> str:
     state = "enabled" if cfg.scan_enabled else "disabled"
     return f"daily at {cfg.scan_hour:02d}:{cfg.scan_minute:02d} {cfg.scan_timezone}, {state}"
 

@@ -1,5 +1,9 @@
 """The template linter: every message is civil and says what the rule set requires.
 
+It lives beside its caller, the start activity (`activities.records` lints a policy's templates
+when the policy loads), not in `models`: it parses templates with Jinja2 and reads the template
+and word-list files.
+
 A template is checked as SOURCE text, before rendering, so a template is refused once (when a
 policy loads, and in the test suite) instead of each time a message would go out.
 
@@ -33,7 +37,7 @@ What is checked, by kind and purpose:
 
 File reading is kept apart, at the end of this module, in functions marked I/O
 (`load_wordlist`, `load_wordlists`, `load_templates`, `lint_folder`). They read files only
-when called, as `models.policy.load_policy` and `models.conduct.load_ruleset` do; importing this
+when called, as `infra.loaders.load_policy` and `infra.loaders.load_ruleset` do; importing this
 module reads nothing.
 """
 

@@ -8,9 +8,9 @@ can reach the port: every request needs the token, as `Authorization: Bearer <to
 `--codec-auth "Bearer <token>"`) or as the first path segment (`http://localhost:8081/<token>`,
 because the Web UI's codec setting has no field for a custom header). Missing token: 401;
 wrong token: 403. The token is `CODEC_SERVER_TOKEN`, else derived from the current key
-(`config.codec_server_token`), so holding the key is what grants access.
+(`infra.temporal.codec_server_token`), so holding the key is what grants access.
 
-    .venv/bin/python codec_server.py [--port 8081] [--host 127.0.0.1]
+    .venv/bin/python -m infra.codec_server [--port 8081] [--host 127.0.0.1]   (`make codec-server`)
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from aiohttp import hdrs, web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-import codec
-import config
+from infra import codec, temporal
+from infra.logs import install_log_masking
+from infra.settings import Settings, settings
 
 log = logging.getLogger("collections.codec_server")
 
@@ -34,7 +35,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024  # a long history's payloads, decoded in one r
 CORS_HEADERS = "authorization,content-type,x-namespace"
 
 
-def web_ui_origins(cfg: config.Settings) -> list[str]:
+def web_ui_origins(cfg: Settings) -> list[str]:
     """Origins allowed to call from a browser: the embedded Web UI's, and any configured."""
     port = cfg.temporal_ui_port
     extra = [o.strip().rstrip("/") for o in cfg.codec_server_origins.split(",") if o.strip()]
@@ -113,26 +114,26 @@ def build_app(payload_codec: codec.EncryptionCodec, token: str, origins: Iterabl
 
 
 def main() -> None:
-    cfg = config.settings()
+    cfg = settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=cfg.codec_server_port)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config.install_log_masking()
-    payload_codec, token = config.payload_codec(), config.codec_server_token()
-    if payload_codec is None or token is None:
+    install_log_masking()
+    sealing, token = temporal.payload_codec(), temporal.codec_server_token()
+    if sealing is None or token is None:
         raise SystemExit(
             f"no codec key: set COLLECTIONS_CODEC_KEYS or create {cfg.codec_key_file} (`make run` does on first start)"
         )
     print(
-        f"Codec server on http://{args.host}:{args.port} (key ids {', '.join(payload_codec.key_ids)}); "
+        f"Codec server on http://{args.host}:{args.port} (key ids {', '.join(sealing.key_ids)}); "
         f"browser origins {', '.join(web_ui_origins(cfg))}",
         flush=True,
     )
     # No access log: the Web UI's endpoint carries the token in its path.
     web.run_app(
-        build_app(payload_codec, token, web_ui_origins(cfg)),
+        build_app(sealing, token, web_ui_origins(cfg)),
         host=args.host,
         port=args.port,
         access_log=None,

@@ -13,7 +13,7 @@ Keys are 32 random bytes, written as base64, one per line in a key file (first l
 or comma-separated in COLLECTIONS_CODEC_KEYS (first = current). A key id is a short hash of the
 key: stable across processes, safe to log, useless for decrypting.
 
-This module holds no settings: `config.data_converter()` decides where keys come from.
+This module holds no settings: `infra.temporal.data_converter()` decides where keys come from.
 """
 
 from __future__ import annotations
