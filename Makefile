@@ -5,17 +5,21 @@
 # `make codec-server` lets the Web UI decode the encrypted payloads (see the `make run` banner).
 # `make test` runs the database tests on SQLite and on a throwaway PostgreSQL cluster; it first
 # makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; README "Database").
+# `make test-pythons` runs the suite (without the crash test) on the other supported Pythons.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
+# The other Pythons `make test-pythons` looks for (scripts/find-python.sh), each in .venv-X.Y.
+PYTHONS ?= 3.12 3.13
+TEST_PYTHONS_ARGS ?= -m "not crash" -q
 # `make lock`'s tool, in a virtualenv of its own (only `make lock` needs it).
 UV_VERSION := 0.13.9
 UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
 
-.PHONY: run test lock soak worker codec-server clean bytecode
+.PHONY: run test test-pythons lock soak worker codec-server clean bytecode
 
 $(STAMP): $(LOCK) pyproject.toml
 	sh scripts/install-venv.sh $(PYTHON) $(VENV)
@@ -47,6 +51,20 @@ run: bytecode
 test: bytecode
 	sh scripts/ensure-postgres.sh
 	$(PY) -m pytest
+
+# The suite on each of PYTHONS found on this machine, each in its .venv-X.Y made from the lock as
+# .venv is; a version not found is skipped with a line saying so. Not part of `make test`
+# (README "Versions and Pythons").
+test-pythons:
+	sh scripts/ensure-postgres.sh
+	@failed=""; for v in $(PYTHONS); do \
+		if ! py=$$(sh scripts/find-python.sh $$v); then \
+			echo "test-pythons: Python $$v not found (PATH, /usr/bin, pyenv): skipped"; continue; fi; \
+		echo "test-pythons: Python $$v: $$py"; \
+		$(MAKE) --no-print-directory bytecode VENV=.venv-$$v PYTHON=$$py && \
+		.venv-$$v/bin/python -m pytest $(TEST_PYTHONS_ARGS) || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-pythons: failed on$$failed"; exit 1; fi
 
 # The crash test soaked: 5 seeds x (SQLite, PostgreSQL), 250 loans, 8 worker and 2 server SIGKILLs
 # per run, each run its own pytest process; prints the figures, writes var/soak/<time>.json, fails
