@@ -1,20 +1,43 @@
 # The two commands: `make run` (embedded Temporal dev server + worker + sample portfolio)
-# and `make test` (the whole suite). Both create the virtualenv on first use.
+# and `make test` (the whole suite). Both create the virtualenv on first use, from the lock
+# file requirements.lock (exact versions, hash-checked; `make lock` regenerates it, README
+# "Versions and Pythons"); a changed lock or pyproject.toml makes the virtualenv afresh.
 # `make codec-server` lets the Web UI decode the encrypted payloads (see the `make run` banner).
 # `make test` runs the database tests on SQLite and on a throwaway PostgreSQL cluster; it first
 # makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; README "Database").
+# `make test-pythons` runs the suite (without the crash test) on the other supported Pythons.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# The other Pythons `make test-pythons` looks for (scripts/find-python.sh), each in .venv-X.Y.
+PYTHONS ?= 3.12 3.13
+TEST_PYTHONS_ARGS ?= -m "not crash" -q
+# `make lock`'s tool, in a virtualenv of its own (only `make lock` needs it).
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
 
-.PHONY: run test soak worker codec-server clean bytecode
+.PHONY: run test test-pythons lock soak worker codec-server clean bytecode
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(STAMP): $(LOCK) pyproject.toml
+	sh scripts/install-venv.sh $(PYTHON) $(VENV)
+	touch $@
+
+# Regenerates requirements.lock from pyproject.toml: run it after changing a dependency, its
+# range or requires-python, or to take newer releases, then run the tests before committing the
+# lock. Needs the network to PyPI. One universal lock for every platform and Python 3.11 to 3.13,
+# with the hashes of every file; the build backend comes along (group `build`). Pins already in
+# the lock are kept where the ranges allow them; `make lock UPGRADE=1` takes the newest releases.
+lock: $(UV)
+	UV_PYTHON_DOWNLOADS=never $(UV) pip compile pyproject.toml --extra test --group build \
+		--universal --python-version 3.11 --generate-hashes --quiet \
+		$(if $(UPGRADE),--upgrade) --custom-compile-command "make lock" -o $(LOCK)
+
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install -qq --disable-pip-version-check uv==$(UV_VERSION)
 
 # The workflow sandbox imports the workflow modules afresh for every new workflow; without
 # bytecode on disk (PYTHONDONTWRITEBYTECODE=1 is set on some machines) it compiles them from
@@ -28,6 +51,20 @@ run: bytecode
 test: bytecode
 	sh scripts/ensure-postgres.sh
 	$(PY) -m pytest
+
+# The suite on each of PYTHONS found on this machine, each in its .venv-X.Y made from the lock as
+# .venv is; a version not found is skipped with a line saying so. Not part of `make test`
+# (README "Versions and Pythons").
+test-pythons:
+	sh scripts/ensure-postgres.sh
+	@failed=""; for v in $(PYTHONS); do \
+		if ! py=$$(sh scripts/find-python.sh $$v); then \
+			echo "test-pythons: Python $$v not found (PATH, /usr/bin, pyenv): skipped"; continue; fi; \
+		echo "test-pythons: Python $$v: $$py"; \
+		$(MAKE) --no-print-directory bytecode VENV=.venv-$$v PYTHON=$$py && \
+		.venv-$$v/bin/python -m pytest $(TEST_PYTHONS_ARGS) || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-pythons: failed on$$failed"; exit 1; fi
 
 # The crash test soaked: 5 seeds x (SQLite, PostgreSQL), 250 loans, 8 worker and 2 server SIGKILLs
 # per run, each run its own pytest process; prints the figures, writes var/soak/<time>.json, fails
@@ -44,4 +81,4 @@ codec-server: $(STAMP)
 	$(PY) -m infra.codec_server
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) .venv-3.* $(UV_VENV) var .pytest_cache

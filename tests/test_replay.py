@@ -3,6 +3,7 @@ that would break loans in flight fails here (wrap such changes in `workflow.patc
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,17 @@ def test_histories_are_kept() -> None:
             "continued-run1", "continued-run2", "continued-run3"} <= names
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+# Recorded on Python 3.11. Python 3.12 rewrote asyncio.wait_for (on asyncio.timeout), which
+# temporalio's workflow.wait_condition(timeout=...) runs on: the legacy workflow (v1-v6) then puts
+# a timer's cancellation before an update's completion in one task, and these two no longer
+# replay. Loans on the legacy workflow finish on 3.11 workers (README "Versions and Pythons").
+REPLAY_ON_311_ONLY = {"continued-run2-v4", "continued-run2-v6"}
+_OTHER_PYTHON = pytest.mark.xfail(sys.version_info >= (3, 12), strict=True,
+                                  reason="recorded on 3.11; 3.12 changed asyncio.wait_for, under wait_condition")
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=_OTHER_PYTHON) if p.stem in REPLAY_ON_311_ONLY else p
+                                  for p in HISTORIES], ids=lambda p: p.stem)
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"collection-{path.stem}", path.read_text())
     replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
