@@ -15,7 +15,7 @@ import dataclasses
 import inspect
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,11 @@ from temporalio.worker import (
     Interceptor,
     PollerBehaviorAutoscaling,
     Worker,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
 )
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.admin import AdminActivities, ensure_search_attributes
 from activities.channels import make_adapter
@@ -123,15 +127,16 @@ def create_worker(
         max_cached_workflows=cfg.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        workflow_runner=SingleBatchRunner(options.pop("workflow_runner", SandboxedWorkflowRunner())),
         **options,
     )
-    process_activation_jobs_as_one_batch(worker)
     return worker
 
 
-def process_activation_jobs_as_one_batch(worker: Worker) -> None:
-    """Have the worker apply every job of a workflow activation before any workflow code runs
-    (temporalio's `PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH` logic flag).
+class SingleBatchRunner(WorkflowRunner):
+    """A workflow runner (the sandbox by default) whose workflows apply every job of an
+    activation before any workflow code runs (temporalio's
+    `PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH` logic flag).
 
     By default temporalio 1.35 runs signal handlers, and the code they wake, before it applies
     the activity results and timers of the same activation. A timer that fired in the same
@@ -139,14 +144,28 @@ def process_activation_jobs_as_one_batch(worker: Worker) -> None:
     and win in the other (a fresh worker and the replay of its history can group them
     differently), and the loan would decide differently on replay. Applied all at once, the
     timer wins in both (`workflows/collection.py`, `_next`). The flag is recorded in the history
-    of every task that uses it, so a replay uses it exactly where the live run did; histories
-    recorded without it replay as before. It is private API that the SDK announces as its
-    future default, which is why temporalio is pinned (pyproject.toml) and every recorded history
-    replays in the tests. A worker made from this one's `config()` does not carry the flag."""
-    from temporalio.worker._workflow_instance import _WorkflowLogicFlag
+    of every task that uses it, so a replay uses it exactly where the live run did (the SDK
+    ignores default flags while replaying); histories recorded without it replay as before.
 
-    worker._set_default_workflow_logic_flag(
-        _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH, enabled=True)
+    Why a runner: it is part of the worker's `config()`, so a worker cloned from one made by
+    `create_worker` (`Worker(client, **worker.config())`) carries the flag too. The flag itself
+    is private API that the SDK announces as its future default, which is why temporalio is
+    pinned (pyproject.toml) and every recorded history replays in the tests."""
+
+    def __init__(self, inner: WorkflowRunner) -> None:
+        self.inner = inner
+
+    def prepare_workflow(self, defn: Any) -> None:
+        self.inner.prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        from temporalio.worker._workflow_instance import _WorkflowLogicFlag
+
+        flags = det.default_workflow_logic_flags | {_WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH}
+        return self.inner.create_instance(dataclasses.replace(det, default_workflow_logic_flags=flags))
+
+    def set_worker_level_failure_exception_types(self, types: Sequence[type[BaseException]]) -> None:
+        self.inner.set_worker_level_failure_exception_types(types)
 
 
 def uninterrupted(fn: Callable[..., Any]) -> Callable[..., Any]:

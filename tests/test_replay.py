@@ -52,6 +52,6 @@ def _flags(history: WorkflowHistory) -> set[int]:
 @pytest.mark.parametrize("path", [p for p in HISTORIES if p.stem.endswith("-v7")], ids=lambda p: p.stem)
 def test_the_shells_histories_were_recorded_with_single_batch_jobs(path: Path) -> None:
     """The decider's shell relies on the worker applying an activation's jobs as one batch
-    (worker.process_activation_jobs_as_one_batch); its recorded histories say so, and replay with it."""
+    (worker.SingleBatchRunner); its recorded histories say so, and replay with it."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     assert SINGLE_BATCH in _flags(history)
