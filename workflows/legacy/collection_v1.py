@@ -17,6 +17,7 @@ import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -93,6 +94,14 @@ with workflow.unsafe.imports_passed_through():
         OpenTask,
         PlacementInfo,
     )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _Self = TypeVar("_Self")
+    _Arg = TypeVar("_Arg")
+    _Result = TypeVar("_Result")
 
 # Database activities retry until the database is back; a lost write is never acceptable.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
@@ -315,8 +324,8 @@ class LegacyCollectionWorkflow(Negotiation):
                 return None
             s.rules = await self._activity(RecordActivities.load_conduct_rules, s.policy.conduct)
         contact = ContactRequest(
-            borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,  # type: ignore[arg-type]
-            purpose=purpose, at=self._now(), timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
+            borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,
+            purpose=purpose, at=self._now(), timezone=s.loan.borrower.timezone, key=key,
         )
         decision: GuardDecision = await self._activity(
             GuardActivities.request_contact, GuardRequest(contact=contact, rules=s.rules, situation=self._situation())
@@ -363,7 +372,9 @@ class LegacyCollectionWorkflow(Negotiation):
         changed = {name: value for name, value in values.items() if s.search_values.get(name) != value}
         if changed:
             keys = {key.name: key for key in sa.ALL}
-            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[attr-defined]
+            # Frozen code: each value has its key's type (paired by name, which mypy cannot follow);
+            # new code uses the typed sa.value_set, which this run's statements must not change to.
+            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[arg-type]
             s.search_values.update(changed)
 
     def _situation(self) -> Situation:
@@ -534,7 +545,7 @@ class LegacyCollectionWorkflow(Negotiation):
         if decision is not None and decision.verdict != "allowed":
             return
         req = MessageRequest(
-            key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,  # type: ignore[arg-type]
+            key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,
             language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days, **(extra or {})),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
@@ -933,7 +944,7 @@ class LegacyCollectionWorkflow(Negotiation):
             at=self._now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
         ))
 
-    async def _activity(self, method, arg, *, local: bool = False):  # type: ignore[no-untyped-def]
+    async def _activity(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, *, local: bool = False) -> _Result:
         """Run an activity; as a local activity (same timeout and retries, no server round
         trip) when asked or in the closing steps (`_LOCAL`)."""
         if local or _LOCAL.get():
@@ -944,7 +955,7 @@ class LegacyCollectionWorkflow(Negotiation):
             method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
         )
 
-    async def _try(self, method, arg, key: str) -> bool:  # type: ignore[no-untyped-def]
+    async def _try(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, key: str) -> bool:
         """Run a side effect whose permanent failure (a broken template) must not stop the
         loan's collection: the failure is recorded and escalation goes on."""
         try:
