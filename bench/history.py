@@ -22,17 +22,22 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import _common
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHistory
 
 TARGET_EVENTS_AT_180 = 1000
 
 
-async def chain_histories(client, workflow_id: str, first_run_id: str) -> list:
+async def chain_histories(client: Client, workflow_id: str, first_run_id: str) -> list[WorkflowHistory]:
     """Histories of every run from the first, following continue-as-new."""
     from temporalio.api.enums.v1 import EventType
 
-    histories, run_id = [], first_run_id
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = first_run_id
     while run_id:
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         histories.append(history)

@@ -110,6 +110,8 @@ def book_rows(n: int, as_of: date, tag: str, seed: int = 5) -> tuple[list[dict[s
 
 def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float]:
     """Insert the book (and the earlier hand-overs) in batches; (counts, seconds)."""
+    from sqlalchemy import insert
+
     from db.book import BookLoan, CollectionStart
     from db.migrate import upgrade
     from db.store import make_engine
@@ -120,11 +122,11 @@ def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float
     t0 = time.perf_counter()
     with engine.begin() as conn:
         for lo in range(0, len(rows), FILL_BATCH):
-            conn.execute(BookLoan.__table__.insert(), rows[lo:lo + FILL_BATCH])  # type: ignore[attr-defined]
+            conn.execute(insert(BookLoan), rows[lo:lo + FILL_BATCH])
         starts = [{"loan_id": i, "workflow_id": f"collection-{i}", "scan_id": "earlier", "as_of": as_of - timedelta(days=1),
                    "outcome": "started", "started_at": datetime.now(UTC)} for i in handed]
         for lo in range(0, len(starts), FILL_BATCH):
-            conn.execute(CollectionStart.__table__.insert(), starts[lo:lo + FILL_BATCH])  # type: ignore[attr-defined]
+            conn.execute(insert(CollectionStart), starts[lo:lo + FILL_BATCH])
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE book_loans")
@@ -140,16 +142,16 @@ def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float
 def query_plan(url: str, as_of: date, limit: int) -> list[str]:
     """The database's plan for one page (the first: cursor "")."""
     from sqlalchemy import exists
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from db.book import BookLoan, CollectionStart
     from db.store import make_engine
 
     engine = make_engine(url)
-    handed = exists().where(CollectionStart.loan_id == BookLoan.loan_id)
+    handed = exists().where(col(CollectionStart.loan_id) == col(BookLoan.loan_id))
     query = (select(BookLoan.loan_id).where(BookLoan.status == "current", BookLoan.due_date < as_of,
                                             BookLoan.loan_id > "", ~handed)
-             .order_by(BookLoan.loan_id).limit(limit))  # type: ignore[arg-type]
+             .order_by(BookLoan.loan_id).limit(limit))
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":

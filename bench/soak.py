@@ -145,8 +145,9 @@ def main() -> int:
         rows.append(row)
         _common.progress(f"run {n}/{len(runs)}: {'clean' if clean(row) else 'PROBLEM'} in {row['wall_seconds']:.0f}s "
                          f"(stuck {row.get('stuck_loans', '?')}, non-replaying {row.get('non_replaying_histories', '?')})")
+    seconds = round(time.monotonic() - began, 1)
     result = {
-        "started": stamp, "seconds": round(time.monotonic() - began, 1),
+        "started": stamp, "seconds": seconds,
         "settings": {"seeds": seeds, "backends": backends, "loans": args.loans, "worker_kills": args.worker_kills,
                      "server_kills": args.server_kills},
         "machine": dict(_common.machine_rows()), "runs": rows, "totals": totals_of(rows),
@@ -154,7 +155,7 @@ def main() -> int:
     out = ROOT / "var" / "soak" / f"{stamp}.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nCrash-test soak: {len(runs)} runs, {args.loans} loans, {args.worker_kills} worker and "
-          f"{args.server_kills} server SIGKILLs each, {result['seconds'] / 60:.1f} min\n")
+          f"{args.server_kills} server SIGKILLs each, {seconds / 60:.1f} min\n")
     print(table(rows))
     for r in rows:
         if not clean(r):

@@ -56,7 +56,7 @@ class TrivialWorkflow:
         return await workflow.execute_activity(trivial_step, name, start_to_close_timeout=timedelta(seconds=60))
 
 
-async def run_trivial(client, queue: str, n: int, concurrency: int, tag: str) -> tuple[float, list[float]]:
+async def run_trivial(client, queue: str, n: int, concurrency: int, tag: str) -> tuple[float, list[float], str]:
     async def one(i: int) -> None:
         handle = await client.start_workflow(TrivialWorkflow.run, f"{tag}-{i}", id=f"trivial-{tag}-{i}", task_queue=queue)
         await handle.result()

@@ -17,7 +17,7 @@ class Money(TypeDecorator[Decimal]):
     impl = Numeric(20, 6)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[object]:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[str] | TypeEngine[Decimal]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(40))
         return dialect.type_descriptor(Numeric(20, 6))

@@ -89,7 +89,8 @@ def fee_dpds(policy: Policy) -> list[int]:
     rule = policy.late_fee
     if rule.kind == FeeKind.none:
         return []
-    dpds, dpd = [], rule.first_dpd
+    dpds: list[int] = []
+    dpd = rule.first_dpd
     while dpd < policy.write_off_dpd and (rule.max_periods is None or len(dpds) < rule.max_periods):
         dpds.append(dpd)
         if rule.every_days == 0:

@@ -407,7 +407,7 @@ async def _last_good(history: WorkflowHistory, workflows: Sequence[type] | None,
     failures: dict[int, str] = {}
     found = await last_good_task(history, workflows or current_workflows(), failures=failures)
     if found is None:
-        first = failures.get(min(failures)) if failures else "the run has no completed workflow task"
+        first = failures[min(failures)] if failures else "the run has no completed workflow task"
         raise ResetRefused(f"no workflow task of run {run_id} replays under the current code ({_clip(first, 300)}); "
                            "fix or patch the code first, or give --to-event")
     return found

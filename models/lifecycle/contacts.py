@@ -46,8 +46,8 @@ def guard_request(step: Step, channel: str, purpose: str, key: str) -> GuardRequ
     s = step.s
     assert s.rules is not None, "the conduct rules are pinned when collection starts"
     contact = ContactRequest(
-        borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,  # type: ignore[arg-type]
-        purpose=purpose, at=step.now, timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
+        borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,
+        purpose=purpose, at=step.now, timezone=s.loan.borrower.timezone, key=key,
     )
     return GuardRequest(contact=contact, rules=s.rules, situation=situation(s), clock=s.policy.clock)
 
@@ -178,7 +178,7 @@ def _send_now(step: Step, pending: DeferredContact) -> None:
 def _message(step: Step, p: DeferredContact) -> MessageRequest:
     s = step.s
     return MessageRequest(
-        key=p.key, loan_id=s.loan.loan_id, at=step.now, channel=p.channel, template=p.template,  # type: ignore[arg-type]
+        key=p.key, loan_id=s.loan.loan_id, at=step.now, channel=p.channel, template=p.template,
         language=s.loan.borrower.language, recipient=recipient(s, p.channel, p.purpose),
         context=template_context(s, step.now, step.stage(), p.deadline_days, **p.extra),
     )
