@@ -39,7 +39,7 @@ import io
 import json
 import sys
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -298,7 +298,7 @@ def _audit_cli(args: argparse.Namespace) -> int:
     else:
         text = json.dumps({
             "loan_id": args.loan_id,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "retention_years": args.retention_years or years_between(entries[-1]["at"], retain_until),
             "retain_until": retain_until.isoformat() if retain_until else None,
             "chain": {"algorithm": "sha256", "genesis": GENESIS, "intact": not problems, "entries": len(entries),
@@ -415,7 +415,7 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if args.command == "pay":
         currency = args.currency or (await get_status(client, args.loan_id)).currency
         amount = _amount(args.amount)
-        paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(timezone.utc)
+        paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(UTC)
         payment = Payment(payment_id=args.payment_id or f"cli-{uuid.uuid4()}", amount=amount,
                           currency=currency, paid_at=paid_at, source="cli")
         return await register_payment(client, args.loan_id, payment)
@@ -476,8 +476,8 @@ def _format_status(st: CollectionStatus) -> str:
     o = st.outstanding
     lines = [
         f"loan {st.loan_id}  stage {st.stage}  DPD {st.days_past_due}  policy {st.policy} ({st.policy_version})",
-        f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
-        f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}",
+        (f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
+         f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}"),
         f"next: {st.next_action or '-'} at {st.next_action_at.isoformat(timespec='minutes') if st.next_action_at else '-'}"
         + (f"; paused: {st.paused_reason}" if st.paused_reason else ""),
     ]

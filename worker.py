@@ -204,7 +204,7 @@ class Uninterrupted(Interceptor):
 
 class _UninterruptedInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        if not (inspect.iscoroutinefunction(input.fn) or inspect.iscoroutinefunction(getattr(input.fn, "__call__"))):
+        if not (inspect.iscoroutinefunction(input.fn) or inspect.iscoroutinefunction(type(input.fn).__call__)):
             input = dataclasses.replace(input, fn=uninterrupted(input.fn))
         return await self.next.execute_activity(input)
 

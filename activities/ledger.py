@@ -5,9 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import Engine
-from temporalio import activity
-
 from sqlmodel import Session, SQLModel
+from temporalio import activity
 
 from db.store import audit_row, in_transaction, write_once
 from db.tables import LedgerEntry

@@ -295,8 +295,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                                     "to the end (unread, ~90 lines filled the pipe and stopped the worker)")),
         ("page query plan", " | ".join(line.strip() for line in r["plan"])),
     ]
-    notes = ["the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
-             "--isolated, the started loans' first steps on the same worker; the read itself is the second scan"]
+    notes = [("the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
+              "--isolated, the started loans' first steps on the same worker; the read itself is the second scan")]
     _common.report("Daily scan over the loan book (dev server)", parser, args, figures, notes)
     return 0
 

@@ -103,9 +103,8 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     encryption = _common.configure(args.plain)
     cpu = _common.CpuMeter()
-    batches: list[Batch] = []
-    for first in range(0, args.n, args.batch):
-        batches.append(await simulate(first, min(args.batch, args.n - first), args))
+    batches: list[Batch] = [await simulate(first, min(args.batch, args.n - first), args)
+                            for first in range(0, args.n, args.batch)]
     cpu_text = cpu.describe("worker+client", "test server")
     wall = sum(b.wall for b in batches)
     start_wall = sum(b.start_wall for b in batches)

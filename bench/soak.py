@@ -50,7 +50,7 @@ COLUMNS = [
 ]
 PROBLEMS = ["stuck_loans", "non_replaying_histories", "duplicate_fees", "duplicate_messages", "duplicate_ledger_rows",
             "duplicate_tasks", "lost_payments", "other_problems", "open_loans"]
-SUMMED = PROBLEMS + ["loans", "seconds", "payments_sent", "sends", "worker_starts", "server_starts", "worker_kills",
+SUMMED = [*PROBLEMS, "loans", "seconds", "payments_sent", "sends", "worker_starts", "server_starts", "worker_kills",
                      "server_kills", "histories_replayed", "recovered_task_failures"]
 
 
@@ -108,16 +108,16 @@ def clean(row: dict[str, Any]) -> bool:
 def table(rows: list[dict[str, Any]]) -> str:
     """The runs, one a line, and the totals."""
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) for v, (_, _, w) in zip(values, COLUMNS)) + "  " + values[-1]
+        return "  ".join(v.rjust(w) for v, (_, _, w) in zip(values, COLUMNS, strict=False)) + "  " + values[-1]
 
-    head = line([c for c, _, _ in COLUMNS] + ["result"])
+    head = line([*(c for c, _, _ in COLUMNS), "result"])
     out = [head, "-" * len(head)]
     for r in rows:
         values = [str(round(r[k]) if isinstance(r.get(k), float) else r.get(k, "?")) for _, k, _ in COLUMNS]
-        out.append(line(values + ["clean" if clean(r) else "PROBLEM (below)"]))
+        out.append(line([*values, "clean" if clean(r) else "PROBLEM (below)"]))
     totals = totals_of(rows)
-    values = ["total", f"{len(rows)} runs"] + [str(round(totals[k])) for _, k, _ in COLUMNS[2:]]
-    out += ["-" * len(head), line(values + [f"{totals['clean_runs']}/{len(rows)} clean"])]
+    values = ["total", f"{len(rows)} runs", *(str(round(totals[k])) for _, k, _ in COLUMNS[2:])]
+    out += ["-" * len(head), line([*values, f"{totals['clean_runs']}/{len(rows)} clean"])]
     return "\n".join(out)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
@@ -48,8 +48,8 @@ async def server_now(client: Client) -> datetime:
                 _TEST_SERVERS[key] = False
         else:
             _TEST_SERVERS[key] = True
-            return reply.time.ToDatetime().replace(tzinfo=timezone.utc)
-    return datetime.now(timezone.utc)
+            return reply.time.ToDatetime().replace(tzinfo=UTC)
+    return datetime.now(UTC)
 
 
 def loan_handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:

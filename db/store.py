@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, inspect

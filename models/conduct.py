@@ -227,12 +227,11 @@ def first_allowed(
 
 def _deferrals(at: datetime, channel: str, tz: str, history: list[PastContact], rules: RuleSet,
                holidays: frozenset[date]) -> list[tuple[datetime, str]]:
-    out = []
+    out: list[tuple[datetime, str]] = []
     if channel in rules.hours.channels:
         out.append((_in_hours(at, tz, rules.hours, holidays), rules.hours.id))
-    for cap in rules.caps:
-        if channel in cap.channels and cap.action == "defer":
-            out.append((_cap_frees(at, history, cap), cap.id))
+    out.extend((_cap_frees(at, history, cap), cap.id) for cap in rules.caps
+               if channel in cap.channels and cap.action == "defer")
     for quiet in rules.quiet:
         if channel in quiet.channels and quiet.action == "defer":
             until = _quiet_until(at, history, quiet)
@@ -249,7 +248,7 @@ def _in_hours(at: datetime, tz: str, hours: HoursRule, holidays: frozenset[date]
     if _open_at(at, zone, hours, holidays):
         return at
     first_day = at.astimezone(zone).date()
-    for offset in range(0, 800):
+    for offset in range(800):
         day = first_day + timedelta(days=offset)
         if day in holidays:
             continue

@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 
@@ -31,11 +31,11 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import (
     Client,
-    WorkflowExecution as ListedWorkflow,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHistory,
 )
+from temporalio.client import WorkflowExecution as ListedWorkflow
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
@@ -252,7 +252,7 @@ def diagnose(desc: WorkflowExecutionDescription, events: Sequence[HistoryEvent],
         workflow_type=desc.workflow_type, attempts=attempts, cause=cause, message=message,
         named_event_id=named_event_id(message), first_failing_event_id=streak.first.event_id,
         last_completed_event_id=streak.last_completed,
-        failing_since=streak.first.event_time.ToDatetime(tzinfo=timezone.utc) if streak.first.HasField("event_time")
+        failing_since=streak.first.event_time.ToDatetime(tzinfo=UTC) if streak.first.HasField("event_time")
         else None,
         reported_problems=list(reported),
     )
