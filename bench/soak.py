@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=int(env("SOAK_SEEDS", "5")), help="how many random seeds")
-    parser.add_argument("--seed-list", default=env("SOAK_SEED_LIST", ""), help="comma-separated seeds (overrides --seeds)")
+    parser.add_argument("--seed-list", default=env("SOAK_SEED_LIST", ""),
+                        help="comma-separated seeds (overrides --seeds)")
     parser.add_argument("--backends", default=env("SOAK_BACKENDS", "sqlite,postgresql"))
     parser.add_argument("--loans", type=int, default=int(env("SOAK_LOANS", "250")))
     parser.add_argument("--worker-kills", type=int, default=int(env("SOAK_WORKER_KILLS", "8")))
@@ -144,7 +145,8 @@ def main() -> int:
         row = run_one(seed, backend, args, folder)
         rows.append(row)
         _common.progress(f"run {n}/{len(runs)}: {'clean' if clean(row) else 'PROBLEM'} in {row['wall_seconds']:.0f}s "
-                         f"(stuck {row.get('stuck_loans', '?')}, non-replaying {row.get('non_replaying_histories', '?')})")
+                         f"(stuck {row.get('stuck_loans', '?')}, "
+                         f"non-replaying {row.get('non_replaying_histories', '?')})")
     seconds = round(time.monotonic() - began, 1)
     result = {
         "started": stamp, "seconds": seconds,
@@ -159,7 +161,8 @@ def main() -> int:
     print(table(rows))
     for r in rows:
         if not clean(r):
-            print(f"\n{r['backend']} seed {r['seed']}: {r.get('failure', '')[:3000]}\n  pytest output: {r['pytest_log']}")
+            print(f"\n{r['backend']} seed {r['seed']}: {r.get('failure', '')[:3000]}\n"
+                  f"  pytest output: {r['pytest_log']}")
     print()
     for key, value in _common.machine_rows():
         print(f"{key:>10}  {value}")

@@ -146,7 +146,8 @@ def parse_holidays(text: str) -> frozenset[date]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
+                       else value)
     return merged
 
 
@@ -199,7 +200,8 @@ def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, si
         if req.channel in cap.channels and cap.max == 0:
             return refused(cap.id, f"no {'/'.join(cap.channels)} contact allowed at all")
         if req.channel in cap.channels and cap.action == "refuse" and _over_cap(req.at, history, cap):
-            return refused(cap.id, f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
+            return refused(cap.id,
+                           f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
     for quiet in rules.quiet:
         if req.channel in quiet.channels and quiet.action == "refuse" and _quiet_until(req.at, history, quiet):
             return refused(quiet.id, f"a conversation took place within {quiet.days} days")

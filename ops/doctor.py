@@ -278,7 +278,8 @@ def failure_streak(events: Sequence[HistoryEvent]) -> Streak:
         elif event.event_type == _FAILED and event.workflow_task_failed_event_attributes.cause not in _NOT_A_PROBLEM:
             first_failed, failure = first_failed or event, event
         elif (event.event_type == _TIMED_OUT and first_timeout is None
-              and event.workflow_task_timed_out_event_attributes.timeout_type == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE):
+              and event.workflow_task_timed_out_event_attributes.timeout_type
+              == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE):
             first_timeout = event
     return Streak(last_completed=last_completed, first=first_failed or first_timeout, failure=failure)
 

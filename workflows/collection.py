@@ -184,8 +184,7 @@ class CollectionWorkflow:
             return
         changed = lifecycle.search_changes(s, lifecycle.clock_of(s))
         if changed:
-            keys = {key.name: key for key in sa.ALL}
-            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[arg-type]
+            workflow.upsert_search_attributes(sa.updates(changed))
             s.search_values.update(changed)
 
     # ---------------------------------------------------------------- requests: they only record
@@ -260,7 +259,8 @@ class CollectionWorkflow:
             answer = self._s.agency_answers.get(request_id)
             return found if answer is None else found.model_copy(update={"pending": False, "guard": answer})
         if found.as_of is not None:
-            return found.model_copy(update={"status": lifecycle.status(self._s, found.as_of, workflow.info().workflow_id)})
+            return found.model_copy(update={"status": lifecycle.status(self._s, found.as_of,
+                                                                       workflow.info().workflow_id)})
         return found
 
     @workflow.signal

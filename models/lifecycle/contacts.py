@@ -86,7 +86,8 @@ def answer(step: Step, key: str, decision: GuardDecision) -> None:
     s.asking.remove(pending)
     why = overtaken(s, pending.purpose, pending.channel) if decision.verdict != "refused" else None
     if why is not None:
-        decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=step.now, reason=f"{why} while the guard decided",
+        decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=step.now,
+                                 reason=f"{why} while the guard decided",
                                  decided_at=decision.decided_at)
     if pending.kind == ContactKind.agency:
         _agency_answered(step, pending, decision)
@@ -163,7 +164,8 @@ def send(step: Step, what: str, template: str, channel: str, deadline_days: int 
     if not recipient(s, channel, purpose):
         step.note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
         return
-    pending = DeferredContact(key=key, kind=ContactKind.message, purpose=purpose, channel=channel, at=step.now, what=what,
+    pending = DeferredContact(key=key, kind=ContactKind.message, purpose=purpose, channel=channel, at=step.now,
+                              what=what,
                               template=template, deadline_days=deadline_days, extra=extra or {})
     if purpose == "transactional":
         step.emit(SendMessage(req=_message(step, pending), guard=guard_request(step, channel, purpose, key)))

@@ -374,7 +374,9 @@ class LegacyCollectionWorkflow(Negotiation):
             keys = {key.name: key for key in sa.ALL}
             # Frozen code: each value has its key's type (paired by name, which mypy cannot follow);
             # new code uses the typed sa.value_set, which this run's statements must not change to.
-            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[arg-type]
+            workflow.upsert_search_attributes(
+                [keys[name].value_set(value) for name, value in changed.items()]  # type: ignore[arg-type]
+            )
             s.search_values.update(changed)
 
     def _situation(self) -> Situation:
@@ -443,7 +445,8 @@ class LegacyCollectionWorkflow(Negotiation):
         s = self._state
         await self._send(
             f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}", "plan_reminder", "sms",
-            purpose="arrangement", extra={"instalment_number": str(inst.number), "instalment_amount": f"{inst.amount:,}",
+            purpose="arrangement", extra={"instalment_number": str(inst.number),
+                                          "instalment_amount": f"{inst.amount:,}",
                    "instalment_due": inst.due.isoformat()},
         )
 
@@ -453,7 +456,8 @@ class LegacyCollectionWorkflow(Negotiation):
         assert hold is not None
         s.holds.remove(hold)
         self._actor = "workflow"
-        self._note("hardship", outcome="ended", key=hold.review_task_id, detail="breathing space over, no review outcome")
+        self._note("hardship", outcome="ended", key=hold.review_task_id,
+                   detail="breathing space over, no review outcome")
         await self._activity(TaskActivities.close_task, TaskClosure(
             task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=self._now(), outcome="timeout",
             note="breathing space ended before a review outcome",
@@ -463,7 +467,8 @@ class LegacyCollectionWorkflow(Negotiation):
     async def _record_notes(self, notes: list[tuple[str, str, str]], ref: str) -> None:
         for action, outcome, detail in notes:
             self._note(action, outcome=outcome, key=ref, detail=detail)
-            await self._record(f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}", detail=detail)
+            await self._record(f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}",
+                               detail=detail)
 
     async def _sync_pause(self) -> None:
         """Start or end the pause (and the hold clock) to match the state, on the timeline
@@ -546,7 +551,8 @@ class LegacyCollectionWorkflow(Negotiation):
             return
         req = MessageRequest(
             key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,
-            language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days, **(extra or {})),
+            language=s.loan.borrower.language, recipient=recipient,
+            context=self._context(deadline_days, **(extra or {})),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
         self._note(template, channel=channel, outcome="sent" if ok else "failed", key=key)
@@ -588,7 +594,8 @@ class LegacyCollectionWorkflow(Negotiation):
         key = f"{s.loan.loan_id}/{step.key}"
         # the recall falls at send time on the last day, so it comes before that day's steps
         tz = s.loan.borrower.timezone
-        recall_at = at_local(local_date(now, tz) + timedelta(days=s.policy.agency.period_days), s.policy.contact.send_at, tz)
+        recall_at = at_local(local_date(now, tz) + timedelta(days=s.policy.agency.period_days),
+                             s.policy.contact.send_at, tz)
         agency = s.policy.agency.name
         req = PlacementRequest(
             key=key, loan_id=s.loan.loan_id, at=now, agency=agency, recall_at=recall_at, balance=s.balance,
@@ -637,7 +644,8 @@ class LegacyCollectionWorkflow(Negotiation):
             return
         s.balance = s.balance.with_component("penalties", s.balance.penalties + amount)
         s.penalties_posted += amount
-        self._note("late_fee", channel="ledger", outcome="posted", key=key, detail=f"period {action.period}: {amount} {s.loan.currency}")
+        self._note("late_fee", channel="ledger", outcome="posted", key=key,
+                   detail=f"period {action.period}: {amount} {s.loan.currency}")
         req = FeeRequest(key=key, loan_id=s.loan.loan_id, period=action.period, amount=amount,
                          currency=s.loan.currency, at=self._now())
         await self._activity(LedgerActivities.post_fee, req)
@@ -647,7 +655,8 @@ class LegacyCollectionWorkflow(Negotiation):
         s.charged_off_at = self._now()
         s.cursor = len(self._plan)  # nothing of the ladder runs after a charge-off
         key = f"{s.loan.loan_id}/write-off"
-        self._note("write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}")
+        self._note("write_off", channel="ledger", outcome="charged_off", key=key,
+                   detail=f"{s.balance.total} {s.loan.currency}")
         await self._activity(LedgerActivities.charge_off, ChargeOffRequest(
             key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency, at=s.charged_off_at,
         ))
@@ -725,8 +734,10 @@ class LegacyCollectionWorkflow(Negotiation):
         s.open_tasks.remove(task)
         step = next((a.step for a in self._plan if a.key == f"step:{task.step_key}"), None)
         reached = outcome in ("answered", "promised", "refused")
-        if step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts and s.closed_as is None and s.charged_off_at is None:
-            at = next_contact_moment(self._now() + timedelta(hours=step.retry_after_hours), s.policy, s.loan.borrower.timezone)
+        if (step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts
+                and s.closed_as is None and s.charged_off_at is None):
+            at = next_contact_moment(self._now() + timedelta(hours=step.retry_after_hours), s.policy,
+                                     s.loan.borrower.timezone)
             s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
         self._note(f"{task.kind}_outcome", channel="phone" if task.kind == "call" else "visit",
                    outcome=outcome, key=task.task_id, detail=note)
@@ -820,7 +831,8 @@ class LegacyCollectionWorkflow(Negotiation):
         """A progress report from the agency that holds the account."""
         self._note("agency_report", channel="agency", outcome="contacted" if report.contacted else "reported",
                    key=report.placement_id, detail=report.note)
-        await self._record(f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by, note=report.note)
+        await self._record(f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by,
+                           note=report.note)
         return self._status()
 
     @report_agency.validator
@@ -836,7 +848,8 @@ class LegacyCollectionWorkflow(Negotiation):
         if s.case is not None:
             s.case.last_event = report.event
         self._note("court_report", channel="court", outcome=report.event, key=report.case_id, detail=report.note)
-        await self._record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event, note=report.note)
+        await self._record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event,
+                           note=report.note)
         return self._status()
 
     @report_court.validator

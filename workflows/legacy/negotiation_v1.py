@@ -158,7 +158,8 @@ class Negotiation(_Host):
         )
         if waived.total > 0:
             await self._waive(waived, "waiver", f"{ref}/waiver", "interest waived for the plan")
-        detail = f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, total {s.balance.total}"
+        detail = (f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, "
+                  f"total {s.balance.total}")
         return await self._accepted(ref, "plan", detail, actor, "renegotiated" if renegotiation else "accepted")
 
     # ------------------------------------------------------------ settlement
@@ -171,7 +172,8 @@ class Negotiation(_Host):
         ref = self._new_ref("settlement")
         s.settlement = Settlement(
             offer_id=ref, amount=offer.amount, deadline=offer.deadline, discount=discount,
-            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()), made_by=offer.made_by,
+            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()),
+            made_by=offer.made_by,
         )
         detail = f"{offer.amount} {s.loan.currency} by {offer.deadline} ({discount:.2%} off {s.balance.total})"
         return await self._accepted(ref, "settlement", detail, offer.made_by, "offered")
@@ -243,7 +245,8 @@ class Negotiation(_Host):
             waived = Balance(**{p: s.balance.component(p) for p in parts})
             for p in parts:
                 s.balance = s.balance.with_component(p, ZERO)
-            await self._waive(waived, "waiver", f"{hold.review_task_id}/{decision.outcome}", decision.note or decision.outcome)
+            await self._waive(waived, "waiver", f"{hold.review_task_id}/{decision.outcome}",
+                              decision.note or decision.outcome)
         elif decision.outcome == "offer_plan":
             assert decision.plan is not None
             return await self._start_plan(decision.plan, decision.decided_by)
@@ -350,7 +353,9 @@ class Negotiation(_Host):
         if s.closed_as is not None:
             raise ArrangementRejected("the loan is closed")
         if s.stop is not None and not (s.stop.route == "legal_review" and req.route == "write_off"):
-            raise ArrangementRejected("collection is already stopped; only a legal review can still refer it to write-off")
+            raise ArrangementRejected(
+                "collection is already stopped; only a legal review can still refer it to write-off"
+            )
         if s.charged_off_at is not None and (req.route or getattr(s.policy.stop, req.reason)) == "write_off":
             raise ArrangementRejected("the loan is already written off")
 
@@ -405,4 +410,5 @@ class Negotiation(_Host):
             key=key, loan_id=s.loan.loan_id, at=self._now(), amounts=amounts, currency=s.loan.currency,
             kind=kind, reason=reason,
         ))
-        self._note(kind, channel="ledger", outcome="posted", key=key, detail=f"{amounts.total} {s.loan.currency}: {reason}")
+        self._note(kind, channel="ledger", outcome="posted", key=key,
+                   detail=f"{amounts.total} {s.loan.currency}: {reason}")
