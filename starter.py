@@ -384,7 +384,9 @@ async def _negotiate(client: Client, args: argparse.Namespace) -> Decision | Non
         return await promise_to_pay(client, loan, PromiseRequest(amount=_amount(args.amount), date=args.date,
                                                                  made_by=by))
     if args.command == "plan":
-        return await propose_plan(client, loan, _plan_from(args))  # type: ignore[arg-type]
+        plan = _plan_from(args)
+        assert plan is not None, "the plan command requires --instalments"
+        return await propose_plan(client, loan, plan)
     if args.command == "settle":
         return await offer_settlement(client, loan, SettlementOffer(
             amount=_amount(args.amount), deadline=args.deadline, made_by=by))
