@@ -39,7 +39,7 @@ import io
 import json
 import sys
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -298,7 +298,7 @@ def _audit_cli(args: argparse.Namespace) -> int:
     else:
         text = json.dumps({
             "loan_id": args.loan_id,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "retention_years": args.retention_years or years_between(entries[-1]["at"], retain_until),
             "retain_until": retain_until.isoformat() if retain_until else None,
             "chain": {"algorithm": "sha256", "genesis": GENESIS, "intact": not problems, "entries": len(entries),
@@ -325,7 +325,8 @@ def _doctor_parsers(sub: Any) -> None:
     p = sub.add_parser("doctor", help="list stuck loans: running, but their workflow task keeps failing")
     p.add_argument("--limit", type=_positive_int, default=100, help="list at most N stuck loans (default 100)")
     p.add_argument("--json", **as_json)
-    p = sub.add_parser("reset", help="reset a stuck loan to its last good workflow task (goes on under the current code)")
+    p = sub.add_parser("reset",
+                       help="reset a stuck loan to its last good workflow task (goes on under the current code)")
     p.add_argument("loan_id")
     p.add_argument("--to-event", type=_positive_int, help="reset to this workflow task event id instead "
                    "(default: the latest WORKFLOW_TASK_COMPLETED the current code replays)")
@@ -380,9 +381,12 @@ async def _negotiate(client: Client, args: argparse.Namespace) -> Decision | Non
         return None
     loan, by = args.loan_id, args.by
     if args.command == "promise":
-        return await promise_to_pay(client, loan, PromiseRequest(amount=_amount(args.amount), date=args.date, made_by=by))
+        return await promise_to_pay(client, loan, PromiseRequest(amount=_amount(args.amount), date=args.date,
+                                                                 made_by=by))
     if args.command == "plan":
-        return await propose_plan(client, loan, _plan_from(args))  # type: ignore[arg-type]
+        plan = _plan_from(args)
+        assert plan is not None, "the plan command requires --instalments"
+        return await propose_plan(client, loan, plan)
     if args.command == "settle":
         return await offer_settlement(client, loan, SettlementOffer(
             amount=_amount(args.amount), deadline=args.deadline, made_by=by))
@@ -415,7 +419,7 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if args.command == "pay":
         currency = args.currency or (await get_status(client, args.loan_id)).currency
         amount = _amount(args.amount)
-        paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(timezone.utc)
+        paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(UTC)
         payment = Payment(payment_id=args.payment_id or f"cli-{uuid.uuid4()}", amount=amount,
                           currency=currency, paid_at=paid_at, source="cli")
         return await register_payment(client, args.loan_id, payment)
@@ -458,7 +462,8 @@ def _print(result: Any, as_json: bool) -> None:
     elif isinstance(result, PaymentReceipt):
         print(_format_receipt(result))
     elif isinstance(result, Decision):
-        print(f"{'accepted' if result.accepted else 'rejected'}: {result.reason}" + (f" [{result.ref}]" if result.ref else ""))
+        print(f"{'accepted' if result.accepted else 'rejected'}: {result.reason}"
+              + (f" [{result.ref}]" if result.ref else ""))
     elif isinstance(result, list):
         for row in result:
             print(f"{row['loan_id']:<20} {row['status']:<10} {row['stage']:<12} {row['dpd_band']:<8} "
@@ -476,9 +481,10 @@ def _format_status(st: CollectionStatus) -> str:
     o = st.outstanding
     lines = [
         f"loan {st.loan_id}  stage {st.stage}  DPD {st.days_past_due}  policy {st.policy} ({st.policy_version})",
-        f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
-        f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}",
-        f"next: {st.next_action or '-'} at {st.next_action_at.isoformat(timespec='minutes') if st.next_action_at else '-'}"
+        (f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
+         f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}"),
+        f"next: {st.next_action or '-'} at "
+        f"{st.next_action_at.isoformat(timespec='minutes') if st.next_action_at else '-'}"
         + (f"; paused: {st.paused_reason}" if st.paused_reason else ""),
     ]
     if st.arrangement:
@@ -492,7 +498,8 @@ def _format_status(st: CollectionStatus) -> str:
     lines += [f"hold: {h.kind} since {h.started_at:%Y-%m-%d} ({h.reason})" for h in st.holds]
     if st.stop:
         lines.append(f"stopped: {st.stop.reason}, route {st.stop.route}")
-    lines += [f"open task {t.task_id} ({t.kind}, queue {t.queue}) outcome due {t.deadline:%Y-%m-%d %H:%M}" for t in st.open_tasks]
+    lines += [f"open task {t.task_id} ({t.kind}, queue {t.queue}) outcome due {t.deadline:%Y-%m-%d %H:%M}"
+              for t in st.open_tasks]
     if st.placement:
         lines.append(f"with agency {st.placement.agency} until {st.placement.recall_at:%Y-%m-%d}")
     if st.case:

@@ -204,7 +204,7 @@ class Uninterrupted(Interceptor):
 
 class _UninterruptedInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        if not (inspect.iscoroutinefunction(input.fn) or inspect.iscoroutinefunction(getattr(input.fn, "__call__"))):
+        if not (inspect.iscoroutinefunction(input.fn) or inspect.iscoroutinefunction(type(input.fn).__call__)):
             input = dataclasses.replace(input, fn=uninterrupted(input.fn))
         return await self.next.execute_activity(input)
 
@@ -299,7 +299,8 @@ async def until_stopped() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--embedded", action="store_true", help="start the embedded dev server, UI and sample portfolio")
+    parser.add_argument("--embedded", action="store_true",
+                        help="start the embedded dev server, UI and sample portfolio")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_masking()  # phone numbers and e-mail addresses never reach the log in full

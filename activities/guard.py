@@ -41,7 +41,7 @@ def _effective(req: GuardRequest) -> ContactRequest:
 def _recorded(row: AuditRow) -> GuardDecision:
     """The decision an audit entry recorded (for a retried request: the same answer again)."""
     detail = json.loads(row.detail)
-    return GuardDecision(verdict=row.action.removeprefix("guard_"), rule=row.rule_id,  # type: ignore[arg-type]
+    return GuardDecision(verdict=row.action.removeprefix("guard_"), rule=row.rule_id,
                          at=datetime.fromisoformat(detail["until"]), reason=detail["reason"], decided_at=row.at)
 
 
@@ -88,7 +88,7 @@ def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
     rows = session.exec(
         select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - _horizon(rules))
     ).all()
-    history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]  # type: ignore[arg-type]
+    history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]
     decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
     decision = decision.model_copy(update={"decided_at": c.at})
     if decision.verdict == "allowed":

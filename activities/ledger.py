@@ -5,9 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel
 from temporalio import activity
-
-from sqlmodel import Session
 
 from db.store import audit_row, in_transaction, write_once
 from db.tables import LedgerEntry
@@ -65,7 +64,7 @@ def record_payment(session: Session, req: PaymentRecord) -> Recorded:
         ("allocation", name, getattr(req.allocation, name)) for name in COMPONENTS
     ]
     parts.append(("overpayment", "", req.allocation.unapplied))
-    extra = [
+    extra: list[SQLModel] = [
         LedgerEntry(
             key=f"{req.key}/{kind}/{component}", loan_id=req.loan_id, kind=kind, component=component,
             amount=amount, currency=pay.currency, at=pay.paid_at, reference=pay.payment_id,
@@ -105,7 +104,7 @@ def waive(session: Session, req: WaiverRequest) -> Recorded:
     audit = audit_row(f"{req.key}#audit", req.loan_id, req.kind, "system", "", req.at,
                       amount=req.amounts.total, currency=req.currency, reason=req.reason)
     if not rows:
-        row, duplicate = write_once(session, audit, "key")
-        return Recorded(ref=str(row.id), duplicate=duplicate)
-    row, duplicate = write_once(session, rows[0], "key", [*rows[1:], audit])
-    return Recorded(ref=str(row.id), duplicate=duplicate)
+        stored, duplicate = write_once(session, audit, "key")
+        return Recorded(ref=str(stored.id), duplicate=duplicate)
+    first, duplicate = write_once(session, rows[0], "key", [*rows[1:], audit])
+    return Recorded(ref=str(first.id), duplicate=duplicate)

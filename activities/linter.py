@@ -275,7 +275,7 @@ def load_templates(folder: Path, names: set[str] | None = None) -> dict[str, str
 
 
 def lint_folder(
-    folder: Path, ruleset_opt_out_channels: list[str], wordlists_dir: Path, names: set[str] | None = None
+    folder: Path, ruleset_opt_out_channels: Sequence[str], wordlists_dir: Path, names: set[str] | None = None
 ) -> dict[str, list[str]]:
     """I/O. Lint the templates under `folder` (all, or those named in `names`, e.g. the templates
     of a policy's steps) with the word lists in `wordlists_dir`, under a rule set whose

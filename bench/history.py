@@ -22,17 +22,22 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import _common
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHistory
 
 TARGET_EVENTS_AT_180 = 1000
 
 
-async def chain_histories(client, workflow_id: str, first_run_id: str) -> list:
+async def chain_histories(client: Client, workflow_id: str, first_run_id: str) -> list[WorkflowHistory]:
     """Histories of every run from the first, following continue-as-new."""
     from temporalio.api.enums.v1 import EventType
 
-    histories, run_id = [], first_run_id
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = first_run_id
     while run_id:
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         histories.append(history)
@@ -110,11 +115,13 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     figures.append(("", ""))
     if at180 is not None:
         ok = at180[1] < TARGET_EVENTS_AT_180 and at180[3] == 1
-        figures.append(("at DPD 180", f"{at180[1]} events, {at180[2]:,} bytes ({at180[2] / max(at180[1], 1):.0f} B/event) -> "
+        figures.append(("at DPD 180",
+                        f"{at180[1]} events, {at180[2]:,} bytes ({at180[2] / max(at180[1], 1):.0f} B/event) -> "
                         + ("meets the target (< 1,000 events, no continue-as-new)" if ok else
                            "MISSES the target (< 1,000 events without continue-as-new)")))
     figures += [
-        ("whole life", f"{final[1]} events, {final[2]:,} bytes per loan at DPD {final[0]} ({final[5]}), {final[3]} run(s)"),
+        ("whole life",
+         f"{final[1]} events, {final[2]:,} bytes per loan at DPD {final[0]} ({final[5]}), {final[3]} run(s)"),
         ("of which", f"{activities} activities, {timers} timers fired"),
         ("largest by bytes", "; ".join(f"{k.lower()} {bytes_by_type[k]:,} B ({by_type[k]})"
                                       for k, _ in bytes_by_type.most_common(4))),

@@ -140,7 +140,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     peak = samples[-1][2]["VmHWM"]
     model = MemoryModel(samples[1:], args.max_cached)
     figures = [
-        ("setup", (f"dev server (SQLite file, WAL), project worker in its own process, {WARMUP} warm-up + {args.n} loans "
+        ("setup",
+         (f"dev server (SQLite file, WAL), project worker in its own process, {WARMUP} warm-up + {args.n} loans "
                   f"at DPD 0 started {args.concurrency} at a time; all asleep until DPD 1")),
         ("max_cached_workflows", f"{args.max_cached} (project default {_default_cache()})"),
         ("payload encryption", encryption),
@@ -154,8 +155,10 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         figures.append((f"RSS {label}", f"{mib(rss['VmRSS'])} (peak so far {mib(rss['VmHWM'])})"))
     figures += [
         ("", ""),
-        ("per cached loan", f"{model.per_cached:.0f} KiB (fit over {model.cached_points} readings up to the cache size)"),
-        ("per loan past cache", (f"{model.per_evicted:.0f} KiB (fit over {model.evicted_points} readings past the cache "
+        ("per cached loan",
+         f"{model.per_cached:.0f} KiB (fit over {model.cached_points} readings up to the cache size)"),
+        ("per loan past cache",
+         (f"{model.per_evicted:.0f} KiB (fit over {model.evicted_points} readings past the cache "
                                  "size; it flattens as loans are added, so a short run overstates it)"
                                  if model.per_evicted is not None else
                                  f"not measured (needs --n at least {MIN_PAST_SPREAD} above --max-cached)")),
@@ -167,7 +170,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         f"only --n {TARGET_LOANS} measures the target"),
     ]
     if args.n + WARMUP > args.max_cached:
-        notes.append(f"{args.n + WARMUP - args.max_cached} workflows were evicted from the cache (replayed on their next task)")
+        notes.append(f"{args.n + WARMUP - args.max_cached} workflows were evicted from the cache "
+                     "(replayed on their next task)")
     _common.report("Worker memory with loans in flight (dev server)", parser, args, figures, notes)
     return 0
 
@@ -228,13 +232,14 @@ def _verdict(args: argparse.Namespace, model: MemoryModel, final: int, peak: int
         return (f"projected at least {mib(low)} ({low * 1024 / 1e6:.0f} MB) for the {cached} cached loans alone "
                 f"-> OVER the 500 MB target")
     if model.per_evicted is None or model.per_evicted <= 0:
-        return (f"projected {mib(low)} ({low * 1024 / 1e6:.0f} MB) with {cached} cached, counting nothing for loans past "
-                f"the cache -> under the target only if they cost nothing: measure with --n {TARGET_LOANS}")
+        return (f"projected {mib(low)} ({low * 1024 / 1e6:.0f} MB) with {cached} cached, counting nothing for loans "
+                f"past the cache -> under the target only if they cost nothing: measure with --n {TARGET_LOANS}")
     high = model.rss_at(TARGET_LOANS, past=model.per_evicted)
     if high * 1024 < TARGET_BYTES:
-        return f"projected {mib(low)}-{mib(high)} with {cached} cached -> under the 500 MB target (measure with --n {TARGET_LOANS})"
-    return (f"projected between {mib(low)} (loans past the cache free) and {mib(high)} (their {model.per_evicted:.0f} KiB "
-            f"each going on linearly) -> undecided: measure with --n {TARGET_LOANS}")
+        return (f"projected {mib(low)}-{mib(high)} with {cached} cached -> under the 500 MB target "
+                f"(measure with --n {TARGET_LOANS})")
+    return (f"projected between {mib(low)} (loans past the cache free) and {mib(high)} "
+            f"(their {model.per_evicted:.0f} KiB each going on linearly) -> undecided: measure with --n {TARGET_LOANS}")
 
 
 def _default_cache() -> int:
@@ -249,7 +254,8 @@ if __name__ == "__main__":
         asyncio.run(worker_child(json.loads(child_spec)))
         _common.finish(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=2000, help=f"loans in flight (default 2000; the issue's target is {TARGET_LOANS:,})")
+    parser.add_argument("--n", type=int, default=2000,
+                        help=f"loans in flight (default 2000; the issue's target is {TARGET_LOANS:,})")
     parser.add_argument("--max-cached", type=int, default=None,
                         help="the worker's max_cached_workflows (default: the project setting, MAX_CACHED_WORKFLOWS)")
     parser.add_argument("--concurrency", type=int, default=100, help="loan starts in flight (default 100)")

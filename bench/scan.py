@@ -110,6 +110,8 @@ def book_rows(n: int, as_of: date, tag: str, seed: int = 5) -> tuple[list[dict[s
 
 def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float]:
     """Insert the book (and the earlier hand-overs) in batches; (counts, seconds)."""
+    from sqlalchemy import insert
+
     from db.book import BookLoan, CollectionStart
     from db.migrate import upgrade
     from db.store import make_engine
@@ -120,11 +122,12 @@ def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float
     t0 = time.perf_counter()
     with engine.begin() as conn:
         for lo in range(0, len(rows), FILL_BATCH):
-            conn.execute(BookLoan.__table__.insert(), rows[lo:lo + FILL_BATCH])  # type: ignore[attr-defined]
-        starts = [{"loan_id": i, "workflow_id": f"collection-{i}", "scan_id": "earlier", "as_of": as_of - timedelta(days=1),
+            conn.execute(insert(BookLoan), rows[lo:lo + FILL_BATCH])
+        starts = [{"loan_id": i, "workflow_id": f"collection-{i}", "scan_id": "earlier",
+                   "as_of": as_of - timedelta(days=1),
                    "outcome": "started", "started_at": datetime.now(UTC)} for i in handed]
         for lo in range(0, len(starts), FILL_BATCH):
-            conn.execute(CollectionStart.__table__.insert(), starts[lo:lo + FILL_BATCH])  # type: ignore[attr-defined]
+            conn.execute(insert(CollectionStart), starts[lo:lo + FILL_BATCH])
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE book_loans")
@@ -140,16 +143,16 @@ def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float
 def query_plan(url: str, as_of: date, limit: int) -> list[str]:
     """The database's plan for one page (the first: cursor "")."""
     from sqlalchemy import exists
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from db.book import BookLoan, CollectionStart
     from db.store import make_engine
 
     engine = make_engine(url)
-    handed = exists().where(CollectionStart.loan_id == BookLoan.loan_id)
+    handed = exists().where(col(CollectionStart.loan_id) == col(BookLoan.loan_id))
     query = (select(BookLoan.loan_id).where(BookLoan.status == "current", BookLoan.due_date < as_of,
                                             BookLoan.loan_id > "", ~handed)
-             .order_by(BookLoan.loan_id).limit(limit))  # type: ignore[arg-type]
+             .order_by(BookLoan.loan_id).limit(limit))
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
@@ -223,7 +226,8 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
         spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
                 "queue": queue, "db_url": url, "isolated": args.isolated, "workflow_tasks": args.workflow_tasks}
         child_log = tmp / "worker.log"  # its shutdown cancels the started loans' activities: noise, kept apart
-        child = await _common.start_worker_process(Path(__file__).resolve(), {**os.environ, CHILD_ENV: json.dumps(spec)},
+        child = await _common.start_worker_process(Path(__file__).resolve(),
+                                                   {**os.environ, CHILD_ENV: json.dumps(spec)},
                                                    child_log, timeout=90)
         try:
             servers = [p for p in _common.child_pids() if p != child.pid]
@@ -246,7 +250,8 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
                 await child.wait()
     log = child_log.read_text(errors="replace")
     return {"counts": counts, "fill": fill_seconds, "plan": plan, "first": first, "first_wall": first_wall,
-            "slow_tasks": log.count("Workflow task duration exceeded"), "lost_tasks": log.count("Task not found when completing"),
+            "slow_tasks": log.count("Workflow task duration exceeded"),
+            "lost_tasks": log.count("Task not found when completing"),
             "second": second, "second_wall": second_wall, "rss_before": rss_before, "rss_after": rss_after,
             "cpu_worker": cpu1[child.pid] - cpu0[child.pid], "idle_wait": idle_wait,
             "cpu_server": sum(cpu1[p] - cpu0[p] for p in cpu0 if p != child.pid)}
@@ -265,11 +270,13 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             database = "SQLite file (WAL), in a temporary directory"
     first, second = r["first"], r["second"]
     mix = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in r["counts"].items())
+    loans_run = ("scan only; started loans wait on an unpolled queue" if args.isolated
+                 else "the project worker: started loans run on it")
     figures = [
         ("book", f"{args.n:,} rows: {mix}"),
         ("database", database),
         ("setup", (f"dev server (SQLite file, WAL), worker in its own process "
-                   f"({'scan only; started loans wait on an unpolled queue' if args.isolated else 'the project worker: started loans run on it'}); "
+                   f"({loans_run}); "
                    f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages; "
                    f"workflow task slots {args.workflow_tasks or 'the worker default (100)'}")),
         ("payload encryption", encryption),
@@ -279,22 +286,26 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                         f"{first.scanned:,} rows read ({first.scanned / r['first_wall']:,.0f}/s), {first.pages} pages, "
                         f"{first.runs} runs")),
         ("  hand-overs", (f"{first.started:,} started ({first.started / r['first_wall']:.1f}/s), "
-                          f"{first.already_started} already started, {first.in_grace:,} in grace, {first.invalid} invalid")),
+                          f"{first.already_started} already started, {first.in_grace:,} in grace, "
+                          f"{first.invalid} invalid")),
         ("second scan", (f"{r['second_wall']:.1f} s wall: {args.n / r['second_wall']:,.0f} book rows/s; "
                          f"{second.scanned:,} rows read, {second.pages} pages, {second.started} started "
                          f"(nothing new: the cost of a quiet day; run once the worker was idle, "
                          f"{r['idle_wait']:.0f} s after the first)")),
-        ("worker RSS", (f"{r['rss_before']['VmRSS'] / 1024:.0f} MiB before the scans, {r['rss_after']['VmRSS'] / 1024:.0f} MiB "
-                        f"after, peak {r['rss_after']['VmHWM'] / 1024:.0f} MiB")),
+        ("worker RSS", (f"{r['rss_before']['VmRSS'] / 1024:.0f} MiB before the scans, "
+                        f"{r['rss_after']['VmRSS'] / 1024:.0f} MiB after, "
+                        f"peak {r['rss_after']['VmHWM'] / 1024:.0f} MiB")),
         ("CPU, first scan", (f"worker {r['cpu_worker'] / r['first_wall'] * 100:.0f}%, Temporal server "
-                             f"{r['cpu_server'] / r['first_wall'] * 100:.0f}% (of {len(os.sched_getaffinity(0)) * 100}%)")),
-        ("worker's core warnings", (f"{r['slow_tasks']:,} workflow tasks over 5 s, {r['lost_tasks']:,} completed after the "
-                                    "server had timed them out (10 s); written to the worker's stdout, which the bench reads "
-                                    "to the end (unread, ~90 lines filled the pipe and stopped the worker)")),
+                             f"{r['cpu_server'] / r['first_wall'] * 100:.0f}% "
+                             f"(of {len(os.sched_getaffinity(0)) * 100}%)")),
+        ("worker's core warnings", (f"{r['slow_tasks']:,} workflow tasks over 5 s, {r['lost_tasks']:,} completed "
+                                    "after the server had timed them out (10 s); written to the worker's stdout, which "
+                                    "the bench reads to the end (unread, ~90 lines filled the pipe and stopped the "
+                                    "worker)")),
         ("page query plan", " | ".join(line.strip() for line in r["plan"])),
     ]
-    notes = ["the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
-             "--isolated, the started loans' first steps on the same worker; the read itself is the second scan"]
+    notes = [("the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
+              "--isolated, the started loans' first steps on the same worker; the read itself is the second scan")]
     _common.report("Daily scan over the loan book (dev server)", parser, args, figures, notes)
     return 0
 

@@ -70,7 +70,8 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
                 out.start_wall, _ = await _common.bounded(
                     n, args.concurrency, lambda i: starter.start_collection(env.client, loans[i], task_queue=queue)
                 )
-                _common.progress(f"started loans {first}-{first + n - 1} in {out.start_wall:.1f} s; skipping {args.days} days")
+                _common.progress(f"started loans {first}-{first + n - 1} in {out.start_wall:.1f} s; "
+                                 f"skipping {args.days} days")
                 for day in range(1, args.days + 1):
                     await harness.at_dpd(loans[0], day)
                     if day % 30 == 0 or day == args.days:
@@ -103,9 +104,8 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     encryption = _common.configure(args.plain)
     cpu = _common.CpuMeter()
-    batches: list[Batch] = []
-    for first in range(0, args.n, args.batch):
-        batches.append(await simulate(first, min(args.batch, args.n - first), args))
+    batches: list[Batch] = [await simulate(first, min(args.batch, args.n - first), args)
+                            for first in range(0, args.n, args.batch)]
     cpu_text = cpu.describe("worker+client", "test server")
     wall = sum(b.wall for b in batches)
     start_wall = sum(b.start_wall for b in batches)
@@ -127,7 +127,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         ("days", f"{days} (noon of DPD {days})"),
         ("wall time", f"{wall:.1f} s ({start_wall:.1f} s of it starting the loans; {per_loan * 1000:.0f} ms per loan)"),
         ("by day", ", ".join(f"DPD {d} {t:.0f} s" for d, t in marks)),
-        ("steps", f"{activities} activities ({activities / n:.1f} per loan), {timers} timers fired, {events} history events"),
+        ("steps",
+         f"{activities} activities ({activities / n:.1f} per loan), {timers} timers fired, {events} history events"),
         ("steps/s", (f"{activities / wall:.1f} activities/s ({wall / max(activities, 1) * 1000:.1f} ms each), "
                     f"{events / wall:.0f} history events/s, {n * days / wall:.0f} loan-days/s")),
         ("CPU", cpu_text),

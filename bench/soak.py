@@ -50,7 +50,7 @@ COLUMNS = [
 ]
 PROBLEMS = ["stuck_loans", "non_replaying_histories", "duplicate_fees", "duplicate_messages", "duplicate_ledger_rows",
             "duplicate_tasks", "lost_payments", "other_problems", "open_loans"]
-SUMMED = PROBLEMS + ["loans", "seconds", "payments_sent", "sends", "worker_starts", "server_starts", "worker_kills",
+SUMMED = [*PROBLEMS, "loans", "seconds", "payments_sent", "sends", "worker_starts", "server_starts", "worker_kills",
                      "server_kills", "histories_replayed", "recovered_task_failures"]
 
 
@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=int(env("SOAK_SEEDS", "5")), help="how many random seeds")
-    parser.add_argument("--seed-list", default=env("SOAK_SEED_LIST", ""), help="comma-separated seeds (overrides --seeds)")
+    parser.add_argument("--seed-list", default=env("SOAK_SEED_LIST", ""),
+                        help="comma-separated seeds (overrides --seeds)")
     parser.add_argument("--backends", default=env("SOAK_BACKENDS", "sqlite,postgresql"))
     parser.add_argument("--loans", type=int, default=int(env("SOAK_LOANS", "250")))
     parser.add_argument("--worker-kills", type=int, default=int(env("SOAK_WORKER_KILLS", "8")))
@@ -108,16 +109,16 @@ def clean(row: dict[str, Any]) -> bool:
 def table(rows: list[dict[str, Any]]) -> str:
     """The runs, one a line, and the totals."""
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) for v, (_, _, w) in zip(values, COLUMNS)) + "  " + values[-1]
+        return "  ".join(v.rjust(w) for v, (_, _, w) in zip(values, COLUMNS, strict=False)) + "  " + values[-1]
 
-    head = line([c for c, _, _ in COLUMNS] + ["result"])
+    head = line([*(c for c, _, _ in COLUMNS), "result"])
     out = [head, "-" * len(head)]
     for r in rows:
         values = [str(round(r[k]) if isinstance(r.get(k), float) else r.get(k, "?")) for _, k, _ in COLUMNS]
-        out.append(line(values + ["clean" if clean(r) else "PROBLEM (below)"]))
+        out.append(line([*values, "clean" if clean(r) else "PROBLEM (below)"]))
     totals = totals_of(rows)
-    values = ["total", f"{len(rows)} runs"] + [str(round(totals[k])) for _, k, _ in COLUMNS[2:]]
-    out += ["-" * len(head), line(values + [f"{totals['clean_runs']}/{len(rows)} clean"])]
+    values = ["total", f"{len(rows)} runs", *(str(round(totals[k])) for _, k, _ in COLUMNS[2:])]
+    out += ["-" * len(head), line([*values, f"{totals['clean_runs']}/{len(rows)} clean"])]
     return "\n".join(out)
 
 
@@ -144,9 +145,11 @@ def main() -> int:
         row = run_one(seed, backend, args, folder)
         rows.append(row)
         _common.progress(f"run {n}/{len(runs)}: {'clean' if clean(row) else 'PROBLEM'} in {row['wall_seconds']:.0f}s "
-                         f"(stuck {row.get('stuck_loans', '?')}, non-replaying {row.get('non_replaying_histories', '?')})")
+                         f"(stuck {row.get('stuck_loans', '?')}, "
+                         f"non-replaying {row.get('non_replaying_histories', '?')})")
+    seconds = round(time.monotonic() - began, 1)
     result = {
-        "started": stamp, "seconds": round(time.monotonic() - began, 1),
+        "started": stamp, "seconds": seconds,
         "settings": {"seeds": seeds, "backends": backends, "loans": args.loans, "worker_kills": args.worker_kills,
                      "server_kills": args.server_kills},
         "machine": dict(_common.machine_rows()), "runs": rows, "totals": totals_of(rows),
@@ -154,11 +157,12 @@ def main() -> int:
     out = ROOT / "var" / "soak" / f"{stamp}.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nCrash-test soak: {len(runs)} runs, {args.loans} loans, {args.worker_kills} worker and "
-          f"{args.server_kills} server SIGKILLs each, {result['seconds'] / 60:.1f} min\n")
+          f"{args.server_kills} server SIGKILLs each, {seconds / 60:.1f} min\n")
     print(table(rows))
     for r in rows:
         if not clean(r):
-            print(f"\n{r['backend']} seed {r['seed']}: {r.get('failure', '')[:3000]}\n  pytest output: {r['pytest_log']}")
+            print(f"\n{r['backend']} seed {r['seed']}: {r.get('failure', '')[:3000]}\n"
+                  f"  pytest output: {r['pytest_log']}")
     print()
     for key, value in _common.machine_rows():
         print(f"{key:>10}  {value}")

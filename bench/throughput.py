@@ -56,9 +56,10 @@ class TrivialWorkflow:
         return await workflow.execute_activity(trivial_step, name, start_to_close_timeout=timedelta(seconds=60))
 
 
-async def run_trivial(client, queue: str, n: int, concurrency: int, tag: str) -> tuple[float, list[float]]:
+async def run_trivial(client, queue: str, n: int, concurrency: int, tag: str) -> tuple[float, list[float], str]:
     async def one(i: int) -> None:
-        handle = await client.start_workflow(TrivialWorkflow.run, f"{tag}-{i}", id=f"trivial-{tag}-{i}", task_queue=queue)
+        handle = await client.start_workflow(TrivialWorkflow.run, f"{tag}-{i}", id=f"trivial-{tag}-{i}",
+                                             task_queue=queue)
         await handle.result()
 
     cpu = _common.CpuMeter()
@@ -91,7 +92,8 @@ async def run_collection(client, queue: str, regs, n: int, concurrency: int, tag
         ))
         receipts[i] = time.perf_counter() - t0
         if receipt.closed != full:
-            raise RuntimeError(f"{loan.loan_id}: unexpected receipt for a {'full' if full else 'partial'} payment: {receipt}")
+            raise RuntimeError(f"{loan.loan_id}: unexpected receipt for a {'full' if full else 'partial'} payment: "
+                               f"{receipt}")
         if full:
             await client.get_workflow_handle(f"collection-{loan.loan_id}").result()
 
@@ -186,7 +188,8 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         ("payment in full = an update answered by the decider at once, then one `perform` activity (ledger rows, "
          "tasks closed, guard + confirmation SMS, audit), then completion"),
     ]
-    _common.report("Collection throughput vs a trivial one-activity workflow (dev server)", parser, args, figures, notes)
+    _common.report("Collection throughput vs a trivial one-activity workflow (dev server)", parser, args, figures,
+                   notes)
     return 0
 
 

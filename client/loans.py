@@ -114,7 +114,7 @@ async def register_payment(client: Client, loan_id: str, payment: Payment) -> Pa
     duplicate id, closed loan) or LoanNotFound; a rejected payment changes nothing."""
     reply = await ask(client, loan_id, lifecycle.PaymentReceived(payment=payment), PaymentRejected)
     if reply is None:
-        return await legacy_update(client, loan_id, "pay", payment, PaymentRejected, PaymentReceipt)  # type: ignore[no-any-return]
+        return await legacy_update(client, loan_id, "pay", payment, PaymentRejected, PaymentReceipt)
     assert reply.receipt is not None
     return reply.receipt
 
@@ -196,7 +196,7 @@ async def request_agency_contact(client: Client, loan_id: str, req: AgencyContac
     main loop (a handler runs no activity), so the answer comes a moment after the request."""
     reply = await ask(client, loan_id, lifecycle.AgencyContactAsked(request=req, key="-"), RequestRejected)
     if reply is None:
-        return await legacy_update(client, loan_id, "agency_contact", req, RequestRejected, GuardDecision)  # type: ignore[no-any-return]
+        return await legacy_update(client, loan_id, "agency_contact", req, RequestRejected, GuardDecision)
     assert reply.guard is not None
     return reply.guard
 
@@ -217,7 +217,7 @@ async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> Col
             return reply.status
         if reply is None and await is_legacy(handle, loan_id):
             try:
-                return await execute_update(handle, "current_status", result_type=CollectionStatus)  # type: ignore[no-any-return]
+                return await execute_update(handle, "current_status", result_type=CollectionStatus)
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND:
                     raise

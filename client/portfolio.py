@@ -4,7 +4,7 @@ as new after a deploy (`roll_over`)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -56,7 +56,7 @@ async def roll_over(
     if loan_ids is None:
         if started_before is None:
             raise ValueError("give loan ids or started_before")
-        when = started_before.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = started_before.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         query = f'{_types_clause()} AND ExecutionStatus="Running" AND StartTime < "{when}"'
         loan_ids = [wf.id.removeprefix(WORKFLOW_ID_PREFIX) async for wf in client.list_workflows(query)]
     asked = []

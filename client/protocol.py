@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
@@ -48,8 +48,8 @@ async def server_now(client: Client) -> datetime:
                 _TEST_SERVERS[key] = False
         else:
             _TEST_SERVERS[key] = True
-            return reply.time.ToDatetime().replace(tzinfo=timezone.utc)
-    return datetime.now(timezone.utc)
+            return reply.time.ToDatetime().replace(tzinfo=UTC)
+    return datetime.now(UTC)
 
 
 def loan_handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:
@@ -128,7 +128,7 @@ async def report(client: Client, loan_id: str, request: Any, legacy: str, arg: B
     """A report (task outcome, agency, court): answered with the status as of it."""
     reply = await ask(client, loan_id, request, RequestRejected)
     if reply is None:
-        return await legacy_update(client, loan_id, legacy, arg, RequestRejected, CollectionStatus)  # type: ignore[no-any-return]
+        return await legacy_update(client, loan_id, legacy, arg, RequestRejected, CollectionStatus)
     assert reply.status is not None
     return reply.status
 
@@ -138,7 +138,7 @@ async def decide(client: Client, loan_id: str, request: Any, legacy: str, arg: B
     try:
         reply = await ask(client, loan_id, request, RequestRejected)
         if reply is None:
-            return await legacy_update(client, loan_id, legacy, arg, RequestRejected, Decision)  # type: ignore[no-any-return]
+            return await legacy_update(client, loan_id, legacy, arg, RequestRejected, Decision)
     except RequestRejected as exc:
         return Decision(accepted=False, reason=str(exc))
     assert reply.decision is not None
@@ -195,7 +195,7 @@ async def query_status(handle: WorkflowHandle[Any, Any], loan_id: str) -> Collec
     give_up = time.monotonic() + STARTING_WAIT
     while True:
         try:
-            return await handle.query(CollectionWorkflow.status)  # type: ignore[no-any-return]
+            return await handle.query(CollectionWorkflow.status)
         except WorkflowQueryFailedError as exc:
             if "starting" not in str(exc) or time.monotonic() > give_up:
                 raise

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -41,4 +41,4 @@ async def scan_overdue(
 
 def scan_day(as_of: date | None) -> date:
     """The scan's business date: `as_of`, else today in SCAN_TIMEZONE."""
-    return as_of or local_date(datetime.now(timezone.utc), settings().scan_timezone)
+    return as_of or local_date(datetime.now(UTC), settings().scan_timezone)

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import Column, Engine, exists
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from db.store import insert_once
 from db.tables import utcnow
@@ -26,8 +26,9 @@ from models.scan import OPEN
 
 
 def _money(default: str | None = None) -> Decimal:
-    kwargs = {} if default is None else {"default": Decimal(default)}
-    return Field(sa_column=Column(Money(), nullable=False), **kwargs)  # type: ignore[no-any-return]
+    if default is None:
+        return Field(sa_column=Column(Money(), nullable=False))
+    return Field(default=Decimal(default), sa_column=Column(Money(), nullable=False))
 
 
 class BookLoan(SQLModel, table=True):
@@ -86,11 +87,11 @@ def read_page(engine: Engine, as_of: date, after: str, limit: int) -> list[BookL
     """Up to `limit` open loans due before `as_of`, not yet handed over, with ids after
     `after`, in loan-id order. A superset of the newly overdue (grace is checked by
     `models.scan.is_newly_overdue`, so the rule lives in one place)."""
-    handed_over = exists().where(CollectionStart.loan_id == BookLoan.loan_id)
+    handed_over = exists().where(col(CollectionStart.loan_id) == col(BookLoan.loan_id))
     query = (
         select(BookLoan)
         .where(BookLoan.status == OPEN, BookLoan.due_date < as_of, BookLoan.loan_id > after, ~handed_over)
-        .order_by(BookLoan.loan_id)  # type: ignore[arg-type]
+        .order_by(BookLoan.loan_id)
         .limit(limit)
     )
     with Session(engine, expire_on_commit=False) as session:
@@ -109,7 +110,7 @@ def overdue_loan(row: BookLoan) -> OverdueLoan:
     cannot be one: no amount owed, an unknown zone, an id collection cannot use)."""
     borrower = Borrower(
         borrower_id=row.borrower_id, name=row.borrower_name, phone=row.phone, email=row.email,
-        address=row.address, timezone=row.timezone, language=row.language,  # type: ignore[arg-type]
+        address=row.address, timezone=row.timezone, language=row.language,
     )
     return OverdueLoan(
         loan_id=row.loan_id, borrower=borrower, currency=row.currency, principal=row.principal,

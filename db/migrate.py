@@ -40,8 +40,8 @@ def target_metadata() -> MetaData:
     """Every table the application defines. A module that adds tables must be imported here,
     or autogenerate will not see them (tests/test_migrations.py compares against the metadata
     of everything the tests import, so a forgotten migration still fails there)."""
-    import db.book  # noqa: F401
-    import db.contacts  # noqa: F401
+    import db.book
+    import db.contacts
     import db.tables  # noqa: F401
 
     return SQLModel.metadata

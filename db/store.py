@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event, inspect
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session as OrmSession
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from db.tables import AuditRow
 from models.audit import GENESIS, entry_hash
@@ -145,7 +144,7 @@ def _last_entry(session: OrmSession, loan_id: str) -> tuple[int, str]:
     """(seq, hash) of the loan's newest entry, or (0, GENESIS) for a loan with none."""
     last = session.execute(
         select(AuditRow.seq, AuditRow.hash).where(AuditRow.loan_id == loan_id)
-        .order_by(AuditRow.seq.desc()).limit(1)  # type: ignore[attr-defined]
+        .order_by(col(AuditRow.seq).desc()).limit(1)
     ).first()
     return (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
 
@@ -204,7 +203,7 @@ def hold_write_lock(session: OrmSession) -> None:
 def _unchain(obj: SQLModel) -> None:
     """Forget what a rolled-back attempt set on a row, so the next attempt inserts it afresh."""
     if "id" in type(obj).model_fields and isinstance(getattr(obj, "id", None), int):
-        obj.id = None  # type: ignore[attr-defined]
+        obj.id = None
     if isinstance(obj, AuditRow):
         obj.seq, obj.prev_hash, obj.hash = 0, "", ""
 
@@ -247,7 +246,8 @@ def insert_once(engine: Engine, row: Row, key_field: str, extra: Sequence[SQLMod
             else:
                 session.refresh(row)
                 return row, False
-        for obj in (row, *extra):
+        _unchain(row)
+        for obj in extra:
             _unchain(obj)
         _backoff(attempt)
     raise AssertionError("unreachable")

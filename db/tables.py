@@ -3,7 +3,7 @@ or replayed activity finds its earlier row instead of writing a second one."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from sqlalchemy import Column, Text, UniqueConstraint
@@ -13,11 +13,12 @@ from db.types import Money, UtcDateTime
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def money_field(**kwargs: object) -> Decimal:
-    return Field(sa_column=Column(Money(), nullable=False), **kwargs)  # type: ignore[no-any-return]
+def money_field() -> Decimal:
+    """A required money column (`Money`: exact on every database)."""
+    return Field(sa_column=Column(Money(), nullable=False))
 
 
 class BorrowerRow(SQLModel, table=True):

@@ -3,7 +3,9 @@ clients. None carries personal data: Temporal stores search attributes unencrypt
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from collections.abc import Mapping
+
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 from models.lifecycle import views
 from models.lifecycle.views import DPD_BANDS, dpd_band
@@ -17,4 +19,15 @@ OUTSTANDING = SearchAttributeKey.for_int(views.OUTSTANDING)
 """Outstanding total in the currency's minor units (an exact integer, never a float)."""
 
 ALL = (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, OUTSTANDING)
-__all__ = ["AGENCY", "ALL", "CURRENCY", "DPD_BAND", "DPD_BANDS", "OUTSTANDING", "POLICY", "STAGE", "dpd_band"]
+_KEYWORDS = {key.name: key for key in (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY)}
+_INTS = {key.name: key for key in (OUTSTANDING,)}
+
+
+def updates(values: Mapping[str, str | int]) -> list[SearchAttributeUpdate[str] | SearchAttributeUpdate[int]]:
+    """The upserts setting these attributes (by name: a keyword's text, an int's number)."""
+    return [_INTS[name].value_set(value) if isinstance(value, int) else _KEYWORDS[name].value_set(value)
+            for name, value in values.items()]
+
+
+__all__ = ["AGENCY", "ALL", "CURRENCY", "DPD_BAND", "DPD_BANDS", "OUTSTANDING", "POLICY", "STAGE", "dpd_band",
+           "updates"]

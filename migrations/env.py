@@ -8,9 +8,10 @@ one transaction holding the lock (see db/migrate.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 from sqlmodel.sql.sqltypes import AutoString
 
@@ -18,7 +19,7 @@ from db.migrate import locked, migration_engine, target_metadata
 from db.types import Money, UtcDateTime
 
 
-def render_item(kind: str, obj: Any, _autogen: Any) -> str | bool:
+def render_item(kind: str, obj: object, _autogen: AutogenContext) -> str | Literal[False]:
     """Write the project's column types in new revisions as plain SQLAlchemy types, so a
     revision keeps meaning what it meant when it was written even if db/types.py changes."""
     if kind == "type":

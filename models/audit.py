@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 GENESIS = "0" * 64
@@ -45,7 +45,7 @@ def canonical_time(at: datetime | str) -> str:
         raise TypeError(f"not a time: {at!r}")
     if at.tzinfo is None:
         raise ValueError(f"naive time {at.isoformat()}: the hash needs an aware time")
-    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def canonical_bytes(prev_hash: str, fields: Any) -> bytes:

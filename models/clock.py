@@ -34,6 +34,7 @@ from fractions import Fraction
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+
 class PolicyClock(BaseModel):
     """How a policy's business time relates to real time (see the module docstring)."""
 

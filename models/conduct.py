@@ -146,7 +146,8 @@ def parse_holidays(text: str) -> frozenset[date]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
+                       else value)
     return merged
 
 
@@ -199,7 +200,8 @@ def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, si
         if req.channel in cap.channels and cap.max == 0:
             return refused(cap.id, f"no {'/'.join(cap.channels)} contact allowed at all")
         if req.channel in cap.channels and cap.action == "refuse" and _over_cap(req.at, history, cap):
-            return refused(cap.id, f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
+            return refused(cap.id,
+                           f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
     for quiet in rules.quiet:
         if req.channel in quiet.channels and quiet.action == "refuse" and _quiet_until(req.at, history, quiet):
             return refused(quiet.id, f"a conversation took place within {quiet.days} days")
@@ -227,12 +229,11 @@ def first_allowed(
 
 def _deferrals(at: datetime, channel: str, tz: str, history: list[PastContact], rules: RuleSet,
                holidays: frozenset[date]) -> list[tuple[datetime, str]]:
-    out = []
+    out: list[tuple[datetime, str]] = []
     if channel in rules.hours.channels:
         out.append((_in_hours(at, tz, rules.hours, holidays), rules.hours.id))
-    for cap in rules.caps:
-        if channel in cap.channels and cap.action == "defer":
-            out.append((_cap_frees(at, history, cap), cap.id))
+    out.extend((_cap_frees(at, history, cap), cap.id) for cap in rules.caps
+               if channel in cap.channels and cap.action == "defer")
     for quiet in rules.quiet:
         if channel in quiet.channels and quiet.action == "defer":
             until = _quiet_until(at, history, quiet)
@@ -249,7 +250,7 @@ def _in_hours(at: datetime, tz: str, hours: HoursRule, holidays: frozenset[date]
     if _open_at(at, zone, hours, holidays):
         return at
     first_day = at.astimezone(zone).date()
-    for offset in range(0, 800):
+    for offset in range(800):
         day = first_day + timedelta(days=offset)
         if day in holidays:
             continue

@@ -4,6 +4,7 @@ can build them and tests can check them)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from models.loan import Stage
 from models.money import quantize
@@ -68,8 +69,8 @@ def template_context(
     tz = loan.borrower.timezone
     today = local_date(now, tz)
 
-    def money(value: object) -> str:
-        return f"{quantize(value, loan.currency):,}"  # type: ignore[arg-type]
+    def money(value: Decimal) -> str:
+        return f"{quantize(value, loan.currency):,}"
 
     context = {
         "loan_id": loan.loan_id,

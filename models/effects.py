@@ -17,7 +17,7 @@ queue), so the order of commands in a workflow task never depends on how handler
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -182,7 +182,7 @@ Command = Annotated[
 ]
 
 
-def is_effect(command: Command) -> bool:
+def is_effect(command: Command) -> TypeGuard[Effect]:
     return not isinstance(command, AskGuard)
 
 

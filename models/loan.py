@@ -77,7 +77,7 @@ class Balance(BaseModel):
     fees: Amount = ZERO
     penalties: Amount = ZERO
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy rejects decorated properties; pydantic's documented workaround
     @property
     def total(self) -> Decimal:
         return self.principal + self.interest + self.fees + self.penalties

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BeforeValidator
 # Minor units per currency; anything not listed has two decimals.
 _MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "KWD": 3, "BHD": 3, "JOD": 3}
 
-ZERO = Decimal("0")
+ZERO = Decimal(0)
 
 
 def minor_units(currency: str) -> int:

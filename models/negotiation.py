@@ -6,6 +6,7 @@ The workflow calls these and records what they return; tests call them directly.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 
 from models.arrangements import ArrangementInfo, Plan, check_due
 from models.money import ZERO
@@ -109,6 +110,7 @@ def judge_instalment(s: CollectionState, plan: Plan, max_missed: int) -> list[No
 def arrangement_info(s: CollectionState, now: datetime) -> ArrangementInfo | None:
     """The arrangement the status shows: an open settlement, else the plan, else a promise."""
     st, plan, pr = s.open_settlement(), s.active_plan(), s.open_promise()
+    left: Decimal | None
     if st:
         left = max(ZERO, st.amount - (s.paid_total - st.paid_at_start))
         return ArrangementInfo(kind="settlement", ref=st.offer_id, next_due_date=st.deadline,

@@ -158,7 +158,7 @@ class PlanRule(_Strict):
     """Instalment plans: the limits a proposal is checked against."""
 
     max_instalments: int = Field(default=12, ge=1)
-    min_instalment: Amount = Field(default=Decimal("100"), ge=0)
+    min_instalment: Amount = Field(default=Decimal(100), ge=0)
     max_term_days: int = Field(default=365, ge=1)
     max_first_due_days: int = Field(default=30, ge=0)
     frequencies: list[Frequency] = ["weekly", "biweekly", "monthly"]
@@ -174,7 +174,7 @@ class SettlementRule(_Strict):
 
     max_days: int = Field(default=30, ge=1)
     max_discount: dict[str, Decimal] = {
-        "early": Decimal("0"), "middle": Decimal("0.10"), "late": Decimal("0.30"), "written_off": Decimal("0.50"),
+        "early": Decimal(0), "middle": Decimal("0.10"), "late": Decimal("0.30"), "written_off": Decimal("0.50"),
     }
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from itertools import pairwise
 
 from pydantic import BaseModel, Field
 
@@ -50,7 +51,7 @@ def next_cursor(after: str, page_ids: Sequence[str], limit: int) -> tuple[str, b
     keeps the cursor where it was)."""
     if len(page_ids) > limit:
         raise ValueError(f"page of {len(page_ids)} rows for a limit of {limit}")
-    if any(b <= a for a, b in zip(page_ids, page_ids[1:])) or (page_ids and page_ids[0] <= after):
+    if any(b <= a for a, b in pairwise(page_ids)) or (page_ids and page_ids[0] <= after):
         raise ValueError("page ids must be increasing and after the cursor")
     return (page_ids[-1] if page_ids else after), len(page_ids) < limit
 

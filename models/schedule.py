@@ -89,7 +89,8 @@ def fee_dpds(policy: Policy) -> list[int]:
     rule = policy.late_fee
     if rule.kind == FeeKind.none:
         return []
-    dpds, dpd = [], rule.first_dpd
+    dpds: list[int] = []
+    dpd = rule.first_dpd
     while dpd < policy.write_off_dpd and (rule.max_periods is None or len(dpds) < rule.max_periods):
         dpds.append(dpd)
         if rule.every_days == 0:
@@ -141,7 +142,9 @@ def catch_up(plan: list[PlannedAction], dpd_now: int) -> tuple[int, PlannedActio
     return cursor, (behind[-1] if behind else None)
 
 
-def catch_up_at(plan: list[PlannedAction], loan: OverdueLoan, policy: Policy, at: datetime) -> tuple[int, PlannedAction | None]:
+def catch_up_at(
+    plan: list[PlannedAction], loan: OverdueLoan, policy: Policy, at: datetime
+) -> tuple[int, PlannedAction | None]:
     """Where a loan handed over at `at` joins its plan, by the time each action falls due
     (`action_time`), not only by its day: what was due by `at` is behind, so a loan handed over
     at DPD 3 in the evening, after that day's 10:00 reminder was due, runs only that reminder

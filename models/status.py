@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.conduct import GuardDecision
 from models.arrangements import (
     ArrangementInfo,
     Decision,
@@ -19,6 +18,7 @@ from models.arrangements import (
     Settlement,
     StopInfo,
 )
+from models.conduct import GuardDecision
 from models.events import TimelineEntry
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import ZERO, Amount

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db.store import make_engine
 from db.tables import AuditRow, LoanRow
@@ -40,7 +40,7 @@ def export_audit(
     try:
         with Session(engine) as session:
             query = select(AuditRow).where(AuditRow.loan_id == loan_id)
-            rows = session.exec(query.order_by(AuditRow.seq, AuditRow.id)).all()  # type: ignore[arg-type]
+            rows = session.exec(query.order_by(col(AuditRow.seq), col(AuditRow.id))).all()
             if retention_years is None:
                 retention_years = _retention_years(session, loan_id)
     finally:

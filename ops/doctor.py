@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Literal
 
@@ -31,11 +31,11 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import (
     Client,
-    WorkflowExecution as ListedWorkflow,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHistory,
 )
+from temporalio.client import WorkflowExecution as ListedWorkflow
 from temporalio.common import SearchAttributeKey, TypedSearchAttributes
 from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
@@ -252,7 +252,7 @@ def diagnose(desc: WorkflowExecutionDescription, events: Sequence[HistoryEvent],
         workflow_type=desc.workflow_type, attempts=attempts, cause=cause, message=message,
         named_event_id=named_event_id(message), first_failing_event_id=streak.first.event_id,
         last_completed_event_id=streak.last_completed,
-        failing_since=streak.first.event_time.ToDatetime(tzinfo=timezone.utc) if streak.first.HasField("event_time")
+        failing_since=streak.first.event_time.ToDatetime(tzinfo=UTC) if streak.first.HasField("event_time")
         else None,
         reported_problems=list(reported),
     )
@@ -278,7 +278,8 @@ def failure_streak(events: Sequence[HistoryEvent]) -> Streak:
         elif event.event_type == _FAILED and event.workflow_task_failed_event_attributes.cause not in _NOT_A_PROBLEM:
             first_failed, failure = first_failed or event, event
         elif (event.event_type == _TIMED_OUT and first_timeout is None
-              and event.workflow_task_timed_out_event_attributes.timeout_type == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE):
+              and event.workflow_task_timed_out_event_attributes.timeout_type
+              == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE):
             first_timeout = event
     return Streak(last_completed=last_completed, first=first_failed or first_timeout, failure=failure)
 
@@ -407,7 +408,7 @@ async def _last_good(history: WorkflowHistory, workflows: Sequence[type] | None,
     failures: dict[int, str] = {}
     found = await last_good_task(history, workflows or current_workflows(), failures=failures)
     if found is None:
-        first = failures.get(min(failures)) if failures else "the run has no completed workflow task"
+        first = failures[min(failures)] if failures else "the run has no completed workflow task"
         raise ResetRefused(f"no workflow task of run {run_id} replays under the current code ({_clip(first, 300)}); "
                            "fix or patch the code first, or give --to-event")
     return found

@@ -4,7 +4,7 @@ collection through the client API."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlmodel import Session
@@ -41,7 +41,7 @@ async def load_sample_portfolio(
                     if session.get(BorrowerRow, borrower.borrower_id) is None:
                         session.add(BorrowerRow(**borrower.model_dump()))
                         session.flush()
-                    due = local_date(datetime.now(timezone.utc), borrower.timezone) - timedelta(days=raw["dpd"])
+                    due = local_date(datetime.now(UTC), borrower.timezone) - timedelta(days=raw["dpd"])
                     row = LoanRow(
                         loan_id=raw["loan_id"], borrower_id=borrower.borrower_id, currency=raw["currency"],
                         principal=Decimal(raw["principal"]), interest=Decimal(raw["interest"]),

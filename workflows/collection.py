@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -161,8 +160,9 @@ class CollectionWorkflow:
                            decision.decided_at or lifecycle.clock_of(self._state))
                 continue
             batch: list[Effect] = []
-            while self._queue and is_effect(self._queue[0]):
-                batch.append(self._queue.pop(0))  # type: ignore[arg-type]
+            while self._queue and is_effect(head := self._queue[0]):
+                self._queue.pop(0)
+                batch.append(head)
             result = await workflow.execute_activity(
                 calls.perform, EffectBatch(effects=batch), start_to_close_timeout=_TIMEOUT,
                 retry_policy=_RETRY,
@@ -184,8 +184,7 @@ class CollectionWorkflow:
             return
         changed = lifecycle.search_changes(s, lifecycle.clock_of(s))
         if changed:
-            keys = {key.name: key for key in sa.ALL}
-            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[arg-type]
+            workflow.upsert_search_attributes(sa.updates(changed))
             s.search_values.update(changed)
 
     # ---------------------------------------------------------------- requests: they only record
@@ -260,7 +259,8 @@ class CollectionWorkflow:
             answer = self._s.agency_answers.get(request_id)
             return found if answer is None else found.model_copy(update={"pending": False, "guard": answer})
         if found.as_of is not None:
-            return found.model_copy(update={"status": lifecycle.status(self._s, found.as_of, workflow.info().workflow_id)})
+            return found.model_copy(update={"status": lifecycle.status(self._s, found.as_of,
+                                                                       workflow.info().workflow_id)})
         return found
 
     @workflow.signal
@@ -325,7 +325,7 @@ def _starting(request_id: str) -> Reply:
                  reason="collection is starting; ask again in a moment")
 
 
-def _reply(env: Envelope, value: Any, at: datetime) -> Reply:
+def _reply(env: Envelope, value: PaymentReceipt | Decision | str | None, at: datetime) -> Reply:
     """The answer to a request the loan took: a receipt, a decision, the guard's answer to come
     (an agency's contact request), or the status as of the request (a report)."""
     if isinstance(value, PaymentReceipt):

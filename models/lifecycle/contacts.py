@@ -46,8 +46,8 @@ def guard_request(step: Step, channel: str, purpose: str, key: str) -> GuardRequ
     s = step.s
     assert s.rules is not None, "the conduct rules are pinned when collection starts"
     contact = ContactRequest(
-        borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,  # type: ignore[arg-type]
-        purpose=purpose, at=step.now, timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
+        borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,
+        purpose=purpose, at=step.now, timezone=s.loan.borrower.timezone, key=key,
     )
     return GuardRequest(contact=contact, rules=s.rules, situation=situation(s), clock=s.policy.clock)
 
@@ -86,7 +86,8 @@ def answer(step: Step, key: str, decision: GuardDecision) -> None:
     s.asking.remove(pending)
     why = overtaken(s, pending.purpose, pending.channel) if decision.verdict != "refused" else None
     if why is not None:
-        decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=step.now, reason=f"{why} while the guard decided",
+        decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=step.now,
+                                 reason=f"{why} while the guard decided",
                                  decided_at=decision.decided_at)
     if pending.kind == ContactKind.agency:
         _agency_answered(step, pending, decision)
@@ -163,7 +164,8 @@ def send(step: Step, what: str, template: str, channel: str, deadline_days: int 
     if not recipient(s, channel, purpose):
         step.note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
         return
-    pending = DeferredContact(key=key, kind=ContactKind.message, purpose=purpose, channel=channel, at=step.now, what=what,
+    pending = DeferredContact(key=key, kind=ContactKind.message, purpose=purpose, channel=channel, at=step.now,
+                              what=what,
                               template=template, deadline_days=deadline_days, extra=extra or {})
     if purpose == "transactional":
         step.emit(SendMessage(req=_message(step, pending), guard=guard_request(step, channel, purpose, key)))
@@ -178,7 +180,7 @@ def _send_now(step: Step, pending: DeferredContact) -> None:
 def _message(step: Step, p: DeferredContact) -> MessageRequest:
     s = step.s
     return MessageRequest(
-        key=p.key, loan_id=s.loan.loan_id, at=step.now, channel=p.channel, template=p.template,  # type: ignore[arg-type]
+        key=p.key, loan_id=s.loan.loan_id, at=step.now, channel=p.channel, template=p.template,
         language=s.loan.borrower.language, recipient=recipient(s, p.channel, p.purpose),
         context=template_context(s, step.now, step.stage(), p.deadline_days, **p.extra),
     )

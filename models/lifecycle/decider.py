@@ -19,7 +19,7 @@ while the loop keeps deciding on the history's time.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from models.arrangements import Decision
 from models.effects import Audit, Command, CreateTask, FileCase, Place, SendMessage
@@ -50,7 +50,7 @@ from models.lifecycle.money import reject_signalled, take_payment
 from models.lifecycle.step import Rejected, Step, clock_of, dpd
 from models.loan import OverdueLoan
 from models.negotiation import days_between, pause_reason
-from models.payment import PaymentReceipt
+from models.payment import Payment, PaymentReceipt
 from models.policy import Policy
 from models.requests import ConductRules
 from models.schedule import build_plan, catch_up_at
@@ -64,7 +64,7 @@ class Outcome(NamedTuple):
 
     state: CollectionState
     commands: list[Command]
-    reply: Any = None
+    reply: PaymentReceipt | Decision | str | None = None
 
 
 LOOP_EVENTS = (TimeReached, GuardAnswered, EffectDone)
@@ -208,7 +208,7 @@ def _apply(step: Step, event: Event) -> PaymentReceipt | Decision | str | None:
     raise AssertionError(f"unknown event {type(event).__name__}")  # pragma: no cover - Event is closed
 
 
-def _payment(step: Step, payment: Any, answer: bool) -> PaymentReceipt | None:
+def _payment(step: Step, payment: Payment, answer: bool) -> PaymentReceipt | None:
     if answer:
         return take_payment(step, payment)
     try:  # the bank feed's signal: nobody waits for an answer, so a refusal is recorded

@@ -111,7 +111,8 @@ def write_off(step: Step) -> None:
     s.charged_off_at = step.now
     s.cursor = len(step.plan)
     key = f"{s.loan.loan_id}/write-off"
-    step.note("write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}")
+    step.note("write_off", channel="ledger", outcome="charged_off", key=key,
+              detail=f"{s.balance.total} {s.loan.currency}")
     step.emit(ChargeOff(req=ChargeOffRequest(key=key, loan_id=s.loan.loan_id, balance=s.balance,
                                              currency=s.loan.currency, at=step.now)))
     step.record("written-off", "written_off")

@@ -17,6 +17,7 @@ import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -93,6 +94,14 @@ with workflow.unsafe.imports_passed_through():
         OpenTask,
         PlacementInfo,
     )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _Self = TypeVar("_Self")
+    _Arg = TypeVar("_Arg")
+    _Result = TypeVar("_Result")
 
 # Database activities retry until the database is back; a lost write is never acceptable.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2))
@@ -315,8 +324,8 @@ class LegacyCollectionWorkflow(Negotiation):
                 return None
             s.rules = await self._activity(RecordActivities.load_conduct_rules, s.policy.conduct)
         contact = ContactRequest(
-            borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,  # type: ignore[arg-type]
-            purpose=purpose, at=self._now(), timezone=s.loan.borrower.timezone, key=key,  # type: ignore[arg-type]
+            borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,
+            purpose=purpose, at=self._now(), timezone=s.loan.borrower.timezone, key=key,
         )
         decision: GuardDecision = await self._activity(
             GuardActivities.request_contact, GuardRequest(contact=contact, rules=s.rules, situation=self._situation())
@@ -363,7 +372,11 @@ class LegacyCollectionWorkflow(Negotiation):
         changed = {name: value for name, value in values.items() if s.search_values.get(name) != value}
         if changed:
             keys = {key.name: key for key in sa.ALL}
-            workflow.upsert_search_attributes([keys[name].value_set(value) for name, value in changed.items()])  # type: ignore[attr-defined]
+            # Frozen code: each value has its key's type (paired by name, which mypy cannot follow);
+            # new code uses the typed sa.value_set, which this run's statements must not change to.
+            workflow.upsert_search_attributes(
+                [keys[name].value_set(value) for name, value in changed.items()]  # type: ignore[arg-type]
+            )
             s.search_values.update(changed)
 
     def _situation(self) -> Situation:
@@ -432,7 +445,8 @@ class LegacyCollectionWorkflow(Negotiation):
         s = self._state
         await self._send(
             f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}", "plan_reminder", "sms",
-            purpose="arrangement", extra={"instalment_number": str(inst.number), "instalment_amount": f"{inst.amount:,}",
+            purpose="arrangement", extra={"instalment_number": str(inst.number),
+                                          "instalment_amount": f"{inst.amount:,}",
                    "instalment_due": inst.due.isoformat()},
         )
 
@@ -442,7 +456,8 @@ class LegacyCollectionWorkflow(Negotiation):
         assert hold is not None
         s.holds.remove(hold)
         self._actor = "workflow"
-        self._note("hardship", outcome="ended", key=hold.review_task_id, detail="breathing space over, no review outcome")
+        self._note("hardship", outcome="ended", key=hold.review_task_id,
+                   detail="breathing space over, no review outcome")
         await self._activity(TaskActivities.close_task, TaskClosure(
             task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=self._now(), outcome="timeout",
             note="breathing space ended before a review outcome",
@@ -452,7 +467,8 @@ class LegacyCollectionWorkflow(Negotiation):
     async def _record_notes(self, notes: list[tuple[str, str, str]], ref: str) -> None:
         for action, outcome, detail in notes:
             self._note(action, outcome=outcome, key=ref, detail=detail)
-            await self._record(f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}", detail=detail)
+            await self._record(f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}",
+                               detail=detail)
 
     async def _sync_pause(self) -> None:
         """Start or end the pause (and the hold clock) to match the state, on the timeline
@@ -534,8 +550,9 @@ class LegacyCollectionWorkflow(Negotiation):
         if decision is not None and decision.verdict != "allowed":
             return
         req = MessageRequest(
-            key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,  # type: ignore[arg-type]
-            language=s.loan.borrower.language, recipient=recipient, context=self._context(deadline_days, **(extra or {})),
+            key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,
+            language=s.loan.borrower.language, recipient=recipient,
+            context=self._context(deadline_days, **(extra or {})),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
         self._note(template, channel=channel, outcome="sent" if ok else "failed", key=key)
@@ -577,7 +594,8 @@ class LegacyCollectionWorkflow(Negotiation):
         key = f"{s.loan.loan_id}/{step.key}"
         # the recall falls at send time on the last day, so it comes before that day's steps
         tz = s.loan.borrower.timezone
-        recall_at = at_local(local_date(now, tz) + timedelta(days=s.policy.agency.period_days), s.policy.contact.send_at, tz)
+        recall_at = at_local(local_date(now, tz) + timedelta(days=s.policy.agency.period_days),
+                             s.policy.contact.send_at, tz)
         agency = s.policy.agency.name
         req = PlacementRequest(
             key=key, loan_id=s.loan.loan_id, at=now, agency=agency, recall_at=recall_at, balance=s.balance,
@@ -626,7 +644,8 @@ class LegacyCollectionWorkflow(Negotiation):
             return
         s.balance = s.balance.with_component("penalties", s.balance.penalties + amount)
         s.penalties_posted += amount
-        self._note("late_fee", channel="ledger", outcome="posted", key=key, detail=f"period {action.period}: {amount} {s.loan.currency}")
+        self._note("late_fee", channel="ledger", outcome="posted", key=key,
+                   detail=f"period {action.period}: {amount} {s.loan.currency}")
         req = FeeRequest(key=key, loan_id=s.loan.loan_id, period=action.period, amount=amount,
                          currency=s.loan.currency, at=self._now())
         await self._activity(LedgerActivities.post_fee, req)
@@ -636,7 +655,8 @@ class LegacyCollectionWorkflow(Negotiation):
         s.charged_off_at = self._now()
         s.cursor = len(self._plan)  # nothing of the ladder runs after a charge-off
         key = f"{s.loan.loan_id}/write-off"
-        self._note("write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}")
+        self._note("write_off", channel="ledger", outcome="charged_off", key=key,
+                   detail=f"{s.balance.total} {s.loan.currency}")
         await self._activity(LedgerActivities.charge_off, ChargeOffRequest(
             key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency, at=s.charged_off_at,
         ))
@@ -714,8 +734,10 @@ class LegacyCollectionWorkflow(Negotiation):
         s.open_tasks.remove(task)
         step = next((a.step for a in self._plan if a.key == f"step:{task.step_key}"), None)
         reached = outcome in ("answered", "promised", "refused")
-        if step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts and s.closed_as is None and s.charged_off_at is None:
-            at = next_contact_moment(self._now() + timedelta(hours=step.retry_after_hours), s.policy, s.loan.borrower.timezone)
+        if (step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts
+                and s.closed_as is None and s.charged_off_at is None):
+            at = next_contact_moment(self._now() + timedelta(hours=step.retry_after_hours), s.policy,
+                                     s.loan.borrower.timezone)
             s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
         self._note(f"{task.kind}_outcome", channel="phone" if task.kind == "call" else "visit",
                    outcome=outcome, key=task.task_id, detail=note)
@@ -809,7 +831,8 @@ class LegacyCollectionWorkflow(Negotiation):
         """A progress report from the agency that holds the account."""
         self._note("agency_report", channel="agency", outcome="contacted" if report.contacted else "reported",
                    key=report.placement_id, detail=report.note)
-        await self._record(f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by, note=report.note)
+        await self._record(f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by,
+                           note=report.note)
         return self._status()
 
     @report_agency.validator
@@ -825,7 +848,8 @@ class LegacyCollectionWorkflow(Negotiation):
         if s.case is not None:
             s.case.last_event = report.event
         self._note("court_report", channel="court", outcome=report.event, key=report.case_id, detail=report.note)
-        await self._record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event, note=report.note)
+        await self._record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event,
+                           note=report.note)
         return self._status()
 
     @report_court.validator
@@ -933,7 +957,7 @@ class LegacyCollectionWorkflow(Negotiation):
             at=self._now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
         ))
 
-    async def _activity(self, method, arg, *, local: bool = False):  # type: ignore[no-untyped-def]
+    async def _activity(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, *, local: bool = False) -> _Result:
         """Run an activity; as a local activity (same timeout and retries, no server round
         trip) when asked or in the closing steps (`_LOCAL`)."""
         if local or _LOCAL.get():
@@ -944,7 +968,7 @@ class LegacyCollectionWorkflow(Negotiation):
             method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
         )
 
-    async def _try(self, method, arg, key: str) -> bool:  # type: ignore[no-untyped-def]
+    async def _try(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, key: str) -> bool:
         """Run a side effect whose permanent failure (a broken template) must not stop the
         loan's collection: the failure is recorded and escalation goes on."""
         try:

@@ -1,7 +1,8 @@
 """Negotiation and the borrower's situation, as handlers of the collection workflow.
 
 A mixin of `CollectionWorkflow`: it uses the workflow's state and helpers (`_state`, `_note`,
-`_record`, `_activity`, `_recall`, `_cancel_tasks`, `_write_off`, `_stage`, `_today`). Every
+`_record`, `_activity`, `_recall`, `_cancel_tasks`, `_write_off`, `_stage`, `_today`), declared
+for the type checker by `CollectionHost` (a Protocol the host satisfies). Every
 request is a validated update: the validator refuses it with the reason (nothing is written
 to history, nothing changes) and the handler applies it and answers with a `Decision`.
 The dated checks (promise day, instalment days, settlement deadline, end of a breathing
@@ -11,7 +12,7 @@ space) are due items of the main loop; see `CollectionWorkflow._next_due`.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -45,8 +46,49 @@ with workflow.unsafe.imports_passed_through():
     from models.negotiation import held_so_far
     from models.requests import TaskClosure, TaskRequest, WaiverRequest
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import date, datetime
+    from decimal import Decimal
+    from typing import Protocol, TypeVar
 
-class Negotiation:
+    from models.arrangements import Instalment
+    from models.policy import Policy, StopRoute
+    from models.status import CollectionState
+
+    _Self = TypeVar("_Self")
+    _Arg = TypeVar("_Arg")
+    _Result = TypeVar("_Result")
+
+    class CollectionHost(Protocol):
+        """What `Negotiation` uses of the workflow it is mixed into (the legacy
+        `CollectionWorkflow`); mypy checks the host's members against these."""
+
+        _s: CollectionState | None
+        _wake: bool
+        _actor: str
+
+        @property
+        def _state(self) -> CollectionState: ...
+        def _now(self, policy: Policy | None = None) -> datetime: ...
+        def _today(self) -> date: ...
+        def _stage(self) -> Stage: ...
+        def _context(self, deadline_days: int | None, **extra: str) -> dict[str, str]: ...
+        def _note(self, action: str, *, channel: str = "", outcome: str = "", key: str = "",
+                  detail: str = "") -> None: ...
+        async def _activity(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, *,
+                            local: bool = False) -> _Result: ...
+        async def _record(self, key: str, action: str, actor: str = "workflow", **detail: str) -> None: ...
+        async def _recall(self, reason: str) -> None: ...
+        async def _cancel_tasks(self, reason: str) -> None: ...
+        async def _write_off(self) -> None: ...
+
+    _Host = CollectionHost
+else:
+    _Host = object
+
+
+class Negotiation(_Host):
     """Promises, plans, settlements, hardship, disputes and stops."""
 
     _actor: str
@@ -56,7 +98,7 @@ class Negotiation:
     @workflow.update
     async def promise_to_pay(self, req: PromiseRequest) -> Decision:
         self._guard(self._check_promise, req)
-        s: Any = self._state
+        s = self._state
         ref = self._new_ref("promise")
         s.promise = Promise(
             promise_id=ref, amount=req.amount, due=req.date, made_at=self._now(),
@@ -87,7 +129,7 @@ class Negotiation:
         self._refuse_arrangement()
         self._schedule(req)
 
-    def _schedule(self, req: PlanProposal) -> Any:
+    def _schedule(self, req: PlanProposal) -> list[Instalment]:
         s = self._state
         active = s.active_plan()
         interest = s.balance.interest if s.policy.plan.waive_interest else ZERO
@@ -116,7 +158,8 @@ class Negotiation:
         )
         if waived.total > 0:
             await self._waive(waived, "waiver", f"{ref}/waiver", "interest waived for the plan")
-        detail = f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, total {s.balance.total}"
+        detail = (f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, "
+                  f"total {s.balance.total}")
         return await self._accepted(ref, "plan", detail, actor, "renegotiated" if renegotiation else "accepted")
 
     # ------------------------------------------------------------ settlement
@@ -129,7 +172,8 @@ class Negotiation:
         ref = self._new_ref("settlement")
         s.settlement = Settlement(
             offer_id=ref, amount=offer.amount, deadline=offer.deadline, discount=discount,
-            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()), made_by=offer.made_by,
+            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()),
+            made_by=offer.made_by,
         )
         detail = f"{offer.amount} {s.loan.currency} by {offer.deadline} ({discount:.2%} off {s.balance.total})"
         return await self._accepted(ref, "settlement", detail, offer.made_by, "offered")
@@ -140,7 +184,7 @@ class Negotiation:
         self._refuse_arrangement()
         self._discount(offer)
 
-    def _discount(self, offer: SettlementOffer) -> Any:
+    def _discount(self, offer: SettlementOffer) -> Decimal:
         s = self._state
         return check_settlement(
             offer, today=self._today(), outstanding=s.balance.total, currency=s.loan.currency,
@@ -201,7 +245,8 @@ class Negotiation:
             waived = Balance(**{p: s.balance.component(p) for p in parts})
             for p in parts:
                 s.balance = s.balance.with_component(p, ZERO)
-            await self._waive(waived, "waiver", f"{hold.review_task_id}/{decision.outcome}", decision.note or decision.outcome)
+            await self._waive(waived, "waiver", f"{hold.review_task_id}/{decision.outcome}",
+                              decision.note or decision.outcome)
         elif decision.outcome == "offer_plan":
             assert decision.plan is not None
             return await self._start_plan(decision.plan, decision.decided_by)
@@ -281,7 +326,7 @@ class Negotiation:
         recalled, and the loan goes to legal review or is written off."""
         self._guard(self._check_stop, req)
         s, now = self._state, self._now()
-        route = req.route or getattr(s.policy.stop, req.reason)
+        route: StopRoute = req.route or getattr(s.policy.stop, req.reason)
         first = s.stop is None
         s.stop = StopInfo(reason=req.reason, route=route, at=now, by=req.requested_by, evidence_ref=req.evidence_ref,
                           legal_task_id=s.stop.legal_task_id if s.stop else "")
@@ -308,13 +353,15 @@ class Negotiation:
         if s.closed_as is not None:
             raise ArrangementRejected("the loan is closed")
         if s.stop is not None and not (s.stop.route == "legal_review" and req.route == "write_off"):
-            raise ArrangementRejected("collection is already stopped; only a legal review can still refer it to write-off")
+            raise ArrangementRejected(
+                "collection is already stopped; only a legal review can still refer it to write-off"
+            )
         if s.charged_off_at is not None and (req.route or getattr(s.policy.stop, req.reason)) == "write_off":
             raise ArrangementRejected("the loan is already written off")
 
     # ------------------------------------------------------------ shared
 
-    def _ready_state(self) -> Any:
+    def _ready_state(self) -> CollectionState:
         if self._s is None:
             raise ArrangementRejected("collection is starting; try again in a moment")
         return self._s
@@ -324,7 +371,7 @@ class Negotiation:
         refuse_arrangement(closed=s.closed_as is not None, stopped=s.stop is not None,
                            disputed=s.hold("dispute") is not None)
 
-    def _guard(self, check: Any, arg: Any) -> None:
+    def _guard(self, check: Callable[[_Arg], None], arg: _Arg) -> None:
         """Check again in the handler; the state may have moved since validation."""
         try:
             check(arg)
@@ -363,4 +410,5 @@ class Negotiation:
             key=key, loan_id=s.loan.loan_id, at=self._now(), amounts=amounts, currency=s.loan.currency,
             kind=kind, reason=reason,
         ))
-        self._note(kind, channel="ledger", outcome="posted", key=key, detail=f"{amounts.total} {s.loan.currency}: {reason}")
+        self._note(kind, channel="ledger", outcome="posted", key=key,
+                   detail=f"{amounts.total} {s.loan.currency}: {reason}")
