@@ -48,8 +48,7 @@ from models.requests import (
     TaskClosure,
     TaskRequest,
 )
-from tests.conftest import make_loan
-from tests.support import Harness
+from tests.helpers import Harness, make_loan
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
 LOAN = "L-AUDIT"

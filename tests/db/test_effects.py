@@ -25,7 +25,7 @@ from models.conduct import ContactRequest, Situation
 from models.effects import Audit, EffectBatch, PostFee, SendMessage
 from models.loan import Stage
 from models.requests import AuditEvent, FeeRequest, GuardRequest, MessageRequest
-from tests.test_idempotency import CONTEXT, FlakyAdapter
+from tests.helpers import MESSAGE_CONTEXT, FlakyAdapter
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
@@ -51,7 +51,7 @@ def fee(period: int) -> PostFee:
 
 
 def sms(template: str, key: str, guard: GuardRequest | None = None) -> SendMessage:
-    context = {**CONTEXT, "paid_total": "10,600.00", "opt_out": "回复TD退订"}
+    context = {**MESSAGE_CONTEXT, "paid_total": "10,600.00", "opt_out": "回复TD退订"}
     return SendMessage(req=MessageRequest(key=key, loan_id="L-1", at=NOW, channel="sms", template=template,
                                           language="zh", recipient="+8613800000000", context=context), guard=guard)
 

@@ -27,13 +27,12 @@ from activities.rendering import Renderer
 from activities.tasks import TaskActivities
 from db.contacts import ContactRow
 from db.tables import TaskRow
-from infra.loaders import load_holidays, load_ruleset
 from infra.settings import settings
-from models.conduct import ContactRequest, GuardDecision, Situation
-from models.requests import ConductRules, GuardRequest, TaskClosure, TaskRequest
+from models.conduct import ContactRequest, GuardDecision
+from models.requests import TaskClosure, TaskRequest
+from tests.helpers import PERSON, sms
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)  # a Tuesday, 10:00 in Shanghai
-PERSON = "B-LOCK"
 
 
 def wait_until_blocked(engine: Engine, second: Future[Any], passed: threading.Event) -> None:
@@ -51,18 +50,6 @@ def wait_until_blocked(engine: Engine, second: Future[Any], passed: threading.Ev
     assert not passed.wait(1.0) and not second.done(), "the second transaction did not wait for the first"
 
 
-def rules() -> ConductRules:
-    folder = settings().rulesets_dir
-    ruleset = load_ruleset("cn", folder)
-    return ConductRules(ruleset=ruleset, holidays=sorted(load_holidays(ruleset.hours.holidays, folder)))
-
-
-def sms(loan_id: str, at: datetime) -> GuardRequest:
-    return GuardRequest(
-        contact=ContactRequest(borrower_id=PERSON, loan_id=loan_id, channel="sms", at=at, timezone="Asia/Shanghai",
-                               key=f"{loan_id}/sms@{at.isoformat()}"),
-        rules=rules(), situation=Situation(),
-    )
 
 
 def test_two_loans_of_one_person_asking_at_once_are_decided_one_after_the_other(

@@ -35,9 +35,10 @@ from infra.settings import ROOT
 from models.audit import GENESIS, verify_chain
 from models.requests import FeeRequest
 from tests import pg
+from tests.helpers import LEGACY_SCHEMAS
 from worker import create_worker
 
-LEGACY = Path(__file__).parent / "legacy"
+LEGACY = LEGACY_SCHEMAS
 BASELINE = "0001"
 
 

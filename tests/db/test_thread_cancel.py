@@ -33,7 +33,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -45,9 +45,10 @@ from activities.guard import GuardActivities
 from db.tables import AuditRow
 from models.conduct import GuardDecision
 from models.requests import GuardRequest
-from tests.test_locks import NOW, sms
+from tests.helpers import sms
 from worker import Uninterrupted, create_worker, uninterrupted
 
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Shanghai
 POINTS = 150
 """Injection points per activity, spread evenly over its transaction."""
 

@@ -33,8 +33,7 @@ from models.arrangements import (
     StopRequest,
 )
 from models.events import AgencyContactRequest, OptOutRequest
-from tests.conftest import make_loan
-from tests.support import Harness
+from tests.helpers import Harness, make_loan
 from worker import create_worker
 
 HERE = Path(__file__).parent

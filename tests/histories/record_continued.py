@@ -30,7 +30,7 @@ from infra.temporal import data_converter, with_converter
 from models import Payment
 from models.arrangements import PromiseRequest
 from models.schedule import local_date
-from tests.conftest import TZ, make_loan
+from tests.helpers import TZ, make_loan
 from worker import create_worker
 
 HERE = Path(__file__).parent

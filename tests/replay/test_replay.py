@@ -11,13 +11,14 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from infra.temporal import data_converter
+from tests.helpers import HISTORIES, SINGLE_BATCH, lang_flags
 from worker import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORY_FILES = sorted(HISTORIES.glob("*.json"))
 
 
 def test_histories_are_kept() -> None:
-    names = {p.stem.rsplit("-", 1)[0] for p in HISTORIES}
+    names = {p.stem.rsplit("-", 1)[0] for p in HISTORY_FILES}
     assert {"ladder", "paid", "reports", "plan", "dispute", "settlement", "hardship", "stop",
             "continued-run1", "continued-run2", "continued-run3"} <= names
 
@@ -32,7 +33,7 @@ _OTHER_PYTHON = pytest.mark.xfail(sys.version_info >= (3, 12), strict=True,
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=_OTHER_PYTHON) if p.stem in REPLAY_ON_311_ONLY else p
-                                  for p in HISTORIES], ids=lambda p: p.stem)
+                                  for p in HISTORY_FILES], ids=lambda p: p.stem)
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"collection-{path.stem}", path.read_text())
     replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
@@ -40,18 +41,11 @@ async def test_recorded_history_replays(path: Path) -> None:
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
-SINGLE_BATCH = 2
-"""temporalio's PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH logic flag (worker.py)."""
 
 
-def _flags(history: WorkflowHistory) -> set[int]:
-    return {flag for e in history.events if e.HasField("workflow_task_completed_event_attributes")
-            for flag in e.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags}
-
-
-@pytest.mark.parametrize("path", [p for p in HISTORIES if p.stem.endswith("-v7")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in HISTORY_FILES if p.stem.endswith("-v7")], ids=lambda p: p.stem)
 def test_the_shells_histories_were_recorded_with_single_batch_jobs(path: Path) -> None:
     """The decider's shell relies on the worker applying an activation's jobs as one batch
     (worker.SingleBatchRunner); its recorded histories say so, and replay with it."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    assert SINGLE_BATCH in _flags(history)
+    assert SINGLE_BATCH in lang_flags(history)

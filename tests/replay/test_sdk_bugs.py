@@ -37,7 +37,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -47,9 +46,10 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
 from infra.temporal import data_converter
+from tests.helpers import SDK_BUGS
 from workflows.legacy.collection_v1 import LegacyCollectionWorkflow
 
-HERE = Path(__file__).parent / "sdk_bugs"
+HERE = SDK_BUGS
 
 
 def _script(name: str) -> ModuleType:

@@ -33,12 +33,11 @@ from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdat
 import starter
 from db.store import make_engine
 from db.tables import LedgerEntry
-from infra.process import venv_binary
 from infra.temporal import data_converter, with_converter, workflow_id
 from models import OverdueLoan, Payment, PaymentRejected
 from models.lifecycle import PaymentReceived
 from models.protocol import Envelope
-from tests.conftest import make_loan
+from tests.helpers import make_loan, start_dev_server
 from worker import WORKFLOWS, create_worker
 
 HISTORY_COUNT_LIMIT = 60
@@ -72,14 +71,7 @@ class DevServer:
 async def dev_server(tmp_path: Path) -> AsyncIterator[DevServer]:
     """The embedded dev server with the small threshold, and a worker on its own queue and
     SQLite database."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"),
-        data_converter=data_converter(),
-        dev_server_extra_args=[
-            "--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={HISTORY_COUNT_LIMIT}",
-            "--log-level", "error",
-        ],
-    )
+    env = await start_dev_server(f"limit.historyCount.suggestContinueAsNew={HISTORY_COUNT_LIMIT}")
     db_url = f"sqlite:///{tmp_path / 'collections.db'}"
     queue = f"can-{uuid.uuid4()}"
     try:

@@ -43,7 +43,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -79,10 +78,11 @@ from models.clock import real_time, virtual_now
 from models.policy import Policy
 from models.schedule import PlannedAction, action_time, build_plan, catch_up_at, local_date
 from tests import pg
+from tests.helpers import TEST_POLICIES, free_port
 
 pytestmark = pytest.mark.crash
 
-FAST = Path(__file__).parent / "policies" / "fast.toml"
+FAST = TEST_POLICIES / "fast.toml"
 ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", "Asia/Kolkata")
 ATTEMPT_TIMEOUT = 30.0  # seconds before one attempt of a hanging client call is abandoned (and retried)
 SWEEP_EVERY = 10.0  # seconds between two looks at every open loan (history length, workflow task attempt)
@@ -98,12 +98,6 @@ DEADLOCK = "[TMPRL1101]"  # the SDK's deadlock detector: a starved CPU can trip 
 TRANSIENT_CAUSES = {getattr(WorkflowTaskFailedCause, f"WORKFLOW_TASK_FAILED_CAUSE_{name}") for name in (
     "UNHANDLED_COMMAND", "UNHANDLED_UPDATE", "RESET_STICKY_TASK_QUEUE", "RESET_WORKFLOW", "FORCE_CLOSE_COMMAND",
     "FAILOVER_CLOSE_COMMAND", "WORKFLOW_PAUSE_REQUESTED_BEFORE_TASK_STARTED")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def workflow_classes() -> list[type]:

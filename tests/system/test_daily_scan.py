@@ -29,14 +29,12 @@ import starter
 from db.book import BookLoan, CollectionStart
 from db.store import make_engine
 from infra import codec
-from infra.process import venv_binary
 from infra.schedules import PAUSE_NOTE, ensure_scan_schedule
 from infra.settings import ROOT, Settings
-from infra.temporal import COLLECTION_TYPES, WORKFLOW_ID_PREFIX, codec_keys, data_converter, with_converter, workflow_id
+from infra.temporal import COLLECTION_TYPES, WORKFLOW_ID_PREFIX, codec_keys, with_converter, workflow_id
 from models import Payment
 from models.scan import OPEN, SCHEDULE_ID, ScanTotals, scan_date
-from tests.conftest import make_loan
-from tests.test_portfolio import eventually
+from tests.helpers import eventually, make_loan, start_dev_server
 from worker import create_worker
 from workflows.collection import CollectionWorkflow
 from workflows.scan import OverdueScanWorkflow
@@ -102,10 +100,7 @@ def newly_overdue(prefix: str, n: int, as_of: date) -> list[BookLoan]:
 
 @pytest.fixture
 async def book(tmp_path: Path) -> AsyncIterator[Book]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
-        dev_server_log_level="error", dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await start_dev_server(dev_server_log_level="error", dev_server_startup_timeout=timedelta(seconds=60))
     db_url = f"sqlite:///{tmp_path / 'collections.db'}"
     queue = f"scan-{uuid.uuid4()}"
     try:

@@ -37,10 +37,10 @@ import starter
 from activities.ledger import LedgerActivities
 from db.store import make_engine
 from db.tables import AuditRow, LedgerEntry
-from infra.process import venv_binary
-from infra.temporal import data_converter, workflow_id
+from infra.temporal import workflow_id
 from models.requests import FeeRequest, Recorded
 from ops import doctor
+from tests.helpers import HISTORIES, start_dev_server
 from workflows.collection import CollectionWorkflow
 
 FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
@@ -118,7 +118,7 @@ def test_only_the_sdk_text_of_a_failure_is_kept() -> None:
 
 def _latest(name: str) -> Path:
     """The newest recorded history of a scenario (tests/histories/<name>-v<N>.json)."""
-    paths = (Path(__file__).parent / "histories").glob(f"{name}-v*.json")
+    paths = HISTORIES.glob(f"{name}-v*.json")
     return max(paths, key=lambda p: int(p.stem.rsplit("-v", 1)[1]))
 
 
@@ -221,13 +221,7 @@ class Stage:
 async def stage(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Stage]:
     """The dev server, told to set TemporalReportedProblems from the first failed workflow task,
     and a database at head for the ledger activity."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
-        dev_server_extra_args=[
-            "--dynamic-config-value", "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=1",
-            "--log-level", "error",
-        ],
-    )
+    env = await start_dev_server("system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=1")
     path = tmp_path / "collections.db"
     shutil.copyfile(sqlite_template, path)
     engine = make_engine(f"sqlite:///{path}")

@@ -4,53 +4,18 @@ server): search attributes registered by the worker's first loan, kept current, 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-import pytest
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import starter
 from infra import search_attributes as sa
-from infra.process import venv_binary
-from infra.temporal import data_converter
 from models import Payment
-from tests.conftest import make_loan
+from tests.helpers import daytime_zone, eventually, make_loan
 from worker import create_worker
-
-
-@pytest.fixture
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
-    )
-    yield env
-    await env.shutdown()
-
-
-def daytime_zone() -> str:
-    """A zone where it is now between 10:00 and 19:00, so the test runs the same at any hour."""
-    now = datetime.now(timezone.utc)
-    zones = [f"Etc/GMT{'+' if h < 0 else '-'}{abs(h)}" if h else "UTC" for h in range(-11, 14)]
-    return next(z for z in zones if 10 <= now.astimezone(ZoneInfo(z)).hour < 19)
-
-
-async def eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    """Visibility is eventually consistent: retry until the check holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, RPCError):  # not listed yet, or attributes not registered yet
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 async def test_list_filters_and_stats_come_from_search_attributes(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:

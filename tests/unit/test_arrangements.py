@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,8 +50,8 @@ from models.negotiation import (
 )
 from models.policy import Policy
 from models.status import CollectionState
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
 
 SHANGHAI = "Asia/Shanghai"

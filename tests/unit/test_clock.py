@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -14,8 +13,8 @@ from hypothesis import strategies as st
 from infra.loaders import load_policy
 from models.clock import PolicyClock, real_delay, real_time, virtual_now
 from models.policy import PolicyError, parse_policy
+from tests.helpers import ROOT, TEST_POLICIES
 
-ROOT = Path(__file__).resolve().parent.parent
 ANCHOR = datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
 
 instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
@@ -93,5 +92,5 @@ def test_policies_default_to_real_time_and_take_a_clock_table() -> None:
 
 
 def test_the_crash_test_policy_is_scaled() -> None:
-    policy = load_policy("fast", Path(__file__).parent / "policies")
+    policy = load_policy("fast", TEST_POLICIES)
     assert not policy.clock.real and policy.clock.anchor is not None

@@ -25,7 +25,6 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from functools import cache
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -53,8 +52,9 @@ from models.conduct import (
     decide,
     first_allowed,
 )
+from tests.helpers import ROOT
 
-RULESETS = Path(__file__).resolve().parent.parent / "rulesets"
+RULESETS = ROOT / "rulesets"
 MINUTE = timedelta(minutes=1)
 # Cap windows are this much longer than `window_hours` (a contact is stamped when allowed and
 # delivered a moment later); zero if the guard has no such margin.

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from temporalio import activity, workflow
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 PACKAGES = ("models", "db", "infra", "workflows", "client", "activities", "ops", "api", "desk", "lab")
 ENTRY_POINTS = ("worker", "starter", "config")
 MODELS_MAY_IMPORT = {"pydantic", "models", "__future__"}

@@ -51,9 +51,8 @@ from models.policy import Policy
 from models.requests import ConductRules
 from models.schedule import at_local, days_past_due
 from models.status import CollectionState
-from tests.test_ladder import EXPECTED_TIMELINE
+from tests.helpers import EXPECTED_TIMELINE, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TZ = "Asia/Shanghai"
 DUE = date(2026, 3, 2)
 POLICY = load_policy("default", ROOT / "policies")

@@ -26,11 +26,10 @@ from infra.settings import settings
 from models.context import OPT_OUT, first_name, template_context
 from models.loan import Stage
 from models.status import CollectionState
-from tests.conftest import make_loan
+from tests.helpers import ROOT, TEMPLATES_BAD, make_loan
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = settings().templates_dir
-BAD = Path(__file__).resolve().parent / "templates_bad"
+BAD = TEMPLATES_BAD
 RULESETS = ROOT / "rulesets"
 WORDLISTS = RULESETS / "wordlists"
 US_OPT_OUT = ["sms", "email"]

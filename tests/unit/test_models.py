@@ -43,10 +43,9 @@ from models.schedule import (
     step_applies,
 )
 from models.status import CollectionState
+from tests.helpers import ROOT, TEST_POLICIES
 
-ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
-TEST_POLICIES = Path(__file__).resolve().parent / "policies"
 
 SHANGHAI = "Asia/Shanghai"
 NEW_YORK = "America/New_York"
@@ -75,7 +74,7 @@ def loan(
     tz: str = SHANGHAI,
     product: str = "consumer",
 ) -> OverdueLoan:
-    """A loan with fixed figures and a fixed due date (unlike tests.conftest.make_loan)."""
+    """A loan with fixed figures and a fixed due date (unlike tests.helpers.make_loan)."""
     return OverdueLoan(
         loan_id="L-1",
         borrower=borrower(tz),

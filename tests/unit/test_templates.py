@@ -16,7 +16,7 @@ from models.context import template_context
 from models.loan import Stage
 from models.policy import Action
 from models.status import CollectionState
-from tests.conftest import make_loan
+from tests.helpers import make_loan
 
 TEMPLATES = settings().templates_dir
 SHIPPED = sorted({p.name for p in TEMPLATES.glob("*/*.j2")})

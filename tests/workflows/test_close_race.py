@@ -22,7 +22,7 @@ from db.store import make_engine
 from db.tables import LedgerEntry
 from models import CollectionStatus, Payment, Stage
 from models.effects import BatchResult, EffectBatch
-from tests.conftest import make_loan
+from tests.helpers import make_loan
 from worker import create_worker
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -16,11 +15,10 @@ from db.contacts import ContactRow
 from db.tables import OutboxMessage, TaskRow
 from models import Borrower, TaskOutcome, TaskReport
 from models.loan import OverdueLoan
-from tests.conftest import make_loan
-from tests.support import Harness, dpd_of
+from tests.helpers import TEST_POLICIES, Harness, dpd_of, make_loan
 from worker import create_worker
 
-POLICIES = Path(__file__).parent / "policies"
+POLICIES = TEST_POLICIES
 
 
 def three_loans(now: object, dpd: int) -> list[OverdueLoan]:

@@ -22,30 +22,10 @@ from db.tables import AuditRow, LedgerEntry, OutboxMessage, TaskRow
 from infra.settings import settings
 from models import Allocation, Balance, Payment
 from models.requests import FeeRequest, MessageRequest, PaymentRecord, TaskRequest
-from tests.conftest import make_loan
-from tests.support import Harness, timeline_rows
-from tests.test_ladder import EXPECTED_TIMELINE
+from tests.helpers import EXPECTED_TIMELINE, MESSAGE_CONTEXT, FlakyAdapter, Harness, make_loan, timeline_rows
 from worker import create_worker
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
-CONTEXT = {
-    "loan_id": "L-1", "borrower_name": "李明", "amount_due": "10,600.00", "currency": "CNY", "due_date": "2026-11-20",
-    "dpd": "11", "lender_name": "Example Lending", "lender_phone": "400", "dispute_contact": "d@x", "stage": "early",
-}
-
-
-class FlakyAdapter:
-    """Delivers, then fails the first attempt of each key, as if the worker died right after
-    the gateway accepted the message and before the activity reported back."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[str] = []
-
-    def deliver(self, message: OutboxMessage) -> str:
-        self.deliveries.append(message.key)
-        if self.deliveries.count(message.key) == 1:
-            raise ConnectionError("worker lost after delivery")
-        return "ok"
 
 
 def audit(engine: Engine) -> list[AuditRow]:
@@ -61,7 +41,7 @@ def rows(engine: Engine, table: type) -> list:  # type: ignore[type-arg]
 
 def message(key: str = "L-1/message@1/sms") -> MessageRequest:
     return MessageRequest(key=key, loan_id="L-1", at=NOW, channel="sms", template="reminder_first",
-                          language="zh", recipient="+8613800000000", context=CONTEXT)
+                          language="zh", recipient="+8613800000000", context=MESSAGE_CONTEXT)
 
 
 def test_a_retried_message_is_stored_once_and_redelivered_with_the_same_key(engine: Engine) -> None:
@@ -141,7 +121,7 @@ def test_a_task_is_created_once(engine: Engine) -> None:
     acts = TaskActivities(engine, Renderer(settings().templates_dir))
     req = TaskRequest(key="L-1/call@5/1", loan_id="L-1", at=NOW, workflow_id="collection-L-1", kind="call",
                       queue="collectors", template="call_first_round", language="en", attempt=1,
-                      due_by=NOW + timedelta(days=1), context={**CONTEXT, "attempt": "1"})
+                      due_by=NOW + timedelta(days=1), context={**MESSAGE_CONTEXT, "attempt": "1"})
     env = ActivityEnvironment()
     env.run(acts.create_task, req)
     env.run(acts.create_task, req)

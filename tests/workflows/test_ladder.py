@@ -8,45 +8,7 @@ from decimal import Decimal
 from db.tables import AuditRow, CaseRow, LedgerEntry, LoanRow, OutboxMessage, PlacementRow, TaskRow
 from models import Stage
 from models.schedule import at_local, local_date
-from tests.conftest import TZ, make_loan
-from tests.support import Harness, dpd_of, timeline_rows
-
-# (DPD, action, channel, outcome) of a never-paying loan of 10,000 CNY principal + 500 interest
-# + 100 fees under policies/default.toml, with no task outcome ever reported.
-EXPECTED_TIMELINE = [
-    (0, "collection_started", "", "DPD 0"),
-    (1, "reminder_first", "sms", "sent"),
-    (3, "reminder_second", "sms", "sent"),
-    (3, "reminder_second", "email", "sent"),
-    (5, "call_task", "phone", "created"),
-    (6, "call_outcome", "phone", "timeout"),  # 24 h outcome timeout
-    (7, "late_fee", "ledger", "posted"),  # grace 6 days
-    (7, "call_task", "phone", "created"),  # retry 24 h later, attempt 2 of 3
-    (8, "call_outcome", "phone", "timeout"),
-    (9, "call_task", "phone", "created"),
-    (10, "call_outcome", "phone", "timeout"),  # attempts used up
-    (15, "call_task", "phone", "created"),  # senior round
-    (17, "call_outcome", "phone", "timeout"),
-    (19, "call_task", "phone", "created"),
-    (21, "call_outcome", "phone", "timeout"),
-    (30, "stage_changed", "", "middle"),
-    (30, "demand_letter", "letter", "sent"),
-    (37, "late_fee", "ledger", "posted"),
-    (45, "field_visit_task", "visit", "created"),
-    (50, "field_visit_outcome", "visit", "timeout"),
-    (60, "agency_placement", "agency", "placed"),
-    (67, "late_fee", "ledger", "posted"),
-    (90, "stage_changed", "", "late"),
-    (97, "late_fee", "ledger", "posted"),
-    (120, "agency_recall", "agency", "recalled"),
-    (120, "pre_litigation_notice", "letter", "sent"),
-    (127, "late_fee", "ledger", "posted"),
-    (135, "litigation", "court", "filed"),
-    (157, "late_fee", "ledger", "capped"),
-    (180, "write_off", "ledger", "charged_off"),
-    (545, "recovery_ended", "", "closed as written off"),
-    (545, "collection_closed", "", "written_off"),
-]
+from tests.helpers import EXPECTED_TIMELINE, TZ, Harness, dpd_of, make_loan, timeline_rows
 
 
 async def test_never_paying_loan_walks_the_whole_ladder(harness: Harness) -> None:

@@ -14,8 +14,7 @@ import starter
 from infra.temporal import workflow_id
 from models import CollectionInput, Payment, Stage
 from models.arrangements import PromiseRequest
-from tests.conftest import make_loan
-from tests.support import Harness
+from tests.helpers import Harness, make_loan
 
 
 async def test_a_loan_of_the_first_version_is_served_through_its_updates(harness: Harness) -> None:

@@ -22,8 +22,7 @@ from models.arrangements import (
     StopRequest,
 )
 from models.loan import OverdueLoan
-from tests.conftest import make_loan
-from tests.support import Harness, dpd_of
+from tests.helpers import Harness, dpd_of, make_loan
 
 
 async def pay(h: Harness, loan: OverdueLoan, amount: str | Decimal) -> None:

@@ -11,8 +11,7 @@ import pytest
 import starter
 from db.tables import LedgerEntry, OutboxMessage, PlacementRow, TaskRow
 from models import Payment, PaymentRejected, Stage
-from tests.conftest import make_loan
-from tests.support import Harness, dpd_of
+from tests.helpers import Harness, dpd_of, make_loan
 
 
 def payment(amount: str, currency: str = "CNY", payment_id: str | None = None) -> Payment:

@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -46,8 +45,7 @@ from infra.temporal import (
     workflow_id,
 )
 from models import Payment
-from tests.conftest import make_loan
-from tests.support import Harness
+from tests.helpers import Harness, free_port, make_loan
 
 NAME, PHONE, EMAIL = "李明", "+8613812345678", "li.ming@example.cn"
 ADDRESS = "上海市浦东新区世纪大道1号"
@@ -366,12 +364,6 @@ async def test_codec_server_answers_the_web_ui_preflight_only_for_its_origin(
         )
     other = await client.options("/decode", headers={**ask, "Origin": "http://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_codec_server_command_serves_on_the_given_port(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 import starter
 from db.tables import AuditRow, TaskRow
 from models import AgencyReport, CourtReport, TaskOutcome, TaskReport
-from tests.conftest import make_loan
-from tests.support import Harness, dpd_of
+from tests.helpers import TEST_POLICIES, Harness, dpd_of, make_loan
 from worker import create_worker
 
 
@@ -101,7 +100,7 @@ async def test_a_broken_policy_fails_the_start_naming_the_field(
     env: WorkflowEnvironment, db_url: str, engine: Engine
 ) -> None:
     queue = f"test-{uuid.uuid4()}"
-    policies = Path(__file__).parent / "policies"
+    policies = TEST_POLICIES
     loan = make_loan(dpd=1, now=await env.get_current_time())
     async with create_worker(env.client, task_queue=queue, database_url=db_url, policies_dir=policies):
         wf_id = await starter.start_collection(env.client, loan, "broken", task_queue=queue)

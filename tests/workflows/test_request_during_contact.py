@@ -26,8 +26,7 @@ from models import CollectionStatus, Payment, Stage
 from models.arrangements import DisputeRequest
 from models.conduct import GuardDecision
 from models.requests import GuardRequest
-from tests.conftest import make_loan
-from tests.test_portfolio import daytime_zone
+from tests.helpers import daytime_zone, make_loan
 from worker import create_worker
 
 Gate = tuple[asyncio.Event, asyncio.Event]

@@ -1,18 +1,17 @@
 """A run continues as new at HISTORY_CAP events even when the server never suggests it, and
-when an operator asks (`roll_over`, the upgrade guide's tool), carrying its whole state."""
+when an operator asks (`roll_over`, the upgrade guide's tool), carrying its whole state
+(time-skipping server; `roll_over` by start time needs visibility: tests/system/test_roll_over.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
@@ -21,21 +20,12 @@ import workflows.collection as collection
 from db.tables import LedgerEntry
 from infra.temporal import workflow_id
 from models import Payment, Stage
-from tests.conftest import make_loan
-from tests.support import Harness
-from tests.test_portfolio import dev_env, eventually  # noqa: F401  (fixture)
+from tests.helpers import Harness, make_loan, run_ids
 from worker import create_worker
 
 
 def _payment(pid: str, amount: str) -> Payment:
     return Payment(payment_id=pid, amount=Decimal(amount), currency="CNY", paid_at=datetime.now(UTC))
-
-
-async def _run_ids(client: Client, loan_id: str) -> tuple[str, str]:
-    """The first run id and the current run id of a loan's workflow."""
-    desc = await client.get_workflow_handle(workflow_id(loan_id)).describe()
-    first = desc.raw_description.workflow_execution_info.first_run_id or desc.run_id
-    return first, desc.run_id
 
 
 def _payments_in_ledger(h: Harness, loan_id: str) -> list[tuple[str, Decimal]]:
@@ -48,7 +38,7 @@ def _payments_in_ledger(h: Harness, loan_id: str) -> list[tuple[str, Decimal]]:
 async def _status_when_rolled(h: Harness, loan_id: str, first_run: str) -> None:
     """Wait (real time, the clock does not move) until the loan runs a new run."""
     for _ in range(100):
-        if (await _run_ids(h.client, loan_id))[1] != first_run:
+        if (await run_ids(h.client, loan_id))[1] != first_run:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the loan did not continue as new")
@@ -69,7 +59,7 @@ async def test_history_cap_continues_as_new_without_the_servers_suggestion(cappe
     h = capped
     loan = make_loan(dpd=0, now=await h.now())
     await h.start(loan)
-    first, _ = await _run_ids(h.client, loan.loan_id)
+    first, _ = await run_ids(h.client, loan.loan_id)
     paid = []
     for n in range(20):  # each status call or payment adds a handful of events
         if n % 4 == 0:
@@ -99,7 +89,7 @@ async def test_roll_over_carries_state_and_skips_closed_loans(harness: Harness) 
     await h.settle()  # the paid loan finishes (confirmation sent) and completes
     assert (await h.status(paid_loan)).closed
     before = await h.status(open_loan)
-    first, _ = await _run_ids(h.client, open_loan.loan_id)
+    first, _ = await run_ids(h.client, open_loan.loan_id)
 
     asked = await starter.roll_over(h.client, [open_loan.loan_id, paid_loan.loan_id, "NO-SUCH-LOAN"])
     assert asked == [open_loan.loan_id]
@@ -109,30 +99,3 @@ async def test_roll_over_carries_state_and_skips_closed_loans(harness: Harness) 
     assert after.outstanding == before.outstanding and after.timeline[: len(before.timeline)] == before.timeline
     await h.at_dpd(open_loan, 5)  # the ladder goes on in the new run: the DPD 5 call task is open
     assert any(t.task_id.startswith(f"{open_loan.loan_id}/call@5") for t in (await h.status(open_loan)).open_tasks)
-
-
-async def test_roll_over_by_start_time_uses_visibility(dev_env: WorkflowEnvironment, tmp_path: Path) -> None:  # noqa: F811
-    client = dev_env.client
-    queue = f"roll-{uuid.uuid4()}"
-    loans = [make_loan(f"RB-{n}-{uuid.uuid4().hex[:6]}", dpd=0) for n in range(3)]
-    async with create_worker(client, task_queue=queue, database_url=f"sqlite:///{tmp_path / 'c.db'}"):
-        for loan in loans:
-            await starter.start_collection(client, loan, task_queue=queue)
-        firsts = {loan.loan_id: (await _run_ids(client, loan.loan_id))[0] for loan in loans}
-        cutoff = datetime.now(UTC) + timedelta(seconds=1)
-        await asyncio.sleep(1.5)
-
-        async def all_asked() -> list[str]:
-            asked = await starter.roll_over(client, started_before=cutoff)
-            assert set(asked) >= {loan.loan_id for loan in loans}
-            return asked
-        await eventually(all_asked)
-
-        async def all_rolled() -> None:
-            for loan in loans:
-                assert (await _run_ids(client, loan.loan_id))[1] != firsts[loan.loan_id]
-        await eventually(all_rolled)
-
-        async def nothing_left() -> None:  # the new runs started after the cutoff
-            assert not set(await starter.roll_over(client, started_before=cutoff)) & {l.loan_id for l in loans}
-        await eventually(nothing_left)

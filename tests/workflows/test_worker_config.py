@@ -14,8 +14,7 @@ from temporalio.worker import Worker
 import starter
 from infra.temporal import workflow_id
 from models import CollectionStatus, Payment, Stage
-from tests.conftest import make_loan
-from tests.test_replay import SINGLE_BATCH, _flags
+from tests.helpers import SINGLE_BATCH, lang_flags, make_loan
 from worker import SingleBatchRunner, create_worker
 
 
@@ -33,4 +32,4 @@ async def test_a_cloned_worker_keeps_the_single_batch_flag(env: WorkflowEnvironm
         handle = env.client.get_workflow_handle(workflow_id(loan.loan_id), result_type=CollectionStatus)
         assert (await handle.result()).stage is Stage.paid
         history = await handle.fetch_history()
-    assert SINGLE_BATCH in _flags(history)
+    assert SINGLE_BATCH in lang_flags(history)
