@@ -92,7 +92,9 @@ def due(dpd: int) -> date:
     return local_date(datetime.now(UTC), TZ) - timedelta(days=dpd)
 
 
-def dpd_of(at: datetime, loan: OverdueLoan) -> int:
+def dpd_of(at: datetime | None, loan: OverdueLoan) -> int:
+    """Days past due of the loan at `at` (which must be set: a moment a row or status recorded)."""
+    assert at is not None
     return days_past_due(at, loan.due_date, loan.borrower.timezone)
 
 
@@ -116,6 +118,12 @@ def book_row(loan_id: str, due: date, *, grace: int = 0, status: str = OPEN, pri
         email="wf@example.cn", timezone=tz, currency="CNY", principal=Decimal(principal),
         interest=Decimal("10.00"), due_date=due, grace_days=grace, status=status,
     )
+
+
+def all_rows(engine: Engine, table: type[Row]) -> list[Row]:
+    """Every row of `table`."""
+    with Session(engine) as session:
+        return list(session.exec(select(table)).all())
 
 
 # ----------------------------------------------------------------------------- harness

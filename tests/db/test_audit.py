@@ -429,7 +429,8 @@ def test_concurrent_appends_that_race_for_a_seq_are_retried(engine: Engine, monk
 def stale_head_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The first read of a chain's head misses the newest entry, as if a concurrent append
     committed right after it."""
-    real, stale = db.store._last_entry, []
+    real = db.store._last_entry
+    stale: list[int] = []
 
     def last_entry(session: Any, loan_id: str) -> tuple[int, str]:
         seq, digest = real(session, loan_id)

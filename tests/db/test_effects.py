@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
 from activities.effects import EffectActivities
@@ -25,7 +24,7 @@ from models.conduct import ContactRequest, Situation
 from models.effects import Audit, EffectBatch, PostFee, SendMessage
 from models.loan import Stage
 from models.requests import AuditEvent, FeeRequest, GuardRequest, MessageRequest
-from tests.helpers import MESSAGE_CONTEXT, FlakyAdapter
+from tests.helpers import MESSAGE_CONTEXT, FlakyAdapter, all_rows
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
@@ -61,25 +60,20 @@ def audit_event(key: str) -> Audit:
                                 stage=Stage.middle))
 
 
-def rows(engine: Engine, table: type) -> list:  # type: ignore[type-arg]
-    with Session(engine) as session:
-        return list(session.exec(select(table)).all())
-
-
 def test_a_batch_writes_each_effect_once_and_a_bad_template_fails_only_its_own(engine: Engine) -> None:
     batch = EffectBatch(effects=[fee(1), sms("no_such_template", "L-1/x/sms"), audit_event("stage:middle"),
                                  sms("reminder_first", "L-1/message@1/sms")])
     result = ActivityEnvironment().run(effects(engine).perform, batch)
     assert [(r.ok, r.duplicate) for r in result.results] == [(True, False), (False, False), (True, False), (True, False)]
     assert "no_such_template" in result.results[1].error
-    assert [m.key for m in rows(engine, OutboxMessage)] == ["L-1/message@1/sms"]
-    assert [e.key for e in rows(engine, LedgerEntry)] == ["L-1/fee/1"]
-    assert {a.action for a in rows(engine, AuditRow)} == {"fee_posted", "stage_changed", "message_queued"}
+    assert [m.key for m in all_rows(engine, OutboxMessage)] == ["L-1/message@1/sms"]
+    assert [e.key for e in all_rows(engine, LedgerEntry)] == ["L-1/fee/1"]
+    assert {a.action for a in all_rows(engine, AuditRow)} == {"fee_posted", "stage_changed", "message_queued"}
 
     again = ActivityEnvironment().run(effects(engine).perform, batch)  # a retried batch repeats nothing
     assert [r.duplicate for r in again.results] == [True, False, True, True]
-    assert len(rows(engine, LedgerEntry)) == 1 and len(rows(engine, OutboxMessage)) == 1
-    assert len(rows(engine, AuditRow)) == 3
+    assert len(all_rows(engine, LedgerEntry)) == 1 and len(all_rows(engine, OutboxMessage)) == 1
+    assert len(all_rows(engine, AuditRow)) == 3
 
 
 def test_a_delivery_lost_after_the_gateway_is_delivered_again_under_its_key(engine: Engine) -> None:
@@ -92,7 +86,7 @@ def test_a_delivery_lost_after_the_gateway_is_delivered_again_under_its_key(engi
     result = ActivityEnvironment().run(effects(engine, adapter).perform, batch)
     assert [r.duplicate for r in result.results] == [True, True]
     assert adapter.deliveries == ["L-1/message@1/sms", "L-1/message@1/sms"]  # same key: the gateway takes it once
-    [stored] = rows(engine, OutboxMessage)
+    [stored] = all_rows(engine, OutboxMessage)
     assert stored.status == "sent" and stored.provider_ref == "ok"
 
 
@@ -111,5 +105,5 @@ def test_a_confirmation_asks_the_guard_in_the_batch(engine: Engine) -> None:
     sent, refused = result.results
     assert sent.ok and sent.guard is not None and sent.guard.verdict == "allowed"
     assert not refused.ok and refused.guard is not None and refused.guard.rule == "GEN-STOP"
-    assert [m.key for m in rows(engine, OutboxMessage)] == ["L-1/paid/sms"]
-    assert [c.key for c in rows(engine, ContactRow)] == ["L-1/paid/sms"]
+    assert [m.key for m in all_rows(engine, OutboxMessage)] == ["L-1/paid/sms"]
+    assert [c.key for c in all_rows(engine, ContactRow)] == ["L-1/paid/sms"]

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, QueuePool, event, text
 from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
@@ -108,7 +108,9 @@ class Injector:
 
 def left_behind(engine: Engine) -> list[str]:
     """What a finished activity must not leave: a checked-out connection, an open transaction."""
-    found = [f"{engine.pool.checkedout()} connection(s) still checked out"] if engine.pool.checkedout() else []
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)  # make_engine's pool on both backends
+    found = [f"{pool.checkedout()} connection(s) still checked out"] if pool.checkedout() else []
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             found += [f"a session {state}, last statement {query[:60]!r}" for state, query in conn.execute(text(

@@ -253,9 +253,9 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
         # the ledger: one payment row per id with its amount, the allocations adding up
         with Session(engine) as session:
             rows = session.exec(select(LedgerEntry).where(LedgerEntry.loan_id == lid)).all()
-        payments = [r for r in rows if r.kind == "payment"]
-        assert Counter(r.reference for r in payments) == Counter(p.payment_id for p in sent[lid])
-        assert {r.reference: r.amount for r in payments} == {p.payment_id: p.amount for p in sent[lid]}
+        paid_rows = [r for r in rows if r.kind == "payment"]
+        assert Counter(r.reference for r in paid_rows) == Counter(p.payment_id for p in sent[lid])
+        assert {r.reference: r.amount for r in paid_rows} == {p.payment_id: p.amount for p in sent[lid]}
         assert sum(r.amount for r in rows if r.kind == "allocation") == expected[lid]
         assert not [r for r in rows if r.kind in ("overpayment", "fee")]
 

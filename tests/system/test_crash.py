@@ -37,6 +37,7 @@ it out with `-m "not crash"`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -48,7 +49,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -753,7 +754,9 @@ class Driver:
         return probe is not None and probe.status == WorkflowExecutionStatus.COMPLETED
 
     def make_loans(self) -> list[OverdueLoan]:
-        rng, loans, borrowers = self.rng, [], []
+        rng = self.rng
+        loans: list[OverdueLoan] = []
+        borrowers: list[Borrower] = []
         for n in range(self.n_loans):
             if borrowers and rng.random() < 0.1:  # a second loan of the same person: one contact budget
                 borrower = rng.choice(borrowers)
@@ -1019,11 +1022,15 @@ def read_rows(db_url: str, loan_ids: list[str]) -> dict[str, dict[str, list[Any]
     engine = make_engine(db_url)
     out: dict[str, dict[str, list[Any]]] = {lid: defaultdict(list) for lid in loan_ids}
     with Session(engine) as session:
-        for name, table in (("ledger", LedgerEntry), ("outbox", OutboxMessage), ("tasks", TaskRow),
-                            ("loan", LoanRow)):
-            for row in session.exec(select(table)).all():
+        def collect(name: str, rows: Sequence[LedgerEntry | OutboxMessage | TaskRow | LoanRow]) -> None:
+            for row in rows:
                 if row.loan_id in out:
                     out[row.loan_id][name].append(row)
+
+        collect("ledger", session.exec(select(LedgerEntry)).all())
+        collect("outbox", session.exec(select(OutboxMessage)).all())
+        collect("tasks", session.exec(select(TaskRow)).all())
+        collect("loan", session.exec(select(LoanRow)).all())
     engine.dispose()
     return out
 
@@ -1120,7 +1127,7 @@ def repeated(rows: list[Any], by: Callable[[Any], Any]) -> list[tuple[Any, list[
     """The values of `by` that more than one row has, each with those rows' keys (task ids)."""
     groups: dict[Any, list[str]] = defaultdict(list)
     for row in rows:
-        groups[by(row)].append(getattr(row, "key", None) or getattr(row, "task_id", ""))
+        groups[by(row)].append(str(getattr(row, "key", None) or getattr(row, "task_id", "")))
     return [(value, sorted(keys)) for value, keys in groups.items() if len(keys) > 1]
 
 
@@ -1375,8 +1382,8 @@ async def check_sample(client: Client, driver: Driver, results: dict[str, Collec
     of the loans whose history replays, against the result it completed with."""
     replaying = sorted(lid for lid in results if workflow_id(lid) not in broken)
     sample = rng.sample(replaying, min(20, len(replaying)))
-    queried = await asyncio.gather(*(driver.retry(f"query {lid}", lambda lid=lid: starter.get_status(
-        client, lid, fresh=False), lid) for lid in sample))
+    queried = await asyncio.gather(*(driver.retry(f"query {lid}", functools.partial(
+        starter.get_status, client, lid, fresh=False), lid) for lid in sample))
     for lid, answer in zip(sample, queried):
         if answer.stage != results[lid].stage or answer.outstanding != results[lid].outstanding:
             problems.add(STAGE, lid, f"query says {answer.stage} {answer.outstanding}, result {results[lid].stage} "

@@ -22,7 +22,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
-from temporalio.client import Client, ScheduleOverlapPolicy
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionStartWorkflow,
+    ScheduleOverlapPolicy,
+)
 from temporalio.testing import WorkflowEnvironment
 
 import starter
@@ -132,8 +137,8 @@ async def test_a_scan_starts_exactly_the_newly_overdue_loans_and_a_second_scan_n
         await starter.start_collection(book.client, make_loan(ext.loan_id, dpd=2), task_queue=book.queue)
     await starter.register_payment(book.client, paid.loan_id, Payment(
         payment_id="EXT-paid-1", amount=Decimal("10600.00"), currency="CNY", paid_at=datetime.now(UTC)))
-    closed = await book.client.get_workflow_handle_for(CollectionWorkflow.run, workflow_id(paid.loan_id)).result()
-    assert closed.stage == "paid"
+    ended = await book.client.get_workflow_handle_for(CollectionWorkflow.run, workflow_id(paid.loan_id)).result()
+    assert ended.stage == "paid"
 
     first = await book.scan("scan-1", page_size=50)
 
@@ -202,7 +207,9 @@ async def test_a_scheduled_run_scans_for_its_scheduled_date(book: Book) -> None:
     async def finished() -> str:
         desc = await schedule.describe()
         assert desc.info.recent_actions and not desc.info.running_actions
-        return desc.info.recent_actions[-1].action.workflow_id
+        action = desc.info.recent_actions[-1].action
+        assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+        return action.workflow_id
     scan_id = await eventually(finished, timeout=60)
     totals = await book.client.get_workflow_handle_for(OverdueScanWorkflow.run, scan_id).result()
     assert scan_id.startswith(f"{SCHEDULE_ID}-") and (totals.started, totals.runs) == (5, 2)
@@ -285,6 +292,7 @@ async def test_the_schedule_exists_once_after_two_workers_start_and_follows_the_
     assert ([r.start for r in calendar.hour], [r.start for r in calendar.minute]) == ([2], [15])
     assert desc.schedule.spec.time_zone_name == "Asia/Shanghai"  # the default SCAN_TIMEZONE
     assert desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP and not desc.schedule.state.paused
+    assert isinstance(desc.schedule.action, ScheduleActionStartWorkflow)
     assert desc.schedule.action.task_queue == "scan-workers"
 
     log = await start("w2", SCAN_HOUR="6", SCAN_MINUTE="45", SCAN_TIMEZONE="Europe/London")  # settings changed

@@ -104,7 +104,7 @@ def ask(
     holidays: frozenset[date] = frozenset(),
     loan_id: str = "L-1",
 ) -> GuardDecision:
-    req = ContactRequest(borrower_id="B-1", loan_id=loan_id, channel=channel, purpose=purpose,  # type: ignore[arg-type]
+    req = ContactRequest(borrower_id="B-1", loan_id=loan_id, channel=channel, purpose=purpose,
                          at=at, timezone=tz)
     return decide(req, list(history), rules, situation or Situation(), holidays)
 
@@ -114,7 +114,7 @@ def call(at: datetime, connected: bool = True) -> PastContact:
 
 
 def sent(channel: str, at: datetime) -> PastContact:
-    return PastContact(channel=channel, at=at)  # type: ignore[arg-type]
+    return PastContact(channel=channel, at=at)
 
 
 def utc(t: datetime) -> datetime:
@@ -138,7 +138,7 @@ def assert_refused(d: GuardDecision, rule: str) -> None:
 def ruleset(start: time, end: time, caps: tuple[CapRule, ...] = (), quiet: tuple[QuietRule, ...] = (),
             channels: list[str] | None = None) -> RuleSet:
     hours = HoursRule(id="T-HOURS", start=start, end=end) if channels is None else \
-        HoursRule(id="T-HOURS", start=start, end=end, channels=channels)  # type: ignore[arg-type]
+        HoursRule(id="T-HOURS", start=start, end=end, channels=channels)
     return RuleSet(name="t", retention_years=1, hours=hours, caps=list(caps), quiet=list(quiet))
 
 
@@ -701,7 +701,7 @@ def simulate(
         _, loan, channel, purpose, answers = requests[i]
         skew = skews.get(loan, timedelta(0))
         at = true_time + skew
-        req = ContactRequest(borrower_id="B-1", loan_id=loan, channel=channel, purpose=purpose,  # type: ignore[arg-type]
+        req = ContactRequest(borrower_id="B-1", loan_id=loan, channel=channel, purpose=purpose,
                              at=at, timezone=tz)
         d = decide(req, history, rules, Situation(), holidays)
         log.append((loan, d.verdict, d.rule, d.at))
@@ -710,7 +710,7 @@ def simulate(
             assert d.verdict == "allowed", (d, history)
         if d.verdict == "allowed":
             assert utc(d.at) == at
-            history.append(PastContact(channel=channel, at=at,  # type: ignore[arg-type]
+            history.append(PastContact(channel=channel, at=at,
                                        connected=answers and channel in ("phone", "visit")))
         elif d.verdict == "deferred":
             assert utc(d.at) > at
@@ -842,7 +842,7 @@ def histories(draw: st.DrawFn, before: datetime) -> list[PastContact]:
         st.one_of(st.integers(0, 36 * 60), st.integers(0, 10 * 24 * 60)), channels, st.booleans()), max_size=12))
     if draw(st.integers(0, 5)) == 0:
         contacts += draw(st.lists(st.tuples(st.integers(-10, -1), channels, st.booleans()), min_size=1, max_size=2))
-    return [PastContact(channel=ch, at=before - timedelta(minutes=back), connected=conn)  # type: ignore[arg-type]
+    return [PastContact(channel=ch, at=before - timedelta(minutes=back), connected=conn)
             for back, ch, conn in contacts]
 
 
@@ -857,8 +857,8 @@ class Scenario:
     purpose: str
 
     def request(self, at: datetime | None = None) -> ContactRequest:
-        return ContactRequest(borrower_id="B-1", loan_id="L-1", channel=self.channel,  # type: ignore[arg-type]
-                              purpose=self.purpose, at=at or self.at, timezone=self.tz)  # type: ignore[arg-type]
+        return ContactRequest(borrower_id="B-1", loan_id="L-1", channel=self.channel,
+                              purpose=self.purpose, at=at or self.at, timezone=self.tz)
 
     def decide(self, at: datetime | None = None, situation: Situation | None = None) -> GuardDecision:
         return decide(self.request(at), self.history, self.rules, situation or Situation(), self.holidays)

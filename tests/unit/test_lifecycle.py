@@ -104,8 +104,8 @@ class Loan:
             error = self.fail(cmd)
             result = EffectResult(key=cmd.key, ok=not error, error=error)
             if isinstance(cmd, SendMessage) and cmd.guard is not None:
-                result = result.model_copy(update={"guard": self._decide(AskGuard(req=cmd.guard))})
-                result = result.model_copy(update={"ok": result.ok and result.guard.verdict == "allowed"})
+                guard = self._decide(AskGuard(req=cmd.guard))
+                result = result.model_copy(update={"guard": guard, "ok": result.ok and guard.verdict == "allowed"})
             queue += lifecycle.decide(self.s, lifecycle.EffectDone(effect=cmd, result=result), self.now).commands
 
     def _decide(self, ask: AskGuard) -> GuardDecision:
@@ -268,7 +268,7 @@ def test_a_payment_in_full_closes_everything_in_the_same_decision() -> None:
     assert loan.s.placement is not None
     outcome = lifecycle.decide(loan.s, lifecycle.PaymentReceived(payment=Payment(
         payment_id="P-9", amount=loan.s.balance.total, currency="CNY", paid_at=at(61))), at(61))
-    assert outcome.reply.closed and loan.s.closed_as is Stage.paid  # type: ignore[union-attr]
+    assert outcome.reply.closed and loan.s.closed_as is Stage.paid
     kinds = [c.kind for c in outcome.commands]
     assert kinds[0] == "record_payment" and "recall" in kinds and kinds[-1] == "audit"
     confirmation = next(c for c in outcome.commands if isinstance(c, SendMessage))
@@ -490,7 +490,7 @@ def test_each_hardship_review_outcome(outcome: str) -> None:
     loan.tell(lifecycle.HardshipReported(request=HardshipReport(reason="illness")))
     plan = PlanProposal(instalments=3, first_due=DUE + timedelta(days=20)) if outcome == "offer_plan" else None
     decision = loan.tell(lifecycle.HardshipReviewed(request=HardshipDecision(
-        outcome=outcome, plan=plan, extend_days=30 if outcome == "extend_term" else None)))  # type: ignore[arg-type]
+        outcome=outcome, plan=plan, extend_days=30 if outcome == "extend_term" else None)))
     assert decision.accepted  # type: ignore[attr-defined]
     expected = {"offer_plan": "instalment plan", "waive_interest": None, "extend_term": "hardship breathing space",
                 "resume": None, "refer_to_write_off": None}[outcome]

@@ -4,10 +4,10 @@ per-person caps allow, and every deferral or refusal cites its rule."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 import starter
@@ -21,19 +21,19 @@ from worker import create_worker
 POLICIES = TEST_POLICIES
 
 
-def three_loans(now: object, dpd: int) -> list[OverdueLoan]:
-    first = make_loan(dpd=dpd, now=now)  # type: ignore[arg-type]
+def three_loans(now: datetime, dpd: int) -> list[OverdueLoan]:
+    first = make_loan(dpd=dpd, now=now)
     person: Borrower = first.borrower
-    return [first] + [make_loan(dpd=dpd, now=now).model_copy(update={"borrower": person}) for _ in range(2)]  # type: ignore[arg-type]
+    return [first] + [make_loan(dpd=dpd, now=now).model_copy(update={"borrower": person}) for _ in range(2)]
 
 
 def contacts(engine: Engine, borrower_id: str) -> list[ContactRow]:
     with Session(engine) as session:
         return list(session.exec(select(ContactRow).where(ContactRow.borrower_id == borrower_id)
-                                 .order_by(ContactRow.at)).all())
+                                 .order_by(col(ContactRow.at))).all())
 
 
-def max_in_window(times: list, hours: int) -> int:  # type: ignore[type-arg]
+def max_in_window(times: list[datetime], hours: int) -> int:
     window = timedelta(hours=hours)
     return max((sum(1 for u in times if t - window < u <= t) for t in times), default=0)
 

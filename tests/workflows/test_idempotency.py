@@ -22,21 +22,14 @@ from db.tables import AuditRow, LedgerEntry, OutboxMessage, TaskRow
 from infra.settings import settings
 from models import Allocation, Balance, Payment
 from models.requests import FeeRequest, MessageRequest, PaymentRecord, TaskRequest
-from tests.helpers import EXPECTED_TIMELINE, MESSAGE_CONTEXT, FlakyAdapter, Harness, make_loan, timeline_rows
+from tests.helpers import EXPECTED_TIMELINE, MESSAGE_CONTEXT, FlakyAdapter, Harness, all_rows, make_loan, timeline_rows
 from worker import create_worker
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
 
 
 def audit(engine: Engine) -> list[AuditRow]:
-    return rows(engine, AuditRow)
-
-
-def rows(engine: Engine, table: type) -> list:  # type: ignore[type-arg]
-    from sqlmodel import Session, select
-
-    with Session(engine) as session:
-        return list(session.exec(select(table)).all())
+    return all_rows(engine, AuditRow)
 
 
 def message(key: str = "L-1/message@1/sms") -> MessageRequest:
@@ -52,7 +45,7 @@ def test_a_retried_message_is_stored_once_and_redelivered_with_the_same_key(engi
         env.run(acts.send_message, message())
     result = env.run(acts.send_message, message())
     again = env.run(acts.send_message, message())
-    stored = rows(engine, OutboxMessage)
+    stored = all_rows(engine, OutboxMessage)
     assert len(stored) == 1 and stored[0].status == "sent"
     assert result.duplicate and again.duplicate
     # at most one re-delivery, with the same idempotency key for the gateway to drop
@@ -65,9 +58,9 @@ def test_concurrent_attempts_write_one_row(engine: Engine) -> None:
     env = ActivityEnvironment()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: env.run(acts.post_fee, req), range(8)))
-    assert len(rows(engine, LedgerEntry)) == 1
+    assert len(all_rows(engine, LedgerEntry)) == 1
     assert sorted(r.duplicate for r in results) == [False] + [True] * 7
-    assert rows(engine, LedgerEntry)[0].amount == Decimal("525.00")
+    assert all_rows(engine, LedgerEntry)[0].amount == Decimal("525.00")
 
 
 def test_an_attempt_that_loses_the_race_for_its_key_returns_the_stored_row(
@@ -80,7 +73,8 @@ def test_an_attempt_that_loses_the_race_for_its_key_returns_the_stored_row(
     req = FeeRequest(key="L-1/fee/1", loan_id="L-1", at=NOW, period=1, amount=Decimal("525.00"), currency="CNY")
     env = ActivityEnvironment()
     first = env.run(acts.post_fee, req)
-    real_find, missed = db.store._find, []
+    real_find = db.store._find
+    missed: list[object] = []
 
     def find_too_early(session: object, model: type, key_field: str, key: object) -> object:
         if not missed:  # the look-up ran before the first attempt committed
@@ -92,7 +86,7 @@ def test_an_attempt_that_loses_the_race_for_its_key_returns_the_stored_row(
     second = env.run(acts.post_fee, req.model_copy(update={"amount": Decimal("999.00")}))
     assert missed == ["L-1/fee/1"]
     assert (first.duplicate, second.duplicate, second.ref) == (False, True, first.ref)
-    stored = rows(engine, LedgerEntry)
+    stored = all_rows(engine, LedgerEntry)
     assert [(e.key, e.amount) for e in stored] == [("L-1/fee/1", Decimal("525.00"))]
     assert len([a for a in audit(engine) if a.key.startswith("L-1/fee/1")]) == 1
 
@@ -108,7 +102,7 @@ def test_a_payment_is_recorded_once_with_its_allocation(engine: Engine) -> None:
     env = ActivityEnvironment()
     env.run(acts.record_payment, req)
     assert env.run(acts.record_payment, req).duplicate
-    entries = {(e.kind, e.component): e.amount for e in rows(engine, LedgerEntry)}
+    entries = {(e.kind, e.component): e.amount for e in all_rows(engine, LedgerEntry)}
     assert entries == {
         ("payment", ""): Decimal("700.00"),
         ("allocation", "penalties"): Decimal("525.00"),
@@ -125,7 +119,7 @@ def test_a_task_is_created_once(engine: Engine) -> None:
     env = ActivityEnvironment()
     env.run(acts.create_task, req)
     env.run(acts.create_task, req)
-    tasks = rows(engine, TaskRow)
+    tasks = all_rows(engine, TaskRow)
     assert [t.task_id for t in tasks] == ["L-1/call@5/1"]
     assert "10,600.00 CNY" in tasks[0].brief
 
@@ -153,8 +147,8 @@ def test_a_retried_guard_request_gets_the_recorded_decision(engine: Engine) -> N
         first = env.run(guard.request_contact, req)
         again = env.run(guard.request_contact, req)
         assert first.verdict == verdict and again == first
-        assert [r.action for r in rows(engine, AuditRow) if r.key.startswith(key)] == [f"guard_{verdict}"]
-    assert rows(engine, ContactRow) == []  # neither took a slot
+        assert [r.action for r in all_rows(engine, AuditRow) if r.key.startswith(key)] == [f"guard_{verdict}"]
+    assert all_rows(engine, ContactRow) == []  # neither took a slot
 
 
 def test_webhook_adapter_posts_with_the_idempotency_key() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -122,11 +122,11 @@ async def test_promise_rejections_change_nothing(harness: Harness) -> None:
 # ------------------------------------------------------------------ plans
 
 
-async def plan_at_dpd10(h: Harness, loan: OverdueLoan, **kw: object) -> list:  # type: ignore[type-arg]
+async def plan_at_dpd10(h: Harness, loan: OverdueLoan, **kw: object) -> list[date]:
     await h.at_dpd(loan, 10)  # balance 10,600 + 525 fee = 11,125
     first = await h.today(loan) + timedelta(days=10)
     d = await starter.propose_plan(h.client, loan.loan_id, PlanProposal(
-        instalments=3, frequency="monthly", first_due=first, **kw))  # type: ignore[arg-type]
+        instalments=3, frequency="monthly", first_due=first, **kw))
     assert d.accepted, d.reason
     status = await h.status(loan)
     assert status.paused_reason == "instalment plan"
@@ -156,11 +156,18 @@ async def test_plan_kept_to_the_end_closes_the_loan(harness: Harness) -> None:
     assert sum(e.amount for e in h.rows(LedgerEntry, loan.loan_id) if e.kind == "payment") == Decimal("11125.00")
 
 
+async def next_due_date(h: Harness, loan: OverdueLoan) -> date:
+    """The due date of the next instalment of the loan's plan."""
+    arrangement = (await h.status(loan)).arrangement
+    assert arrangement is not None and arrangement.next_due_date is not None
+    return arrangement.next_due_date
+
+
 async def test_missed_instalment_then_caught_up(harness: Harness) -> None:
     h = harness
     loan = await started(h)
     await plan_at_dpd10(h, loan)
-    first = (await h.status(loan)).arrangement.next_due_date  # type: ignore[union-attr]
+    first = await next_due_date(h, loan)
     await h.on_date(loan, first + timedelta(days=4))  # grace 3 days: missed
     status = await h.status(loan)
     assert ("instalment", "missed") in actions(status) and status.counts.instalments_missed == 1
@@ -175,7 +182,7 @@ async def test_plan_broken_after_the_allowed_misses(harness: Harness) -> None:
     h = harness
     loan = await started(h)
     await plan_at_dpd10(h, loan)
-    first = (await h.status(loan)).arrangement.next_due_date  # type: ignore[union-attr]
+    first = await next_due_date(h, loan)
     await h.on_date(loan, first + timedelta(days=40))
     status = await h.status(loan)
     assert status.counts.instalments_missed == 2 and status.counts.plans_broken == 1
@@ -282,14 +289,14 @@ async def test_hardship_breathing_space_and_each_review_outcome(harness: Harness
 
     today = await h.today(loan)
     decision = HardshipDecision(
-        outcome=outcome, decided_by="reviewer-1",  # type: ignore[arg-type]
+        outcome=outcome, decided_by="reviewer-1",
         plan=PlanProposal(instalments=6, first_due=today + timedelta(days=14)) if outcome == "offer_plan" else None,
         extend_days=30 if outcome == "extend_term" else None,
     )
     assert (await starter.review_hardship(h.client, loan.loan_id, decision)).accepted
     status = await h.status(loan)
-    review = [t for t in h.rows(TaskRow, loan.loan_id) if t.kind == "hardship_review"][0]
-    assert (review.status, review.outcome) == ("closed", outcome)
+    closed = [t for t in h.rows(TaskRow, loan.loan_id) if t.kind == "hardship_review"][0]
+    assert (closed.status, closed.outcome) == ("closed", outcome)
     ledger = h.rows(LedgerEntry, loan.loan_id)
     if outcome == "offer_plan":
         assert status.paused_reason == "instalment plan" and status.arrangement.kind == "plan"  # type: ignore[union-attr]
@@ -297,11 +304,11 @@ async def test_hardship_breathing_space_and_each_review_outcome(harness: Harness
         assert status.outstanding.interest == 0 and status.paused_reason is None
         assert [e.amount for e in ledger if e.kind == "waiver"] == [Decimal("500.00")]
     elif outcome == "waive_fees":
-        assert (status.outstanding.fees, status.outstanding.penalties) == (0, 0)
+        assert (status.outstanding.fees, status.outstanding.penalties) == (Decimal(0), Decimal(0))
         assert sum(e.amount for e in ledger if e.kind == "waiver") == Decimal("625.00")
     elif outcome == "extend_term":
         assert status.paused_reason == "hardship breathing space"
-        assert dpd_of(status.holds[0].until, loan) == 70  # type: ignore[arg-type]
+        assert dpd_of(status.holds[0].until, loan) == 70
     elif outcome == "resume":
         assert status.paused_reason is None and ("resumed", "30 day(s) paused") in actions(status)
     else:

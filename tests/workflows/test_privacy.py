@@ -108,7 +108,7 @@ def all_payloads(message: Message, path: str = "") -> Iterator[tuple[str, Payloa
             continue
         if isinstance(value, Message):
             items: Iterable[tuple[str, object]] = [(field.name, value)]
-        elif field.message_type.GetOptions().map_entry:
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
             items = [(f"{field.name}[{k}]", v) for k, v in value.items()]
         else:
             items = [(f"{field.name}[{i}]", v) for i, v in enumerate(value)]

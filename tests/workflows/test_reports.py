@@ -106,7 +106,7 @@ async def test_a_broken_policy_fails_the_start_naming_the_field(
         wf_id = await starter.start_collection(env.client, loan, "broken", task_queue=queue)
         with pytest.raises(WorkflowFailureError) as failure:
             await env.client.get_workflow_handle(wf_id).result()
-    message = str(failure.value.cause.cause)
+    message = str(failure.value.cause.__cause__)
     assert "broken.toml" in message and "ladder.0.channels.0" in message
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
@@ -45,7 +46,8 @@ async def _status_when_rolled(h: Harness, loan_id: str, first_run: str) -> None:
 
 
 @pytest.fixture
-async def capped(env: WorkflowEnvironment, db_url: str, engine, monkeypatch) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
+async def capped(env: WorkflowEnvironment, db_url: str, engine: Engine,
+                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     """A worker whose workflows see HISTORY_CAP = 80 (unsandboxed, so the patched module
     constant is the one the workflow reads; the server's suggestion stays at 4,096)."""
     monkeypatch.setattr(collection, "HISTORY_CAP", 80)
