@@ -241,7 +241,7 @@ def connect() -> tuple[TestDatabases, PostgresCluster | None]:
     if given:
         try:
             return TestDatabases(make_url(given)), None
-        except Exception as exc:  # noqa: BLE001 - any failure means: no usable server
+        except Exception as exc:  # any failure means: no usable server
             raise PostgresUnavailable(f"{URL_VARIABLE} is set but unusable: {exc}") from exc
     cluster = PostgresCluster()
     admin = cluster.start()

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -50,7 +50,7 @@ from models.requests import (
 )
 from tests.helpers import Harness, make_loan
 
-NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 LOAN = "L-AUDIT"
 CONTEXT = {
     "loan_id": LOAN, "borrower_name": "李明", "amount_due": "10,600.00", "currency": "CNY", "due_date": "2026-11-20",
@@ -509,7 +509,7 @@ def test_export_has_the_entries_and_the_retention_date(engine: Engine) -> None:
     assert problems == [] and len(entries) == len(rows)
     assert list(entries[0]) == list(starter.AUDIT_COLUMNS)
     assert entries[0]["at"] == "2026-12-02T02:00:00.000000+00:00" and entries[0]["seq"] == 1
-    last_day = rows[-1].at.astimezone(timezone.utc).date()
+    last_day = rows[-1].at.astimezone(UTC).date()
     assert retain_until == date(last_day.year + 5, last_day.month, last_day.day)
     assert starter.export_audit(LOAN, engine.url.render_as_string(hide_password=False), retention_years=7)[2] == date(last_day.year + 7, 12, 3)
     assert starter.export_audit("L-NONE", engine.url.render_as_string(hide_password=False)) == ([], [], None)

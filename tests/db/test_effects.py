@@ -4,6 +4,7 @@ nothing; a confirmation's guard is asked inside the batch."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -79,10 +80,8 @@ def test_a_batch_writes_each_effect_once_and_a_bad_template_fails_only_its_own(e
 def test_a_delivery_lost_after_the_gateway_is_delivered_again_under_its_key(engine: Engine) -> None:
     adapter = FlakyAdapter()
     batch = EffectBatch(effects=[fee(2), sms("reminder_first", "L-1/message@1/sms")])
-    try:
+    with contextlib.suppress(ConnectionError):  # the attempt fails after its transaction committed: Temporal retries the batch
         ActivityEnvironment().run(effects(engine, adapter).perform, batch)
-    except ConnectionError:
-        pass  # the attempt fails after its transaction committed: Temporal retries the batch
     result = ActivityEnvironment().run(effects(engine, adapter).perform, batch)
     assert [r.duplicate for r in result.results] == [True, True]
     assert adapter.deliveries == ["L-1/message@1/sms", "L-1/message@1/sms"]  # same key: the gateway takes it once

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ from models.conduct import ContactRequest, GuardDecision
 from models.requests import TaskClosure, TaskRequest
 from tests.helpers import PERSON, sms
 
-NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)  # a Tuesday, 10:00 in Shanghai
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Shanghai
 
 
 def wait_until_blocked(engine: Engine, second: Future[Any], passed: threading.Event) -> None:

@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -178,12 +178,12 @@ def legacy_schema(url: str, backend: str) -> None:
         " '100.00', '0', '2026-11-20', 'consumer', 'default', 'collection-L-1', 'early', :at, :at)",
         "INSERT INTO ledger (key, loan_id, kind, component, amount, currency, at, reference, created_at)"
         " VALUES ('L-1/fee/1', 'L-1', 'fee', '', '525.00', 'CNY', :at, '', :at)",
-        at=datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc),
+        at=datetime(2026, 12, 1, 2, 0, tzinfo=UTC),
     )
     for n, loan_id in enumerate(["L-1", "L-2", "L-1"]):
         execute(url, "INSERT INTO audit (key, loan_id, at, actor, action, stage, detail, recorded_at)"
                      " VALUES (:key, :loan, :at, 'system', 'fee_posted', 'early', :detail, :at)",
-                key=f"k{n}", loan=loan_id, at=datetime(2026, 12, 1, 2, n, tzinfo=timezone.utc),
+                key=f"k{n}", loan=loan_id, at=datetime(2026, 12, 1, 2, n, tzinfo=UTC),
                 detail=json.dumps({"n": str(n)}))
 
 
@@ -213,7 +213,7 @@ def test_a_database_from_before_migrations_is_upgraded_and_stamped(backend: str,
 
     engine = make_engine(empty_url)  # the application carries on where the old version stopped
     try:
-        fee = FeeRequest(key="L-1/fee/2", loan_id="L-1", at=datetime(2026, 12, 31, 2, 0, tzinfo=timezone.utc),
+        fee = FeeRequest(key="L-1/fee/2", loan_id="L-1", at=datetime(2026, 12, 31, 2, 0, tzinfo=UTC),
                          period=2, amount=Decimal("525.00"), currency="CNY")
         assert not ActivityEnvironment().run(LedgerActivities(engine).post_fee, fee).duplicate
         with Session(engine) as session:

@@ -77,7 +77,7 @@ class Injector:
             sys.settrace(count)
             try:
                 outcome.append(env.run(fn, *args))
-            except BaseException as exc:  # noqa: BLE001 - the outcome under test
+            except BaseException as exc:  # the outcome under test
                 outcome.append(repr(exc))
             finally:
                 sys.settrace(None)

@@ -178,7 +178,7 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
     sent_at: dict[str, datetime] = {}
     for phase, senders in (("burst", BURST), ("paced", PACED)):
         streamed = await asyncio.gather(*(stream_payments(client, loan, phase, senders) for loan in loans))
-        for loan, (payments, at, receipts) in zip(loans, streamed):
+        for loan, (payments, at, receipts) in zip(loans, streamed, strict=True):
             sent[loan.loan_id] += payments
             sent_at.update(at)
             # every update answered with its own receipt: none rejected, none lost

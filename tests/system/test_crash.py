@@ -37,6 +37,7 @@ it out with `-m "not crash"`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -55,7 +56,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlmodel import Session, select
@@ -222,7 +223,7 @@ class Summary:
     problem_loans: list[str] = field(default_factory=list)
     failure: str = ""
 
-    NAMED = {STUCK: "stuck_loans", REPLAY: "non_replaying_histories", DUP_FEE: "duplicate_fees",
+    NAMED: ClassVar[dict[str, str]] = {STUCK: "stuck_loans", REPLAY: "non_replaying_histories", DUP_FEE: "duplicate_fees",
              DUP_MESSAGE: "duplicate_messages", DUP_LEDGER: "duplicate_ledger_rows", DUP_TASK: "duplicate_tasks",
              LOST_PAYMENT: "lost_payments"}
 
@@ -305,10 +306,8 @@ class Process:
             return
         if self.alive:
             self.kills += 1
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
 
     def tail(self, lines: int = 40) -> str:
@@ -327,7 +326,7 @@ class Gateway:
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:  # the http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 key = self.headers["Idempotency-Key"]
                 with lock:
@@ -391,7 +390,7 @@ class System:
                 client = await Client.connect(self.address)
                 await client.count_workflows()
                 return
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:  # not up yet
                 if not self.server.alive:
                     raise AssertionError(f"dev server exited (logs in {self.logs}):\n{self.server.tail()}") from None
                 await asyncio.sleep(0.2)
@@ -544,7 +543,7 @@ class Watch:
         wf_id = workflow_id(loan_id)
         try:
             desc = await asyncio.wait_for(self.client.get_workflow_handle(wf_id).describe(), ATTEMPT_TIMEOUT)
-        except Exception:  # noqa: BLE001 - server down, or not started yet
+        except Exception:  # server down, or not started yet
             return None
         raw = desc.raw_description
         attempt = raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
@@ -564,7 +563,7 @@ class Watch:
         wf_id = workflow_id(loan_id)
         try:
             history = await self.client.get_workflow_handle(wf_id).fetch_history()
-        except Exception:  # noqa: BLE001 - server down: look again later
+        except Exception:  # server down: look again later
             return
         failure = failing_task(history)
         if failure is not None and DEADLOCK not in failure:
@@ -671,7 +670,7 @@ async def watch_until_closed(watch: Watch, loans: Callable[[], set[str]], driven
             swept = time.monotonic()
             await sweep(watch, open_)
         try:
-            progress.check(lambda: watch.describe_open(wanted))
+            progress.check(functools.partial(watch.describe_open, wanted))
         except Stalled as stall:
             if not driven.is_set() or isinstance(stall, CapReached):
                 raise
@@ -736,7 +735,7 @@ class Driver:
                 result = await asyncio.wait_for(call(), ATTEMPT_TIMEOUT)
             except (PaymentRejected, starter.LoanNotFound):
                 raise
-            except Exception as exc:  # noqa: BLE001 - server or worker down: try again
+            except Exception as exc:  # server or worker down: try again
                 await self.watch.look(loan_id)
                 if self.watch.is_stuck(loan_id):
                     raise LoanStuck(loan_id) from exc
@@ -832,7 +831,7 @@ class Driver:
             try:
                 decision = await asyncio.wait_for(starter.promise_to_pay(self.client, loan.loan_id, request),
                                                   ATTEMPT_TIMEOUT)
-            except Exception:  # noqa: BLE001 - server or worker down: as a payment, try again while it progresses
+            except Exception:  # server or worker down: as a payment, try again while it progresses
                 if (await self.completed(loan.loan_id) or self.watch.is_stuck(loan.loan_id)
                         or self.watch.quiet_since(loan.loan_id, began) > self.sys.stall):
                     self.promises["gave up"] += 1
@@ -884,7 +883,7 @@ class Driver:
             except PaymentRejected as exc:
                 record.outcome, record.detail = "rejected", str(exc)
                 return record
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if via == "signal" and isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
                     record.outcome, record.detail = "loan_closed", str(exc)  # workflow completed: nothing sent
                     return record
@@ -996,7 +995,7 @@ async def final_states(
         return status, runs
 
     got = await asyncio.gather(*(one(lid) for lid in loan_ids))
-    return {lid: status for lid, (status, _) in zip(loan_ids, got)}, [h for _, runs in got for h in runs]
+    return {lid: status for lid, (status, _) in zip(loan_ids, got, strict=True)}, [h for _, runs in got for h in runs]
 
 
 async def history_chain(client: Client, wf_id: str) -> list[WorkflowHistory]:
@@ -1384,7 +1383,7 @@ async def check_sample(client: Client, driver: Driver, results: dict[str, Collec
     sample = rng.sample(replaying, min(20, len(replaying)))
     queried = await asyncio.gather(*(driver.retry(f"query {lid}", functools.partial(
         starter.get_status, client, lid, fresh=False), lid) for lid in sample))
-    for lid, answer in zip(sample, queried):
+    for lid, answer in zip(sample, queried, strict=True):
         if answer.stage != results[lid].stage or answer.outstanding != results[lid].outstanding:
             problems.add(STAGE, lid, f"query says {answer.stage} {answer.outstanding}, result {results[lid].stage} "
                                      f"{results[lid].outstanding}")

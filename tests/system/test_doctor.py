@@ -14,7 +14,7 @@ import asyncio
 import json
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -71,14 +71,19 @@ async def test_reset_point_is_the_latest_completed_task_that_replays_found_by_bi
     assert candidates == [e.event_id for e in events if e.event_type == COMPLETED] and len(candidates) == 40
     for clean_up_to in range(-1, 40):  # every boundary, from "nothing replays" to "everything does"
         asked: list[int] = []
-
-        async def replays(event_id: int) -> bool:
-            asked.append(event_id)
-            return candidates.index(event_id) <= clean_up_to
-        chosen = await doctor.latest_passing(candidates, replays)
+        chosen = await doctor.latest_passing(candidates, replaying_up_to(candidates, clean_up_to, asked))
         assert chosen == (candidates[clean_up_to] if clean_up_to >= 0 else None)
         assert len(asked) <= 6  # ceil(log2(40)) + 1 replays, not 40
-    assert await doctor.latest_passing([], replays) is None
+    assert await doctor.latest_passing([], replaying_up_to(candidates, 39, [])) is None
+
+
+def replaying_up_to(candidates: list[int], clean_up_to: int, asked: list[int]) -> Callable[[int], Awaitable[bool]]:
+    """A replay check under which the candidates up to index `clean_up_to` replay; each event id
+    it is asked about goes into `asked`."""
+    async def replays(event_id: int) -> bool:
+        asked.append(event_id)
+        return candidates.index(event_id) <= clean_up_to
+    return replays
 
 
 def test_failure_streak_starts_after_the_last_completed_task_and_skips_server_causes() -> None:

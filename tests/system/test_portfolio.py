@@ -5,7 +5,7 @@ server): search attributes registered by the worker's first loan, kept current, 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -43,7 +43,7 @@ async def test_list_filters_and_stats_come_from_search_attributes(dev_env: Workf
         await eventually(stats)
 
         await starter.register_payment(client, "PF-2", Payment(
-            payment_id="PF-PAY", amount=Decimal("1600.00"), currency="CNY", paid_at=datetime.now(timezone.utc)))
+            payment_id="PF-PAY", amount=Decimal("1600.00"), currency="CNY", paid_at=datetime.now(UTC)))
 
         async def paid() -> None:
             rows = await starter.list_loans(client, stage="paid")

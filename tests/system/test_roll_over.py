@@ -38,5 +38,5 @@ async def test_roll_over_by_start_time_uses_visibility(dev_env: WorkflowEnvironm
         await eventually(all_rolled)
 
         async def nothing_left() -> None:  # the new runs started after the cutoff
-            assert not set(await starter.roll_over(client, started_before=cutoff)) & {l.loan_id for l in loans}
+            assert not set(await starter.roll_over(client, started_before=cutoff)) & {ln.loan_id for ln in loans}
         await eventually(nothing_left)

@@ -4,7 +4,7 @@ loudly instead of falling through to another branch."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +18,7 @@ from models.policy import FeeKind, LateFee
 from models.schedule import ActionKind, PlannedAction
 from models.status import ContactKind, DeferredContact
 
-AT = datetime(2026, 12, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def test_kinds_are_stored_as_the_strings_they_were() -> None:

@@ -85,9 +85,9 @@ def test_models_read_no_files() -> None:
 
 def modules_of(package: str) -> list[str]:
     path = ROOT / package
-    return [package] + sorted(
+    return [package, *sorted(
         name for _, name, _ in pkgutil.walk_packages([str(path)], prefix=f"{package}.")
-    )
+    )]
 
 
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:

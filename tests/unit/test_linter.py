@@ -212,7 +212,7 @@ def test_english_words_match_whole_words_case_insensitively() -> None:
 
 
 def test_chinese_words_match_as_substrings() -> None:
-    assert find_words("你这个老赖！", ["老赖"], "zh") == ["老赖"]
+    assert find_words("你这个老赖！", ["老赖"], "zh") == ["老赖"]  # noqa: RUF001 - Chinese punctuation
     assert find_words("请联系您的客户经理", ["老赖", "骗子"], "zh") == []
 
 
@@ -236,7 +236,7 @@ def test_wordlists_load_with_comments_and_have_30_to_60_entries(tmp_path: Path) 
         assert all(not w.startswith("#") for w in words)
     # describing the rule to a collector is not itself abusive
     assert find_words("Never threaten or use abusive language.", lists["en"], "en") == []
-    assert find_words("不得威胁或使用侮辱性语言，不得骚扰家人或邻居。", lists["zh"], "zh") == []
+    assert find_words("不得威胁或使用侮辱性语言，不得骚扰家人或邻居。", lists["zh"], "zh") == []  # noqa: RUF001 - Chinese punctuation
 
 
 # ------------------------------------------------------------------ purposes and requirements

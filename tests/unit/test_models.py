@@ -7,7 +7,7 @@ All dates and instants are fixed so every expectation is exact.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -49,7 +49,7 @@ POLICIES = ROOT / "policies"
 
 SHANGHAI = "Asia/Shanghai"
 NEW_YORK = "America/New_York"
-UTC = timezone.utc
+UTC = UTC
 DUE = date(2024, 3, 1)
 D = Decimal
 
@@ -875,7 +875,7 @@ class TestPayment:
         with pytest.raises(PaymentRejected) as exc:
             check_payment(payment("10.005"), "CNY", [], None)
         assert error_text(exc) == "payment amount 10.005 has more decimals than CNY allows"
-        with pytest.raises(PaymentRejected, match="payment amount 100.5 has more decimals than JPY allows"):
+        with pytest.raises(PaymentRejected, match=r"payment amount 100.5 has more decimals than JPY allows"):
             check_payment(payment("100.5", "JPY"), "JPY", [], None)
 
     def test_duplicate_payment_id(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,8 @@ SHIPPED = sorted({p.name for p in TEMPLATES.glob("*/*.j2")})
 def full_context() -> dict[str, str]:
     policy = load_policy("default", settings().policies_dir)
     loan = make_loan("L-TPL", dpd=31)
-    state = CollectionState(loan=loan, policy=policy, started_at=datetime.now(timezone.utc), balance=loan.balance())
-    return template_context(state, datetime.now(timezone.utc), Stage.middle, deadline_days=15,
+    state = CollectionState(loan=loan, policy=policy, started_at=datetime.now(UTC), balance=loan.balance())
+    return template_context(state, datetime.now(UTC), Stage.middle, deadline_days=15,
                             attempt="1", agency="default-agency", recall_date="2027-01-01", reason="lost job",
                             evidence_ref="DOC-1", instalment_number="2", instalment_amount="883.33",
                             instalment_due="2027-02-01")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -25,7 +25,7 @@ from models.requests import FeeRequest, MessageRequest, PaymentRecord, TaskReque
 from tests.helpers import EXPECTED_TIMELINE, MESSAGE_CONTEXT, FlakyAdapter, Harness, all_rows, make_loan, timeline_rows
 from worker import create_worker
 
-NOW = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
 
 def audit(engine: Engine) -> list[AuditRow]:
@@ -137,7 +137,7 @@ def test_a_retried_guard_request_gets_the_recorded_decision(engine: Engine) -> N
 
     guard = GuardActivities(engine)
     rules = ConductRules(ruleset=load_ruleset("cn", settings().rulesets_dir))
-    late = datetime(2026, 12, 1, 15, 30, tzinfo=timezone.utc)  # 23:30 in Shanghai: outside the hours
+    late = datetime(2026, 12, 1, 15, 30, tzinfo=UTC)  # 23:30 in Shanghai: outside the hours
     env = ActivityEnvironment()
     for key, situation, verdict in (("L-1/message@1/sms", Situation(), "deferred"),
                                     ("L-1/message@3/sms", Situation(stopped=True), "refused")):

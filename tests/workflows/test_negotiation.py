@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -28,7 +28,7 @@ from tests.helpers import Harness, dpd_of, make_loan
 async def pay(h: Harness, loan: OverdueLoan, amount: str | Decimal) -> None:
     await starter.register_payment(h.client, loan.loan_id, Payment(
         payment_id=f"P-{uuid.uuid4().hex[:8]}", amount=Decimal(amount), currency=loan.currency,
-        paid_at=datetime.now(timezone.utc)))
+        paid_at=datetime.now(UTC)))
 
 
 def actions(status: starter.CollectionStatus) -> list[tuple[str, str]]:
@@ -240,7 +240,7 @@ async def test_settlement_paid_waives_the_rest_and_settles(harness: Harness) -> 
     await pay(h, loan, "4000.00")
     assert (await h.status(loan)).arrangement.next_due_amount == Decimal("5000.00")  # type: ignore[union-attr]
     receipt = await starter.register_payment(h.client, loan.loan_id, Payment(
-        payment_id="SETTLE-2", amount=Decimal("5000.00"), currency="CNY", paid_at=datetime.now(timezone.utc)))
+        payment_id="SETTLE-2", amount=Decimal("5000.00"), currency="CNY", paid_at=datetime.now(UTC)))
     assert receipt.closed and receipt.stage is Stage.settled and receipt.outstanding.total == 0
     await h.settle()
     status = await h.status(loan)
@@ -295,7 +295,7 @@ async def test_hardship_breathing_space_and_each_review_outcome(harness: Harness
     )
     assert (await starter.review_hardship(h.client, loan.loan_id, decision)).accepted
     status = await h.status(loan)
-    closed = [t for t in h.rows(TaskRow, loan.loan_id) if t.kind == "hardship_review"][0]
+    closed = next(t for t in h.rows(TaskRow, loan.loan_id) if t.kind == "hardship_review")
     assert (closed.status, closed.outcome) == ("closed", outcome)
     ledger = h.rows(LedgerEntry, loan.loan_id)
     if outcome == "offer_plan":
@@ -324,7 +324,7 @@ async def test_breathing_space_ends_by_itself_without_a_review(harness: Harness)
     await h.at_dpd(loan, 71)
     status = await h.status(loan)
     assert ("hardship", "ended") in actions(status) and status.paused_reason is None and status.days_past_due == 11
-    review = [t for t in h.rows(TaskRow, loan.loan_id) if t.kind == "hardship_review"][0]
+    review = next(t for t in h.rows(TaskRow, loan.loan_id) if t.kind == "hardship_review")
     assert review.outcome == "timeout"
 
 

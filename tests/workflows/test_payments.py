@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,7 +19,7 @@ def payment(amount: str, currency: str = "CNY", payment_id: str | None = None) -
         payment_id=payment_id or f"P-{uuid.uuid4().hex[:8]}",
         amount=Decimal(amount),
         currency=currency,
-        paid_at=datetime.now(timezone.utc),
+        paid_at=datetime.now(UTC),
     )
 
 

@@ -74,7 +74,7 @@ async def test_history_cap_continues_as_new_without_the_servers_suggestion(cappe
     status = await h.status(loan)
     assert status.paid_total == Decimal("50.00") and status.stage is Stage.early
     assert _payments_in_ledger(h, loan.loan_id) == sorted((p, Decimal("10.00")) for p in paid)
-    with pytest.raises(Exception, match="duplicate|already"):  # the carried state still knows the ids
+    with pytest.raises(Exception, match=r"duplicate|already"):  # the carried state still knows the ids
         await starter.register_payment(h.client, loan.loan_id, _payment("CAP-0", "10.00"))
 
 
