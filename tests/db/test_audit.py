@@ -511,7 +511,8 @@ def test_export_has_the_entries_and_the_retention_date(engine: Engine) -> None:
     assert entries[0]["at"] == "2026-12-02T02:00:00.000000+00:00" and entries[0]["seq"] == 1
     last_day = rows[-1].at.astimezone(UTC).date()
     assert retain_until == date(last_day.year + 5, last_day.month, last_day.day)
-    assert starter.export_audit(LOAN, engine.url.render_as_string(hide_password=False), retention_years=7)[2] == date(last_day.year + 7, 12, 3)
+    exported = starter.export_audit(LOAN, engine.url.render_as_string(hide_password=False), retention_years=7)
+    assert exported[2] == date(last_day.year + 7, 12, 3)
     assert starter.export_audit("L-NONE", engine.url.render_as_string(hide_password=False)) == ([], [], None)
 
 

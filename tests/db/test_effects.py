@@ -65,7 +65,8 @@ def test_a_batch_writes_each_effect_once_and_a_bad_template_fails_only_its_own(e
     batch = EffectBatch(effects=[fee(1), sms("no_such_template", "L-1/x/sms"), audit_event("stage:middle"),
                                  sms("reminder_first", "L-1/message@1/sms")])
     result = ActivityEnvironment().run(effects(engine).perform, batch)
-    assert [(r.ok, r.duplicate) for r in result.results] == [(True, False), (False, False), (True, False), (True, False)]
+    assert [(r.ok, r.duplicate) for r in result.results] == [
+        (True, False), (False, False), (True, False), (True, False)]
     assert "no_such_template" in result.results[1].error
     assert [m.key for m in all_rows(engine, OutboxMessage)] == ["L-1/message@1/sms"]
     assert [e.key for e in all_rows(engine, LedgerEntry)] == ["L-1/fee/1"]
@@ -80,7 +81,8 @@ def test_a_batch_writes_each_effect_once_and_a_bad_template_fails_only_its_own(e
 def test_a_delivery_lost_after_the_gateway_is_delivered_again_under_its_key(engine: Engine) -> None:
     adapter = FlakyAdapter()
     batch = EffectBatch(effects=[fee(2), sms("reminder_first", "L-1/message@1/sms")])
-    with contextlib.suppress(ConnectionError):  # the attempt fails after its transaction committed: Temporal retries the batch
+    # the attempt fails after its transaction committed: Temporal retries the batch
+    with contextlib.suppress(ConnectionError):
         ActivityEnvironment().run(effects(engine, adapter).perform, batch)
     result = ActivityEnvironment().run(effects(engine, adapter).perform, batch)
     assert [r.duplicate for r in result.results] == [True, True]
@@ -97,7 +99,8 @@ def test_a_confirmation_asks_the_guard_in_the_batch(engine: Engine) -> None:
     def confirmation(key: str, stopped: bool) -> SendMessage:
         contact = ContactRequest(borrower_id="B-1", loan_id="L-1", channel="sms", purpose="transactional", at=NOW,
                                  timezone="Asia/Shanghai", key=key)
-        return sms("paid_confirmation", key, GuardRequest(contact=contact, rules=rules, situation=Situation(stopped=stopped)))
+        return sms("paid_confirmation", key,
+                   GuardRequest(contact=contact, rules=rules, situation=Situation(stopped=stopped)))
 
     result = ActivityEnvironment().run(effects(engine).perform, EffectBatch(effects=[
         confirmation("L-1/paid/sms", stopped=False), confirmation("L-2/paid/sms", stopped=True)]))

@@ -112,9 +112,11 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
         return Payment(payment_id=ref, amount=amount, currency="CNY", paid_at=datetime.now(UTC))
 
     today = await h.today(plan)
-    await starter.promise_to_pay(h.client, plan.loan_id, PromiseRequest(amount=Decimal("500"), date=today + timedelta(days=3)))
+    await starter.promise_to_pay(h.client, plan.loan_id,
+                                 PromiseRequest(amount=Decimal("500"), date=today + timedelta(days=3)))
     await starter.propose_plan(h.client, plan.loan_id, PlanProposal(instalments=3, first_due=today + timedelta(days=7)))
-    await starter.offer_settlement(h.client, settle.loan_id, SettlementOffer(amount=Decimal("9500"), deadline=today + timedelta(days=5)))
+    await starter.offer_settlement(h.client, settle.loan_id,
+                                   SettlementOffer(amount=Decimal("9500"), deadline=today + timedelta(days=5)))
     await starter.report_hardship(h.client, hardship.loan_id, HardshipReport(reason="illness", evidence_ref="DOC-1"))
     await starter.stop_collection(h.client, stop.loan_id, StopRequest(reason="cease_contact"))
     async def pay_instalment(n: int) -> None:

@@ -127,8 +127,9 @@ async def test_update_sync_handler_minimal_replays() -> None:
 
 
 
-@pytest.mark.xfail(strict=True, raises=NondeterminismError, reason="temporalio 1.35: update accepted on a cold-start task does not replay "
-                                       "(sdk-python#1591, sdk-rust#943)")
+@pytest.mark.xfail(strict=True, raises=NondeterminismError,
+                   reason="temporalio 1.35: update accepted on a cold-start task does not replay "
+                          "(sdk-python#1591, sdk-rust#943)")
 async def test_update_on_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0003", (HERE / "update-on-cold-start.json").read_text())
     replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=data_converter())

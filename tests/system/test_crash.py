@@ -3,9 +3,10 @@
 The embedded Temporal dev server (state in a SQLite file) and the worker run as subprocesses.
 A few hundred loans go through an accelerated ladder (`tests/policies/fast.toml`: 14 virtual
 days on a clock 28,800 times faster than real time) while payments arrive through the client API
-(checked by query, sent by signal, answered by query) and by bank-feed signal, partial and in full, some sent twice on purpose and every failed call
-retried with the same payment id. Meanwhile the worker is killed with SIGKILL at random moments
-and restarted, and the dev server is killed and restarted on the same file and port.
+(checked by query, sent by signal, answered by query) and by bank-feed signal, partial and in
+full, some sent twice on purpose and every failed call retried with the same payment id.
+Meanwhile the worker is killed with SIGKILL at random moments and restarted, and the dev server
+is killed and restarted on the same file and port.
 
 When every loan has closed (paid, or written off at the end of recovery) the database is
 checked against what the driver did and what each workflow reports: every fee key once and
@@ -223,9 +224,10 @@ class Summary:
     problem_loans: list[str] = field(default_factory=list)
     failure: str = ""
 
-    NAMED: ClassVar[dict[str, str]] = {STUCK: "stuck_loans", REPLAY: "non_replaying_histories", DUP_FEE: "duplicate_fees",
-             DUP_MESSAGE: "duplicate_messages", DUP_LEDGER: "duplicate_ledger_rows", DUP_TASK: "duplicate_tasks",
-             LOST_PAYMENT: "lost_payments"}
+    NAMED: ClassVar[dict[str, str]] = {
+        STUCK: "stuck_loans", REPLAY: "non_replaying_histories", DUP_FEE: "duplicate_fees",
+        DUP_MESSAGE: "duplicate_messages", DUP_LEDGER: "duplicate_ledger_rows", DUP_TASK: "duplicate_tasks",
+        LOST_PAYMENT: "lost_payments"}
 
     def count(self, problems: Problems) -> None:
         """The named figures from the problems' categories; the rest summed as other_problems."""
@@ -839,7 +841,8 @@ class Driver:
                 self.retried_calls += 1
                 await asyncio.sleep(0.5 + self.rng.random())
                 continue
-            self.promises["accepted" if decision.accepted else "refused: " + re.sub(r"[\d.-]+", "#", decision.reason)] += 1
+            outcome = "accepted" if decision.accepted else "refused: " + re.sub(r"[\d.-]+", "#", decision.reason)
+            self.promises[outcome] += 1
             self.watch.progress.mark(f"promise {loan.loan_id} {decision.accepted}")
             return
 
@@ -1090,7 +1093,8 @@ def check_course(loan: OverdueLoan, status: CollectionStatus, policy: Policy, pl
 
     order = [a.key for a in course.ahead]
     if course.executed != order[:len(course.executed)]:
-        problems.add(COURSE, lid, f"plan actions out of order or skipped: {course.executed}, plan from the start {order}")
+        problems.add(COURSE, lid,
+                     f"plan actions out of order or skipped: {course.executed}, plan from the start {order}")
     for a in course.ahead:
         if a.key in course.executed:
             first = next(e.at for e in status.timeline if plan_key(e.key, e.action, lid, plan) == a.key)
@@ -1164,7 +1168,8 @@ def check_fees(loan: OverdueLoan, status: CollectionStatus, policy: Policy, cour
         problems.add(FEES, lid, f"fee amounts {[r.amount for r in fees]}")
     posted_on_timeline = sorted(e.key for e in status.timeline if e.action == "late_fee" and e.outcome == "posted")
     if posted_on_timeline != sorted(r.key for r in fees):
-        problems.add(FEES, lid, f"ledger fees {sorted(r.key for r in fees)} differ from the timeline's {posted_on_timeline}")
+        problems.add(FEES, lid,
+                     f"ledger fees {sorted(r.key for r in fees)} differ from the timeline's {posted_on_timeline}")
     if "write_off" in course.executed and len(implied) != len([a for a in course.ahead if a.kind == "fee"]):
         problems.add(FEES, lid, "written off without every fee period")
 
@@ -1181,12 +1186,14 @@ def check_messages(loan: OverdueLoan, status: CollectionStatus, rows: dict[str, 
     missing = [m.key for m in outbox if m.key not in gateway.bodies]
     if missing:
         problems.add(MESSAGES, lid, f"outbox messages the gateway never received: {missing}")
-    sent_on_timeline = {e.key for e in status.timeline if e.channel in ("sms", "email", "letter") and e.outcome == "sent"}
+    sent_on_timeline = {e.key for e in status.timeline
+                        if e.channel in ("sms", "email", "letter") and e.outcome == "sent"}
     if sent_on_timeline != {m.key for m in outbox}:
         problems.add(MESSAGES, lid, f"timeline sent {sorted(sent_on_timeline)}, outbox {sorted(m.key for m in outbox)}")
     tasks: list[TaskRow] = rows["tasks"]
     if any(t.status != "closed" for t in tasks):
-        problems.add(TASKS, lid, f"tasks left open after the loan closed: {[t.task_id for t in tasks if t.status != 'closed']}")
+        left_open = [t.task_id for t in tasks if t.status != "closed"]
+        problems.add(TASKS, lid, f"tasks left open after the loan closed: {left_open}")
 
 
 def check_payments(loan: OverdueLoan, status: CollectionStatus, by_kind: dict[str, list[LedgerEntry]],
@@ -1196,7 +1203,8 @@ def check_payments(loan: OverdueLoan, status: CollectionStatus, by_kind: dict[st
     exactly once with its amount (else lost); nothing else is."""
     lid, payments = loan.loan_id, by_kind["payment"]
     in_ledger = Counter(r.reference for r in payments)
-    applied = Counter(e.key.rsplit("/", 1)[1] for e in status.timeline if e.action == "payment" and e.outcome == "applied")
+    applied = Counter(e.key.rsplit("/", 1)[1] for e in status.timeline
+                      if e.action == "payment" and e.outcome == "applied")
     if applied != in_ledger:
         problems.add(PAYMENTS, lid, f"ledger payments {dict(in_ledger)} but timeline {dict(applied)}")
     rejected_text = " ".join(e.detail for e in status.timeline if e.action == "payment" and e.outcome == "rejected")
@@ -1218,7 +1226,8 @@ def check_payments(loan: OverdueLoan, status: CollectionStatus, by_kind: dict[st
             check_send(lid, pid, s, s is mine[0], in_ledger[pid], rejected_text, problems)
 
 
-def check_send(lid: str, pid: str, s: Sent, first: bool, in_ledger: int, rejected_text: str, problems: Problems) -> None:
+def check_send(lid: str, pid: str, s: Sent, first: bool, in_ledger: int, rejected_text: str,
+               problems: Problems) -> None:
     """One send of a payment against the ledger (see check_payments)."""
     if s.outcome == "rejected" and "already applied" in s.detail and in_ledger == 0:
         problems.add(LOST_PAYMENT, lid, f"{pid}: refused as already applied, but not in the ledger")
@@ -1356,7 +1365,8 @@ async def check_run(system: System, params: Params, client: Client, driver: Driv
             check_loan(loan, results[lid], system.policy, rows[lid], sent_by_loan[lid], system.gateway, problems)
     outbox_keys = {m.key for r in rows.values() for m in r["outbox"]}  # all loans, the stuck ones too
     for key in sorted(set(system.gateway.bodies) - outbox_keys):
-        problems.add(MESSAGES, system.gateway.bodies[key].get("loan_id", "?"), f"the gateway got {key}, not in the outbox")
+        problems.add(MESSAGES, system.gateway.bodies[key].get("loan_id", "?"),
+                     f"the gateway got {key}, not in the outbox")
 
     failures = await replay_all(histories)
     by_run = {h.run_id: h for h in histories}
@@ -1370,8 +1380,8 @@ async def check_run(system: System, params: Params, client: Client, driver: Driv
     await check_sample(client, driver, results, {by_run[r].workflow_id for r in failures}, rng, problems)
     system.note("sample queried")
     if (system.worker.kills, system.server.kills) != (params.worker_kills, params.server_kills):
-        problems.add(HARNESS, "chaos", f"{system.worker.kills} worker and {system.server.kills} server kills delivered, "
-                                       f"{params.worker_kills} and {params.server_kills} asked")
+        problems.add(HARNESS, "chaos", f"{system.worker.kills} worker and {system.server.kills} server kills "
+                                       f"delivered, {params.worker_kills} and {params.server_kills} asked")
     return problems
 
 
@@ -1396,10 +1406,12 @@ def print_figures(system: System, driver: Driver, summary: Summary, ran: float) 
     print(f"ran {ran:.0f}s to the last close, {summary.seconds:.0f}s with the checks; after the close:")
     print("\n".join(f"  {e}" for e in system.events[-3:]))
     print(f"payments sent {summary.payments_sent} ids in {summary.sends} sends {dict(outcomes)}; calls retried "
-          f"{driver.retried_calls}; promises {dict(driver.promises)}; messages {len(system.gateway.bodies)}, gateway re-posts (same key) {redelivered}; "
+          f"{driver.retried_calls}; promises {dict(driver.promises)}; messages {len(system.gateway.bodies)}, "
+          f"gateway re-posts (same key) {redelivered}; "
           f"worker starts {system.worker.starts} ({system.worker.kills} kills), server starts {system.server.starts} "
           f"({system.server.kills} kills); histories replayed {summary.histories_replayed}; workflow task failures "
           f"in closed histories {summary.recovered_task_failures}")
     print(f"stuck {summary.stuck_loans}, non-replaying {summary.non_replaying_histories}, duplicate fees "
-          f"{summary.duplicate_fees}, messages {summary.duplicate_messages}, ledger rows {summary.duplicate_ledger_rows}, "
-          f"tasks {summary.duplicate_tasks}, lost payments {summary.lost_payments}, other problems {summary.other_problems}")
+          f"{summary.duplicate_fees}, messages {summary.duplicate_messages}, ledger rows "
+          f"{summary.duplicate_ledger_rows}, tasks {summary.duplicate_tasks}, lost payments {summary.lost_payments}, "
+          f"other problems {summary.other_problems}")

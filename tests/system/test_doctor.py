@@ -323,7 +323,8 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
         assert code == 0 and dry["dry_run"] and dry["new_run_id"] is None
         assert dry["reset_event_id"] == first_task and dry["chosen_by"] == "replay"
         code, out, _ = await asyncio.to_thread(run_cli, s, capsys, "reset", stuck_id, "--dry-run")
-        assert code == 0 and out.startswith(f"dry run: would reset loan {stuck_id} (run {found.run_id}) to event {first_task}")
+        assert code == 0
+        assert out.startswith(f"dry run: would reset loan {stuck_id} (run {found.run_id}) to event {first_task}")
         code, out, err = await asyncio.to_thread(run_cli, s, capsys, "reset", "NO-SUCH-LOAN")
         assert code == 2 and "no collection for loan NO-SUCH-LOAN" in err
         code, out, err = await asyncio.to_thread(run_cli, s, capsys, "reset", stuck_id, "--to-event", "5")
@@ -344,7 +345,8 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
         # the new run goes on under the current code: the update and the signal reapplied,
         # the first fee redone without a second row, the second fee posted, completed
         assert await stuck.result() == {"first_duplicate": True, "second_duplicate": False, "notes": 1}
-        assert s.rows(stuck_id) == {f"{stuck_id}/doctor-fee/{n}{suffix}": 1 for n in (1, 2) for suffix in ("", "#audit")}
+        assert s.rows(stuck_id) == {
+            f"{stuck_id}/doctor-fee/{n}{suffix}": 1 for n in (1, 2) for suffix in ("", "#audit")}
         new_events = await events_of(s.client, stuck.id, outcome.new_run_id)
         mark = next(e for e in new_events if e.event_type == FAILED)
         assert mark.workflow_task_failed_event_attributes.failure.message == outcome.reason

@@ -124,7 +124,9 @@ def negotiate_through_the_cli(env: dict[str, str]) -> None:
     assert "arrangement: plan" in text
 
 
-def test_make_run_serves_the_sample_portfolio_and_the_cli(running: Running, run_env: dict[str, str], tmp_path: Path) -> None:
+def test_make_run_serves_the_sample_portfolio_and_the_cli(
+    running: Running, run_env: dict[str, str], tmp_path: Path
+) -> None:
     banner = running.wait_for("Sample portfolio: 20 loans")
     assert f"Web UI: http://localhost:{run_env['TEMPORAL_UI_PORT']}" in banner
     assert httpx.get(f"http://127.0.0.1:{run_env['TEMPORAL_UI_PORT']}/", timeout=10).status_code == 200

@@ -436,7 +436,8 @@ class TestPlanSchedule:
         # from 11 May (a first due date one day further than the default allows) 366 days ahead
         assert self.schedule(policy, instalments=12, first_due=date(2024, 5, 10))[-1].due == date(2025, 4, 10)
         later_start = custom(policy, plan={"max_first_due_days": 31})
-        with pytest.raises(ArrangementRejected, match=r"^the plan would end on 2025-04-11, beyond the longest term of 365 days$"):
+        with pytest.raises(ArrangementRejected,
+                           match=r"^the plan would end on 2025-04-11, beyond the longest term of 365 days$"):
             self.schedule(later_start, instalments=12, first_due=date(2024, 5, 11))
 
     def test_instalment_below_min(self, policy: Policy) -> None:
@@ -494,7 +495,8 @@ class TestCheckSettlement:
         ("stage", "at_limit", "discount", "over_limit", "message"),
         [
             ("early", "11125.00", "0.0000", "11124.99", "a discount of 0.00% exceeds the 0% allowed at stage early"),
-            ("middle", "10012.50", "0.1000", "10012.49", "a discount of 10.00% exceeds the 10% allowed at stage middle"),
+            ("middle", "10012.50", "0.1000", "10012.49",
+             "a discount of 10.00% exceeds the 10% allowed at stage middle"),
             ("late", "7787.50", "0.3000", "7787.49", "a discount of 30.00% exceeds the 30% allowed at stage late"),
             ("written_off", "5562.50", "0.5000", "5562.49",
              "a discount of 50.00% exceeds the 50% allowed at stage written_off"),
@@ -544,7 +546,8 @@ class TestCheckSettlement:
         assert rejected(exc) == "settlement amount 11125.01 exceeds the outstanding 11125.00"
 
     def test_too_many_decimals(self, policy: Policy) -> None:
-        with pytest.raises(ArrangementRejected, match=r"^settlement amount 10500\.005 has more decimals than CNY allows$"):
+        with pytest.raises(ArrangementRejected,
+                           match=r"^settlement amount 10500\.005 has more decimals than CNY allows$"):
             self.check(policy, "10500.005")
 
     def test_jpy(self, policy: Policy) -> None:

@@ -671,7 +671,8 @@ def violations(history: list[PastContact], rules: RuleSet, tz: str, holidays: fr
                 continue
             for talk in history[:j]:
                 if talk.connected and utc(talk.at) <= utc(c.at) < utc(talk.at) + timedelta(days=quiet.days):
-                    out.append(f"{quiet.id}: {c.channel} at {c.at.isoformat()} after conversation {talk.at.isoformat()}")
+                    out.append(
+                        f"{quiet.id}: {c.channel} at {c.at.isoformat()} after conversation {talk.at.isoformat()}")
     return out
 
 

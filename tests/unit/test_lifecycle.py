@@ -171,7 +171,8 @@ def test_a_message_asks_the_guard_then_sends_and_records() -> None:
     assert isinstance(ask, AskGuard) and ask.req.contact.channel == "sms" and ask.req.clock == POLICY.clock
     assert [p.key for p in loan.s.asking] == ["L-1/message@1/sms"]
     answer = GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=at(1, time(10, 0)), decided_at=at(1, time(10, 1)))
-    [send] = lifecycle.decide(loan.s, lifecycle.GuardAnswered(key=ask.key, decision=answer), at(1, time(10, 1))).commands
+    answered = lifecycle.GuardAnswered(key=ask.key, decision=answer)
+    [send] = lifecycle.decide(loan.s, answered, at(1, time(10, 1))).commands
     assert isinstance(send, SendMessage) and send.req.template == "reminder_first" and send.guard is None
     assert loan.s.asking == [] and lifecycle.clock_of(loan.s) == at(1, time(10, 1))
     lifecycle.decide(loan.s, lifecycle.EffectDone(effect=send, result=EffectResult(key=send.key)), at(1, time(10, 2)))
@@ -194,7 +195,8 @@ def test_a_hand_over_before_the_days_step_runs_the_earlier_step_and_keeps_the_da
     loan = Loan(at(3, time(9, 0)))  # the DPD 3 reminder is at 10:00: still ahead
     assert loan.s.catch_up_key == "step:message@1"
     loan.until(at(3, time(12, 0)))
-    assert [a for _d, a, _c, o in loan.rows() if o == "sent"] == ["reminder_first", "reminder_second", "reminder_second"]
+    assert [a for _d, a, _c, o in loan.rows() if o == "sent"] == [
+        "reminder_first", "reminder_second", "reminder_second"]
 
 
 def test_a_loan_past_its_write_off_day_is_written_off_at_once() -> None:
@@ -228,7 +230,8 @@ def test_a_contact_overtaken_while_the_guard_decided_is_not_made() -> None:
     [ask] = lifecycle.decide(loan.s, lifecycle.TimeReached(at=at(1, time(10, 0))), at(1, time(10, 0))).commands
     loan.pay("10600.00", when=at(1, time(10, 0)))  # paid in full while the guard decides
     allowed = GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=at(1, time(10, 0)))
-    assert lifecycle.decide(loan.s, lifecycle.GuardAnswered(key=ask.key, decision=allowed), at(1, time(10, 1))).commands == []
+    answered = lifecycle.GuardAnswered(key=ask.key, decision=allowed)
+    assert lifecycle.decide(loan.s, answered, at(1, time(10, 1))).commands == []
     assert ("reminder_first", "refused") in actions(loan)
     assert "GEN-OVERTAKEN" in next(e.detail for e in loan.s.timeline if e.outcome == "refused")
 
@@ -417,7 +420,8 @@ def test_opting_out_refuses_that_channel_from_then_on() -> None:
 
 def test_a_promise_pauses_escalation_and_a_broken_one_resumes_it() -> None:
     loan = Loan(at(2))
-    decision = loan.tell(lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4))))
+    decision = loan.tell(lifecycle.PromiseMade(
+        request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4))))
     assert decision.accepted and loan.s.paused_reason == "promise to pay"  # type: ignore[attr-defined]
     assert ("paused", "promise to pay") in actions(loan)
     loan.until(at(8))
@@ -463,7 +467,8 @@ def test_a_paid_settlement_waives_the_rest_and_a_lapsed_one_resumes() -> None:
     lapsed.until(at(47))
     assert ("settlement", "lapsed") in actions(lapsed) and lapsed.s.paused_reason is None
     with pytest.raises(lifecycle.Rejected, match="exceeds"):
-        lapsed.tell(lifecycle.SettlementOffered(request=SettlementOffer(amount=total / 2, deadline=DUE + timedelta(days=50))))
+        lapsed.tell(lifecycle.SettlementOffered(
+            request=SettlementOffer(amount=total / 2, deadline=DUE + timedelta(days=50))))
 
 
 def test_hardship_holds_everything_and_its_review_decides() -> None:
@@ -481,7 +486,8 @@ def test_hardship_holds_everything_and_its_review_decides() -> None:
     assert not any(isinstance(c, (PostFee, SendMessage)) for c in loan.ran[since:])
     loan.tell(lifecycle.HardshipReviewed(request=HardshipDecision(outcome="waive_fees", note="ok")), at(80))
     assert loan.s.holds == [] and loan.s.balance.fees == 0 and loan.s.balance.penalties == 0
-    assert "hardship_ended" in loan.audits() and actions(loan)[-1] == ("resumed", "20 day(s) paused")  # held from the clock at DPD 60
+    # held from the clock at DPD 60
+    assert "hardship_ended" in loan.audits() and actions(loan)[-1] == ("resumed", "20 day(s) paused")
 
 
 @pytest.mark.parametrize("outcome", ["offer_plan", "waive_interest", "extend_term", "resume", "refer_to_write_off"])

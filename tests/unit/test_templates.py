@@ -73,7 +73,8 @@ def test_missing_template_or_figure_is_a_permanent_error(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("raw", "masked"),
-    [("+8613812345678", "***5678"), ("li.ming@example.cn", "l***@example.cn"), ("上海市浦东新区", "上海市***"), ("", "")],
+    [("+8613812345678", "***5678"), ("li.ming@example.cn", "l***@example.cn"), ("上海市浦东新区", "上海市***"),
+     ("", "")],
 )
 def test_mask_hides_personal_data(raw: str, masked: str) -> None:
     assert mask(raw) == masked

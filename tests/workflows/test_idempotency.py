@@ -158,7 +158,8 @@ def test_webhook_adapter_posts_with_the_idempotency_key() -> None:
         seen.append(request)
         return httpx.Response(200, json={"id": "gw-42"})
 
-    adapter = WebhookAdapter("https://gateway.invalid/send", client=httpx.Client(transport=httpx.MockTransport(handler)))
+    adapter = WebhookAdapter("https://gateway.invalid/send",
+                             client=httpx.Client(transport=httpx.MockTransport(handler)))
     msg = OutboxMessage(key="L-1/message@1/sms", loan_id="L-1", channel="sms", template="t", language="zh",
                         recipient="+8613800000000", body="hello")
     assert adapter.deliver(msg) == "gw-42"

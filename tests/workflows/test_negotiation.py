@@ -130,7 +130,9 @@ async def plan_at_dpd10(h: Harness, loan: OverdueLoan, **kw: object) -> list[dat
     assert d.accepted, d.reason
     status = await h.status(loan)
     assert status.paused_reason == "instalment plan"
-    return [first, first.replace(month=first.month % 12 + 1) if first.month < 12 else first.replace(year=first.year + 1, month=1)]
+    second = (first.replace(month=first.month + 1) if first.month < 12
+              else first.replace(year=first.year + 1, month=1))
+    return [first, second]
 
 
 async def test_plan_kept_to_the_end_closes_the_loan(harness: Harness) -> None:
@@ -198,7 +200,8 @@ async def test_plan_over_limits_is_rejected_and_a_plan_can_be_renegotiated(harne
     before = await h.status(loan)
     for proposal, why in [
         (PlanProposal(instalments=24, first_due=today + timedelta(days=5)), "exceed the maximum of 12"),
-        (PlanProposal(instalments=12, frequency="weekly", first_due=today + timedelta(days=60)), "more than 30 days ahead"),
+        (PlanProposal(instalments=12, frequency="weekly", first_due=today + timedelta(days=60)),
+         "more than 30 days ahead"),
         (PlanProposal(instalments=3, first_due=today - timedelta(days=1)), "in the past"),
         (PlanProposal(instalments=2, first_due=today, down_payment=Decimal("11000")), "below the smallest"),
     ]:

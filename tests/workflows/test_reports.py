@@ -77,7 +77,8 @@ async def test_agency_and_court_reports_reach_the_timeline_and_the_record(harnes
         await starter.report_agency(harness.client, loan.loan_id, AgencyReport(placement_id="other", note="x"))
     await starter.report_agency(
         harness.client, loan.loan_id,
-        AgencyReport(placement_id=status.placement.placement_id, note="borrower reached, disputes fees", contacted=True),
+        AgencyReport(placement_id=status.placement.placement_id, note="borrower reached, disputes fees",
+                     contacted=True),
     )
     with pytest.raises(starter.RequestRejected, match="not open"):
         await starter.report_court(harness.client, loan.loan_id, CourtReport(case_id="c", event="hearing"))

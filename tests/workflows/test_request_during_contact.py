@@ -90,7 +90,8 @@ async def test_disputed_while_the_guard_decides_the_reminder_goes_and_then_nothi
     loan = make_loan(dpd=1, now=await env.get_current_time(), tz=daytime_zone())
     await starter.start_collection(env.client, loan, task_queue=worker_queue)
     await asyncio.wait_for(entered.wait(), 30)
-    disputing = asyncio.create_task(starter.raise_dispute(env.client, loan.loan_id, DisputeRequest(reason="not my loan")))
+    disputing = asyncio.create_task(
+        starter.raise_dispute(env.client, loan.loan_id, DisputeRequest(reason="not my loan")))
     await asyncio.sleep(1)
     release.set()
     assert (await disputing).accepted

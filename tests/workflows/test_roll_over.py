@@ -32,7 +32,8 @@ def _payment(pid: str, amount: str) -> Payment:
 def _payments_in_ledger(h: Harness, loan_id: str) -> list[tuple[str, Decimal]]:
     """(reference, amount) of each payment row of the loan."""
     with Session(h.engine) as session:
-        rows = session.exec(select(LedgerEntry).where(LedgerEntry.loan_id == loan_id, LedgerEntry.kind == "payment")).all()
+        query = select(LedgerEntry).where(LedgerEntry.loan_id == loan_id, LedgerEntry.kind == "payment")
+        rows = session.exec(query).all()
     return sorted((r.reference, r.amount) for r in rows)
 
 
