@@ -185,6 +185,7 @@ class Harness:
 
     def rows(self, table: type[Row], loan_id: str, order: Any = None) -> list[Row]:
         with Session(self.engine) as session:
+            # SQLModel has no loan_id; every table passed here has one
             query = select(table).where(table.loan_id == loan_id)  # type: ignore[attr-defined]
             if order is not None:
                 query = query.order_by(order)

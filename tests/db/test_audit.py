@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
 import db.store
@@ -210,7 +210,7 @@ def fee(period: int, loan_id: str = LOAN) -> FeeRequest:
 def audit_rows(engine: Engine, loan_id: str = LOAN) -> list[AuditRow]:
     with Session(engine) as session:
         query = select(AuditRow).where(AuditRow.loan_id == loan_id)
-        return list(session.exec(query.order_by(AuditRow.seq, AuditRow.id)).all())  # type: ignore[arg-type]
+        return list(session.exec(query.order_by(col(AuditRow.seq), col(AuditRow.id))).all())
 
 
 def record_a_loan(engine: Engine) -> list[AuditRow]:

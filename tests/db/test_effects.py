@@ -11,6 +11,7 @@ from decimal import Decimal
 from sqlalchemy import Engine
 from temporalio.testing import ActivityEnvironment
 
+from activities.channels import ChannelAdapter
 from activities.effects import EffectActivities
 from activities.handover import HandoverActivities
 from activities.messaging import MessagingActivities
@@ -30,9 +31,9 @@ from tests.helpers import MESSAGE_CONTEXT, FlakyAdapter, all_rows
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
 
-def effects(engine: Engine, adapter: object | None = None) -> EffectActivities:
+def effects(engine: Engine, adapter: ChannelAdapter | None = None) -> EffectActivities:
     renderer = Renderer(ROOT / "templates")
-    messaging = MessagingActivities(engine, renderer, adapter or FlakyAdapterThatWorks())  # type: ignore[arg-type]
+    messaging = MessagingActivities(engine, renderer, adapter or FlakyAdapterThatWorks())
     return EffectActivities(engine, messaging, TaskActivities(engine, renderer), HandoverActivities(engine, renderer))
 
 

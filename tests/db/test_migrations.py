@@ -23,7 +23,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import bindparam, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.ledger import LedgerActivities
@@ -192,7 +192,7 @@ def audit_entries(url: str, loan_id: str) -> list[AuditRow]:
     try:
         with Session(engine) as session:
             return list(session.exec(select(AuditRow).where(AuditRow.loan_id == loan_id)
-                                     .order_by(AuditRow.seq)).all())  # type: ignore[arg-type]
+                                     .order_by(col(AuditRow.seq))).all())
     finally:
         engine.dispose()
 
@@ -217,8 +217,9 @@ def test_a_database_from_before_migrations_is_upgraded_and_stamped(backend: str,
                          period=2, amount=Decimal("525.00"), currency="CNY")
         assert not ActivityEnvironment().run(LedgerActivities(engine).post_fee, fee).duplicate
         with Session(engine) as session:
-            assert session.get(LoanRow, "L-1").principal == Decimal("10000.00")  # type: ignore[union-attr]
-            fees = session.exec(select(LedgerEntry.key).order_by(LedgerEntry.id)).all()  # type: ignore[arg-type]
+            loan = session.get(LoanRow, "L-1")
+            assert loan is not None and loan.principal == Decimal("10000.00")
+            fees = session.exec(select(LedgerEntry.key).order_by(col(LedgerEntry.id))).all()
         assert fees == ["L-1/fee/1", "L-1/fee/2"]
     finally:
         engine.dispose()

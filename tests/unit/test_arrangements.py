@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -48,7 +48,7 @@ from models.negotiation import (
     judged_at,
     pause_reason,
 )
-from models.policy import Policy
+from models.policy import Frequency, Policy
 from models.status import CollectionState
 from tests.helpers import ROOT
 
@@ -61,6 +61,7 @@ D = Decimal
 TODAY = date(2024, 4, 10)
 NOW = datetime(2024, 4, 10, 2, 0, tzinfo=UTC)  # 10:00 on 10 April in Shanghai
 OUTSTANDING = D("11125.00")  # the helper loan's balance: 10000 + 500 + 100 + 525
+InstalmentStatus = Literal["pending", "kept", "missed", "caught_up"]  # Instalment.status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,8 +303,8 @@ class TestAddPeriods:
             (date(2024, 2, 29), "monthly", 12, date(2025, 2, 28)),
         ],
     )
-    def test_periods(self, start: date, frequency: str, n: int, expected: date) -> None:
-        assert add_periods(start, frequency, n) == expected  # type: ignore[arg-type]
+    def test_periods(self, start: date, frequency: Frequency, n: int, expected: date) -> None:
+        assert add_periods(start, frequency, n) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -956,8 +957,9 @@ class TestJudgeInstalment:
 
     def test_nothing_open(self, policy: Policy) -> None:
         p = plan()
-        for inst, status in zip(p.instalments, ["kept", "caught_up", "missed"], strict=True):
-            inst.status = status  # type: ignore[assignment]
+        done: list[InstalmentStatus] = ["kept", "caught_up", "missed"]
+        for inst, status in zip(p.instalments, done, strict=True):
+            inst.status = status
         s = state(policy, plan=p)
         assert judge_instalment(s, p, 1) == []
         assert s.counts == NegotiationCounts()
@@ -1011,8 +1013,9 @@ class TestArrangementInfo:
 
     def test_plan_without_open_instalment(self, policy: Policy) -> None:
         p = plan(missed=1)
-        for inst, status in zip(p.instalments, ["kept", "kept", "missed"], strict=True):
-            inst.status = status  # type: ignore[assignment]
+        done: list[InstalmentStatus] = ["kept", "kept", "missed"]
+        for inst, status in zip(p.instalments, done, strict=True):
+            inst.status = status
         info = arrangement_info(state(policy, plan=p, paid_total=D("7416.66")), NOW)
         assert info == ArrangementInfo(kind="plan", ref="L-1/plan/2", next_due_date=None,
                                        next_due_amount=None, status="1 missed")

@@ -47,12 +47,13 @@ def test_an_unknown_fee_kind_fails() -> None:
 def test_an_unknown_plan_action_kind_fails() -> None:
     action = unknown(PlannedAction, key="x", dpd=1)
     with pytest.raises(ValueError, match="unheard-of"):
-        due._run_planned(None, action)  # type: ignore[arg-type]
+        due._run_planned(None, action)  # type: ignore[arg-type]  # no step: the unknown kind fails first
 
 
 def test_an_unknown_due_item_kind_fails() -> None:
     step = SimpleNamespace(s=SimpleNamespace(), plan=[])
     with pytest.raises(ValueError, match="unheard-of"):
+        # a stand-in step and a kind no branch knows: what is tested
         due.run_item(step, due.Due(at=AT, kind="unheard-of", label="?"))  # type: ignore[arg-type]
 
 
@@ -61,4 +62,4 @@ def test_an_unknown_contact_kind_fails() -> None:
     with pytest.raises(ValueError, match="unheard-of"):
         contacts._subject(pending)
     with pytest.raises(ValueError, match="unheard-of"):
-        contacts._make_now(None, pending)  # type: ignore[arg-type]
+        contacts._make_now(None, pending)  # type: ignore[arg-type]  # no step: the unknown kind fails first

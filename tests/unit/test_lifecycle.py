@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,13 +122,13 @@ class Loan:
         while (wake := lifecycle.next_wake(self.s)) is not None and wake <= moment:
             self.run(lifecycle.decide(self.s, lifecycle.TimeReached(at=wake), wake).commands)
 
-    def tell(self, event: lifecycle.Event, when: datetime | None = None) -> object:
+    def tell(self, event: lifecycle.Event, when: datetime | None = None) -> Any:  # the decider's reply is Any
         """A request at `when` (default: the loan's clock): checked, applied, its commands run."""
         outcome = lifecycle.decide(self.s, event, when or self.now)
         self.run(outcome.commands)
         return outcome.reply
 
-    def pay(self, amount: str, pid: str = "P-1", when: datetime | None = None) -> object:
+    def pay(self, amount: str, pid: str = "P-1", when: datetime | None = None) -> Any:
         return self.tell(lifecycle.PaymentReceived(payment=Payment(
             payment_id=pid, amount=Decimal(amount), currency="CNY", paid_at=when or self.now)), when)
 
@@ -259,9 +260,9 @@ def test_a_partial_payment_is_allocated_in_policy_order_and_escalation_goes_on()
     loan.until(at(8))  # the DPD 7 fee (525.00) is posted
     since = len(loan.ran)
     receipt = loan.pay("700.00", when=at(8))
-    a = receipt.allocation  # type: ignore[attr-defined]
+    a = receipt.allocation
     assert (a.penalties, a.fees, a.interest) == (Decimal("525.00"), Decimal("100.00"), Decimal("75.00"))
-    assert receipt.outstanding.total == Decimal("10425.00") and not receipt.closed  # type: ignore[attr-defined]
+    assert receipt.outstanding.total == Decimal("10425.00") and not receipt.closed
     assert loan.kinds(since) == ["record_payment"] and lifecycle.next_wake(loan.s) is not None
 
 
@@ -408,7 +409,7 @@ def test_an_agency_contact_overtaken_by_a_dispute_is_refused() -> None:
 def test_opting_out_refuses_that_channel_from_then_on() -> None:
     loan = Loan(at(0))
     decision = loan.tell(lifecycle.OptedOut(request=OptOutRequest(channel="sms")))
-    assert decision.accepted and loan.s.opted_out == ["sms"]  # type: ignore[attr-defined]
+    assert decision.accepted and loan.s.opted_out == ["sms"]
     with pytest.raises(lifecycle.Rejected, match="already"):
         loan.tell(lifecycle.OptedOut(request=OptOutRequest(channel="sms")))
     loan.until(at(1, time(12, 0)))
@@ -422,7 +423,7 @@ def test_a_promise_pauses_escalation_and_a_broken_one_resumes_it() -> None:
     loan = Loan(at(2))
     decision = loan.tell(lifecycle.PromiseMade(
         request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4))))
-    assert decision.accepted and loan.s.paused_reason == "promise to pay"  # type: ignore[attr-defined]
+    assert decision.accepted and loan.s.paused_reason == "promise to pay"
     assert ("paused", "promise to pay") in actions(loan)
     loan.until(at(8))
     assert ("promise", "broken") in actions(loan) and loan.s.paused_reason is None
@@ -442,7 +443,8 @@ def test_a_plan_runs_its_instalments_reminds_and_breaks_after_misses() -> None:
     loan = Loan(at(10))
     first = DUE + timedelta(days=15)
     loan.tell(lifecycle.PlanProposed(request=PlanProposal(instalments=4, first_due=first, frequency="weekly")))
-    assert loan.s.paused_reason == "instalment plan" and len(loan.s.plan.instalments) == 4  # type: ignore[union-attr]
+    assert loan.s.paused_reason == "instalment plan"
+    assert loan.s.plan is not None and len(loan.s.plan.instalments) == 4
     loan.until(at(13))
     assert any(isinstance(c, SendMessage) and c.req.template == "plan_reminder" for c in loan.ran)
     loan.until(at(40))
@@ -497,7 +499,7 @@ def test_each_hardship_review_outcome(outcome: str) -> None:
     plan = PlanProposal(instalments=3, first_due=DUE + timedelta(days=20)) if outcome == "offer_plan" else None
     decision = loan.tell(lifecycle.HardshipReviewed(request=HardshipDecision(
         outcome=outcome, plan=plan, extend_days=30 if outcome == "extend_term" else None)))
-    assert decision.accepted  # type: ignore[attr-defined]
+    assert decision.accepted
     expected = {"offer_plan": "instalment plan", "waive_interest": None, "extend_term": "hardship breathing space",
                 "resume": None, "refer_to_write_off": None}[outcome]
     assert loan.s.paused_reason == expected
@@ -567,7 +569,8 @@ def test_status_and_search_attributes_read_the_state_without_changing_it() -> No
     loan.until(at(5, time(12, 0)))
     before = loan.s.model_dump_json()
     status = lifecycle.status(loan.s, at(5, time(13, 0)))
-    assert status.days_past_due == 5 and status.next_action.startswith("outcome due")  # type: ignore[union-attr]
+    assert status.days_past_due == 5
+    assert status.next_action is not None and status.next_action.startswith("outcome due")
     values = lifecycle.search_values(loan.s, at(40))
     assert values["CollectionStage"] == "middle" and values["CollectionDpdBand"] == "30-59"
     assert values["CollectionOutstandingMinor"] == 1_060_000

@@ -200,7 +200,7 @@ class TestBorrower:
     def test_frozen(self) -> None:
         b = borrower()
         with pytest.raises(ValidationError, match="frozen"):
-            b.name = "other"  # type: ignore[misc]
+            b.name = "other"  # type: ignore[misc]  # the frozen model refuses it: what is tested
 
 
 class TestOverdueLoan:

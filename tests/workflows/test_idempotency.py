@@ -10,6 +10,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import Session
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 import db.store
@@ -22,7 +23,16 @@ from db.tables import AuditRow, LedgerEntry, OutboxMessage, TaskRow
 from infra.settings import settings
 from models import Allocation, Balance, Payment
 from models.requests import FeeRequest, MessageRequest, PaymentRecord, TaskRequest
-from tests.helpers import EXPECTED_TIMELINE, MESSAGE_CONTEXT, FlakyAdapter, Harness, all_rows, make_loan, timeline_rows
+from tests.helpers import (
+    EXPECTED_TIMELINE,
+    MESSAGE_CONTEXT,
+    FlakyAdapter,
+    Harness,
+    Row,
+    all_rows,
+    make_loan,
+    timeline_rows,
+)
 from worker import create_worker
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -76,11 +86,11 @@ def test_an_attempt_that_loses_the_race_for_its_key_returns_the_stored_row(
     real_find = db.store._find
     missed: list[object] = []
 
-    def find_too_early(session: object, model: type, key_field: str, key: object) -> object:
+    def find_too_early(session: Session, model: type[Row], key_field: str, key: object) -> Row | None:
         if not missed:  # the look-up ran before the first attempt committed
             missed.append(key)
             return None
-        return real_find(session, model, key_field, key)  # type: ignore[arg-type]
+        return real_find(session, model, key_field, key)
 
     monkeypatch.setattr(db.store, "_find", find_too_early)
     second = env.run(acts.post_fee, req.model_copy(update={"amount": Decimal("999.00")}))

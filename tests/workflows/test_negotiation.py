@@ -146,7 +146,8 @@ async def test_plan_kept_to_the_end_closes_the_loan(harness: Harness) -> None:
         arrangement = (await h.status(loan)).arrangement
         assert arrangement is not None and arrangement.next_due_date is not None
         await h.on_date(loan, arrangement.next_due_date)
-        await pay(h, loan, arrangement.next_due_amount)  # type: ignore[arg-type]
+        assert arrangement.next_due_amount is not None
+        await pay(h, loan, arrangement.next_due_amount)
     await h.env.sleep(timedelta(days=5))
     status = await h.status(loan)
     assert status.stage is Stage.paid and status.closed
@@ -177,7 +178,8 @@ async def test_missed_instalment_then_caught_up(harness: Harness) -> None:
     await pay(h, loan, "7416.66")  # the first two instalments
     status = await h.status(loan)
     assert ("instalment", "caught_up") in actions(status) and ("instalment", "kept") in actions(status)
-    assert status.counts.instalments_kept == 1 and status.arrangement.next_due_amount == Decimal("3708.34")  # type: ignore[union-attr]
+    assert status.counts.instalments_kept == 1
+    assert status.arrangement is not None and status.arrangement.next_due_amount == Decimal("3708.34")
 
 
 async def test_plan_broken_after_the_allowed_misses(harness: Harness) -> None:
@@ -219,7 +221,8 @@ async def test_plan_over_limits_is_rejected_and_a_plan_can_be_renegotiated(harne
     assert second.accepted
     status = await h.status(loan)
     assert [o for a, o in actions(status) if a == "plan"] == ["accepted", "renegotiated"]
-    assert status.arrangement.kind == "plan" and status.arrangement.next_due_amount == Decimal("1112.50")  # type: ignore[union-attr]
+    assert status.arrangement is not None
+    assert status.arrangement.kind == "plan" and status.arrangement.next_due_amount == Decimal("1112.50")
     promise_refused = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
         amount=Decimal("100.00"), date=today + timedelta(days=2)))
     assert not promise_refused.accepted and "renegotiate the plan" in promise_refused.reason
@@ -241,7 +244,8 @@ async def test_settlement_paid_waives_the_rest_and_settles(harness: Harness) -> 
     assert (await starter.offer_settlement(h.client, loan.loan_id, SettlementOffer(
         amount=Decimal("9000.00"), deadline=deadline))).accepted
     await pay(h, loan, "4000.00")
-    assert (await h.status(loan)).arrangement.next_due_amount == Decimal("5000.00")  # type: ignore[union-attr]
+    arrangement = (await h.status(loan)).arrangement
+    assert arrangement is not None and arrangement.next_due_amount == Decimal("5000.00")
     receipt = await starter.register_payment(h.client, loan.loan_id, Payment(
         payment_id="SETTLE-2", amount=Decimal("5000.00"), currency="CNY", paid_at=datetime.now(UTC)))
     assert receipt.closed and receipt.stage is Stage.settled and receipt.outstanding.total == 0
@@ -302,7 +306,8 @@ async def test_hardship_breathing_space_and_each_review_outcome(harness: Harness
     assert (closed.status, closed.outcome) == ("closed", outcome)
     ledger = h.rows(LedgerEntry, loan.loan_id)
     if outcome == "offer_plan":
-        assert status.paused_reason == "instalment plan" and status.arrangement.kind == "plan"  # type: ignore[union-attr]
+        assert status.paused_reason == "instalment plan"
+        assert status.arrangement is not None and status.arrangement.kind == "plan"
     elif outcome == "waive_interest":
         assert status.outstanding.interest == 0 and status.paused_reason is None
         assert [e.amount for e in ledger if e.kind == "waiver"] == [Decimal("500.00")]
