@@ -8,7 +8,7 @@ connection checked out with its transaction open and no owner, reachable only fr
 exception's traceback until the garbage collector freed it: on PostgreSQL a guard decision
 "idle in transaction" holding the person's lock row, and the next decision for that person
 waiting on it. A worker shut down with such a decision waiting never finished shutting down
-(a full test run hung once in tests/test_payments.py; with `db.store._PG_TIMEOUTS` it took the
+(a full test run hung once in tests/workflows/test_payments.py; with `db.store._PG_TIMEOUTS` it took the
 60 s of the idle-transaction timeout). The worker now runs every synchronous activity under
 temporalio's shield (`worker.Uninterrupted`, `worker.uninterrupted`): a cancellation that comes
 while it runs is raised once it has returned, never inside it.

@@ -3,7 +3,7 @@
 hold plain payloads any checkout can replay).
 
 Run this only when a workflow version is released: the files it writes are what running
-loans look like, and `tests/test_replay.py` fails any later change that would break them.
+loans look like, and `tests/replay/test_replay.py` fails any later change that would break them.
 Keep old files; add new ones beside them with a new suffix.
 """
 

@@ -23,7 +23,7 @@ delivers those events in that task, at its own time and together with whatever e
   handle this event: ActivityTaskScheduled". The second history's update handler is a plain
   method that only changes state (no commands). Upstream: sdk-python#1591, sdk-rust#943.
 - update-on-cold-start.json and timer-after-cold-start.json: the same two defects as the project's
-  first workflow version met them in tests/test_crash.py (its crash test queried every loan).
+  first workflow version met them in tests/system/test_crash.py (its crash test queried every loan).
 
 Without queries neither appeared in any run of the scripts, nor with max_cached_workflows=0.
 The decider's shell is shaped so that it cannot meet them: no updates (requests are signals), no

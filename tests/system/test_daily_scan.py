@@ -224,7 +224,7 @@ async def test_a_scheduled_run_scans_for_its_scheduled_date(book: Book) -> None:
 def worker_env(address: str, db_file: Path, **settings: str) -> dict[str, str]:
     """The environment of a worker process on the test's server and key. Each worker gets a
     database of its own, so the test is about the schedule only (concurrent migrations of one
-    database are tests/test_migrations.py's subject)."""
+    database are tests/db/test_migrations.py's subject)."""
     keys = ",".join(codec.encode_key(k) for k in codec_keys())
     return {
         **os.environ, "TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": "scan-workers",

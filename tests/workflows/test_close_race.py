@@ -1,5 +1,5 @@
 """A payment in full that lands while the loop runs an activity of its own closes the loan, and
-nothing of the ladder runs after it (found by tests/test_crash.py in the first workflow version,
+nothing of the ladder runs after it (found by tests/system/test_crash.py in the first workflow version,
 where a late fee was posted a moment after a payment in full). In the decider's shell the handler
 records the payment; the loop takes it at its next quiet moment, once the batch in flight is
 done, and never feeds the ladder another moment."""

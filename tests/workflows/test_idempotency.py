@@ -135,7 +135,7 @@ def test_a_task_is_created_once(engine: Engine) -> None:
 
 
 def test_a_retried_guard_request_gets_the_recorded_decision(engine: Engine) -> None:
-    """Found by tests/test_crash.py: a worker killed after the guard committed a deferral (or a
+    """Found by tests/system/test_crash.py: a worker killed after the guard committed a deferral (or a
     refusal) and before it reported back left the retry failing forever on the audit key, and
     the loan stuck. A retry now gets the recorded decision again, with one audit entry."""
     from activities.guard import GuardActivities

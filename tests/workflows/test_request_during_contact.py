@@ -4,7 +4,7 @@ takes the request at its next quiet moment, once that contact is done (`workflow
 The reminder, decided before the request came, goes out once; then the request takes effect and
 nothing more is sent: paid, only the confirmation follows; disputed, the loan pauses and contacts
 no one. (The decider itself refuses a contact overtaken while the guard decided, GEN-OVERTAKEN,
-for a driver that applies requests at once: tests/test_lifecycle.py.)"""
+for a driver that applies requests at once: tests/unit/test_lifecycle.py.)"""
 
 from __future__ import annotations
 
