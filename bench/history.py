@@ -62,8 +62,7 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from temporalio.api.enums.v1 import EventType
 
     from db.store import make_engine
-    from tests.conftest import make_loan
-    from tests.support import Harness
+    from tests.helpers import Harness, make_loan
     from worker import create_worker
 
     milestones = sorted({d for d in (30, 60, 90, 120, 180) if d < args.until_dpd} | {args.until_dpd})

@@ -80,7 +80,7 @@ async def wait_idle(pid: int, quiet_cpu: float = 0.05, quiet_for: int = 2, timeo
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     encryption = _common.configure(args.plain)  # the child inherits the key through the environment
     import starter
-    from tests.conftest import make_loan
+    from tests.helpers import make_loan
 
     samples: list[tuple[str, int, dict[str, int]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name:

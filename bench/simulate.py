@@ -50,8 +50,7 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
     import starter
     from db.migrate import upgrade
     from db.store import make_engine
-    from tests.conftest import make_loan
-    from tests.support import Harness
+    from tests.helpers import Harness, make_loan
     from worker import create_worker
 
     out = Batch()

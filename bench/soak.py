@@ -1,4 +1,4 @@
-"""Soak the crash test (`make soak`): tests/test_crash.py several times, bigger and harder than
+"""Soak the crash test (`make soak`): tests/system/test_crash.py several times, bigger and harder than
 `make test`'s single run, and the figures of every run in one table.
 
 Default: 5 seeds x (SQLite, PostgreSQL), 250 loans, 8 worker SIGKILLs and 2 dev-server SIGKILLs
@@ -81,8 +81,8 @@ def run_one(seed: int, backend: str, args: argparse.Namespace, folder: Path) -> 
            "CRASH_WORKER_KILLS": str(args.worker_kills), "CRASH_SERVER_KILLS": str(args.server_kills),
            "CRASH_SUMMARY": str(summary_path)}
     cap = float(env.get("CRASH_CAP", "1800"))
-    argv = [sys.executable, "-m", "pytest", "tests/test_crash.py", "-m", "crash", "-q", "-s", "-p", "no:cacheprovider",
-            f"--basetemp={basetemp}"]
+    argv = [sys.executable, "-m", "pytest", "tests/system/test_crash.py", "-m", "crash", "-q", "-s",
+            "-p", "no:cacheprovider", f"--basetemp={basetemp}"]
     began = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -70,7 +70,7 @@ async def run_trivial(client, queue: str, n: int, concurrency: int, tag: str) ->
 async def run_collection(client, queue: str, regs, n: int, concurrency: int, tag: str, full: bool) -> dict:
     import starter
     from models import Payment
-    from tests.conftest import make_loan
+    from tests.helpers import make_loan
 
     loans = [make_loan(f"BENCH-{tag}-{i:05d}") for i in range(n)]
     acks: list[float] = [0.0] * n

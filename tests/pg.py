@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import glob
 import itertools
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import URL, Engine, create_engine, make_url, text
 
 from db import migrate
+from tests.helpers import free_port
 
 SKIP_VARIABLE = "SKIP_POSTGRES_TESTS"
 URL_VARIABLE = "POSTGRES_TEST_URL"
@@ -82,12 +82,6 @@ def find_bin_dir() -> Path:
 def _version(path: str) -> tuple[int, ...]:
     number = Path(path).parent.parent.name
     return tuple(int(p) for p in number.split(".") if p.isdigit())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresCluster:
@@ -247,7 +241,7 @@ def connect() -> tuple[TestDatabases, PostgresCluster | None]:
     if given:
         try:
             return TestDatabases(make_url(given)), None
-        except Exception as exc:  # noqa: BLE001 - any failure means: no usable server
+        except Exception as exc:  # any failure means: no usable server
             raise PostgresUnavailable(f"{URL_VARIABLE} is set but unusable: {exc}") from exc
     cluster = PostgresCluster()
     admin = cluster.start()

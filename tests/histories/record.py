@@ -3,7 +3,7 @@
 hold plain payloads any checkout can replay).
 
 Run this only when a workflow version is released: the files it writes are what running
-loans look like, and `tests/test_replay.py` fails any later change that would break them.
+loans look like, and `tests/replay/test_replay.py` fails any later change that would break them.
 Keep old files; add new ones beside them with a new suffix.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,8 +33,7 @@ from models.arrangements import (
     StopRequest,
 )
 from models.events import AgencyContactRequest, OptOutRequest
-from tests.conftest import make_loan
-from tests.support import Harness
+from tests.helpers import Harness, make_loan
 from worker import create_worker
 
 HERE = Path(__file__).parent
@@ -76,13 +75,13 @@ async def _collection(h: Harness) -> list[tuple[str, str]]:
         task_id=f"{paid.loan_id}/call@5/1", outcome=TaskOutcome.promised, note="promised to pay on day 9"))
     await h.at_dpd(paid, 9, time(14, 0))
     await starter.register_payment(h.client, paid.loan_id, Payment(
-        payment_id="REC-P1", amount=Decimal("700.00"), currency="CNY", paid_at=datetime.now(timezone.utc)))
+        payment_id="REC-P1", amount=Decimal("700.00"), currency="CNY", paid_at=datetime.now(UTC)))
     await starter.send_bank_payment(h.client, paid.loan_id, Payment(
-        payment_id="REC-P2", amount=Decimal("1.00"), currency="USD", paid_at=datetime.now(timezone.utc)))
+        payment_id="REC-P2", amount=Decimal("1.00"), currency="USD", paid_at=datetime.now(UTC)))
     await h.at_dpd(paid, 10)
     rest = (await h.status(paid)).outstanding.total
     await starter.register_payment(h.client, paid.loan_id, Payment(
-        payment_id="REC-P3", amount=rest, currency="CNY", paid_at=datetime.now(timezone.utc)))
+        payment_id="REC-P3", amount=rest, currency="CNY", paid_at=datetime.now(UTC)))
     await h.at_dpd(reports, 70)
     placement = (await h.status(reports)).placement
     assert placement is not None
@@ -110,12 +109,14 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
         await h.start(loan)
 
     def paid(amount: Decimal, ref: str) -> Payment:
-        return Payment(payment_id=ref, amount=amount, currency="CNY", paid_at=datetime.now(timezone.utc))
+        return Payment(payment_id=ref, amount=amount, currency="CNY", paid_at=datetime.now(UTC))
 
     today = await h.today(plan)
-    await starter.promise_to_pay(h.client, plan.loan_id, PromiseRequest(amount=Decimal("500"), date=today + timedelta(days=3)))
+    await starter.promise_to_pay(h.client, plan.loan_id,
+                                 PromiseRequest(amount=Decimal("500"), date=today + timedelta(days=3)))
     await starter.propose_plan(h.client, plan.loan_id, PlanProposal(instalments=3, first_due=today + timedelta(days=7)))
-    await starter.offer_settlement(h.client, settle.loan_id, SettlementOffer(amount=Decimal("9500"), deadline=today + timedelta(days=5)))
+    await starter.offer_settlement(h.client, settle.loan_id,
+                                   SettlementOffer(amount=Decimal("9500"), deadline=today + timedelta(days=5)))
     await starter.report_hardship(h.client, hardship.loan_id, HardshipReport(reason="illness", evidence_ref="DOC-1"))
     await starter.stop_collection(h.client, stop.loan_id, StopRequest(reason="cease_contact"))
     async def pay_instalment(n: int) -> None:

@@ -30,7 +30,7 @@ from infra.temporal import data_converter, with_converter
 from models import Payment
 from models.arrangements import PromiseRequest
 from models.schedule import local_date
-from tests.conftest import TZ, make_loan
+from tests.helpers import TZ, make_loan
 from worker import create_worker
 
 HERE = Path(__file__).parent
@@ -60,7 +60,8 @@ async def _drive(client: Client, queue: str) -> list[WorkflowHistory]:
     wf_id = await starter.start_collection(client, loan, task_queue=queue)
     first_run = (await client.get_workflow_handle(wf_id).describe()).run_id
     today = local_date(datetime.now(UTC), TZ)
-    await starter.promise_to_pay(client, loan.loan_id, PromiseRequest(amount=Decimal("300"), date=today + timedelta(days=5)))
+    await starter.promise_to_pay(client, loan.loan_id,
+                                 PromiseRequest(amount=Decimal("300"), date=today + timedelta(days=5)))
     n = 0
     while len(await _runs(client, wf_id, first_run)) < 3:
         n += 1

@@ -1,6 +1,6 @@
 -- The schema an older version of the project (commit 4692e0a, before the audit hash chain and
 -- the contact budget) created with SQLModel.metadata.create_all on postgresql; no alembic_version.
--- Rendered from that commit's db/tables.py; tests/test_migrations.py upgrades it.
+-- Rendered from that commit's db/tables.py; tests/db/test_migrations.py upgrades it.
 
 CREATE TABLE audit (
 	id SERIAL NOT NULL, 

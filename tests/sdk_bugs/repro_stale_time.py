@@ -125,7 +125,7 @@ def trace_activations() -> None:
               f"jobs={[j.WhichOneof('variant') for j in act.jobs]} -> {commands}", flush=True)
         return completion
 
-    wi._WorkflowInstanceImpl.activate = activate
+    wi._WorkflowInstanceImpl.activate = activate  # type: ignore[method-assign]  # tracing every activation is the point
 
 
 async def worker_main(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""Record the daily scan's histories for the replay test (`tests/test_scan.py`):
+"""Record the daily scan's histories for the replay test (`tests/replay/test_scan_histories.py`):
 `CODEC_KEY_FILE=/nonexistent .venv/bin/python -m tests.histories.scan.record v1` (no codec key,
 so the files hold plain payloads any checkout can replay).
 
