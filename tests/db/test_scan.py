@@ -90,5 +90,5 @@ def test_a_book_row_makes_the_loan_collection_starts_from(engine: Engine) -> Non
     row = read_page(engine, AS_OF, "", 10)[0]
     loan = overdue_loan(row)
     assert (loan.loan_id, loan.principal, loan.interest, loan.fees, loan.currency) == (
-        "L9", Decimal("1234.56"), Decimal("10.00"), Decimal("0"), "CNY")
+        "L9", Decimal("1234.56"), Decimal("10.00"), Decimal(0), "CNY")
     assert loan.due_date == AS_OF - timedelta(days=3) and loan.borrower.timezone == "Asia/Shanghai"

@@ -113,10 +113,10 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
 
     today = await h.today(plan)
     await starter.promise_to_pay(h.client, plan.loan_id,
-                                 PromiseRequest(amount=Decimal("500"), date=today + timedelta(days=3)))
+                                 PromiseRequest(amount=Decimal(500), date=today + timedelta(days=3)))
     await starter.propose_plan(h.client, plan.loan_id, PlanProposal(instalments=3, first_due=today + timedelta(days=7)))
     await starter.offer_settlement(h.client, settle.loan_id,
-                                   SettlementOffer(amount=Decimal("9500"), deadline=today + timedelta(days=5)))
+                                   SettlementOffer(amount=Decimal(9500), deadline=today + timedelta(days=5)))
     await starter.report_hardship(h.client, hardship.loan_id, HardshipReport(reason="illness", evidence_ref="DOC-1"))
     await starter.stop_collection(h.client, stop.loan_id, StopRequest(reason="cease_contact"))
     async def pay_instalment(n: int) -> None:
@@ -134,8 +134,8 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
     await pay_instalment(2)
     await starter.resolve_dispute(h.client, dispute.loan_id, DisputeResolution(upheld=False))
     await starter.offer_settlement(h.client, settle.loan_id, SettlementOffer(
-        amount=Decimal("9500"), deadline=await h.today(settle) + timedelta(days=5)))
-    await starter.register_payment(h.client, settle.loan_id, paid(Decimal("9500"), "REC-SETTLE"))
+        amount=Decimal(9500), deadline=await h.today(settle) + timedelta(days=5)))
+    await starter.register_payment(h.client, settle.loan_id, paid(Decimal(9500), "REC-SETTLE"))
     await h.env.sleep(timedelta(days=700))
     return [(plan.loan_id, "plan"), (dispute.loan_id, "dispute"), (settle.loan_id, "settlement"),
             (hardship.loan_id, "hardship"), (stop.loan_id, "stop")]

@@ -61,7 +61,7 @@ async def _drive(client: Client, queue: str) -> list[WorkflowHistory]:
     first_run = (await client.get_workflow_handle(wf_id).describe()).run_id
     today = local_date(datetime.now(UTC), TZ)
     await starter.promise_to_pay(client, loan.loan_id,
-                                 PromiseRequest(amount=Decimal("300"), date=today + timedelta(days=5)))
+                                 PromiseRequest(amount=Decimal(300), date=today + timedelta(days=5)))
     n = 0
     while len(await _runs(client, wf_id, first_run)) < 3:
         n += 1

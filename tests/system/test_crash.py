@@ -575,8 +575,8 @@ class Watch:
         elif attempt >= TIMEOUT_ATTEMPTS and (quiet := self.quiet_since(loan_id, self.began)) > self.progress.stall / 2:
             end = history.events[-1]
             last = failure or f"{EventType.Name(end.event_type)} (event {end.event_id})"
-            why = f"workflow task attempt {attempt}, timing out again and again, no new event for {quiet:.0f}s; " \
-                  f"last: {last}"
+            why = (f"workflow task attempt {attempt}, timing out again and again, no new event for {quiet:.0f}s; "
+                   f"last: {last}")
         else:
             return
         self.stuck[wf_id] = why

@@ -37,12 +37,10 @@ from infra import codec
 from infra.schedules import PAUSE_NOTE, ensure_scan_schedule
 from infra.settings import ROOT, Settings
 from infra.temporal import COLLECTION_TYPES, WORKFLOW_ID_PREFIX, codec_keys, with_converter, workflow_id
-from models import Payment
+from models import CollectionStatus, Payment
 from models.scan import OPEN, SCHEDULE_ID, ScanTotals, scan_date
 from tests.helpers import eventually, make_loan, start_dev_server
 from worker import create_worker
-from workflows.collection import CollectionWorkflow
-from workflows.scan import OverdueScanWorkflow
 
 TZ = "Asia/Shanghai"
 
@@ -137,7 +135,7 @@ async def test_a_scan_starts_exactly_the_newly_overdue_loans_and_a_second_scan_n
         await starter.start_collection(book.client, make_loan(ext.loan_id, dpd=2), task_queue=book.queue)
     await starter.register_payment(book.client, paid.loan_id, Payment(
         payment_id="EXT-paid-1", amount=Decimal("10600.00"), currency="CNY", paid_at=datetime.now(UTC)))
-    ended = await book.client.get_workflow_handle_for(CollectionWorkflow.run, workflow_id(paid.loan_id)).result()
+    ended = await book.client.get_workflow_handle(workflow_id(paid.loan_id), result_type=CollectionStatus).result()
     assert ended.stage == "paid"
 
     first = await book.scan("scan-1", page_size=50)
@@ -211,7 +209,7 @@ async def test_a_scheduled_run_scans_for_its_scheduled_date(book: Book) -> None:
         assert isinstance(action, ScheduleActionExecutionStartWorkflow)
         return action.workflow_id
     scan_id = await eventually(finished, timeout=60)
-    totals = await book.client.get_workflow_handle_for(OverdueScanWorkflow.run, scan_id).result()
+    totals = await book.client.get_workflow_handle(scan_id, result_type=ScanTotals).result()
     assert scan_id.startswith(f"{SCHEDULE_ID}-") and (totals.started, totals.runs) == (5, 2)
     starts = book.starts()
     assert {s.scan_id for s in starts.values()} == {scan_id}

@@ -218,7 +218,7 @@ class Stage:
             counted: dict[str, int] = {}
             for table in (LedgerEntry, AuditRow):
                 query = select(table.key, func.count()).where(table.loan_id == loan_id).group_by(table.key)
-                counted |= {key: n for key, n in session.exec(query).all()}
+                counted |= dict(session.exec(query).all())
         return counted
 
 

@@ -47,7 +47,7 @@ from models.effects import (
 )
 from models.events import AgencyContactRequest, AgencyReport, CourtReport, OptOutRequest, TaskOutcome, TaskReport
 from models.loan import Borrower, OverdueLoan, Stage, ThirdParty
-from models.payment import Payment
+from models.payment import Payment, PaymentReceipt
 from models.policy import Policy
 from models.requests import ConductRules
 from models.schedule import at_local, days_past_due
@@ -272,6 +272,7 @@ def test_a_payment_in_full_closes_everything_in_the_same_decision() -> None:
     assert loan.s.placement is not None
     outcome = lifecycle.decide(loan.s, lifecycle.PaymentReceived(payment=Payment(
         payment_id="P-9", amount=loan.s.balance.total, currency="CNY", paid_at=at(61))), at(61))
+    assert isinstance(outcome.reply, PaymentReceipt)
     assert outcome.reply.closed and loan.s.closed_as is Stage.paid
     kinds = [c.kind for c in outcome.commands]
     assert kinds[0] == "record_payment" and "recall" in kinds and kinds[-1] == "audit"

@@ -205,7 +205,7 @@ async def test_plan_over_limits_is_rejected_and_a_plan_can_be_renegotiated(harne
         (PlanProposal(instalments=12, frequency="weekly", first_due=today + timedelta(days=60)),
          "more than 30 days ahead"),
         (PlanProposal(instalments=3, first_due=today - timedelta(days=1)), "in the past"),
-        (PlanProposal(instalments=2, first_due=today, down_payment=Decimal("11000")), "below the smallest"),
+        (PlanProposal(instalments=2, first_due=today, down_payment=Decimal(11000)), "below the smallest"),
     ]:
         d = await starter.propose_plan(h.client, loan.loan_id, proposal)
         assert not d.accepted and why in d.reason, d.reason
