@@ -243,8 +243,9 @@ def _negotiation_parsers(sub: Any) -> None:
     p.add_argument("--by", **by)
     p = sub.add_parser("review", help="apply a hardship review outcome")
     p.add_argument("loan_id")
-    p.add_argument("outcome", choices=["offer_plan", "waive_interest", "waive_fees", "extend_term", "resume",
-                                       "refer_to_write_off"])
+    p.add_argument(
+        "outcome", choices=["offer_plan", "waive_interest", "waive_fees", "extend_term", "resume", "refer_to_write_off"]
+    )
     p.add_argument("--extend-days", type=int)
     _plan_arguments(p, required=False)
     p.add_argument("--by", **by)
@@ -274,8 +275,11 @@ def _audit_parser(sub: Any) -> None:
     p.add_argument("loan_id")
     p.add_argument("--format", choices=["json", "csv"], help="default json")
     p.add_argument("--out", help="write the export to this file (default: standard output)")
-    p.add_argument("--retention-years", type=int,
-                   help="years the record is kept after its last entry (default: the loan's rule set)")
+    p.add_argument(
+        "--retention-years",
+        type=int,
+        help="years the record is kept after its last entry (default: the loan's rule set)",
+    )
 
 
 def _audit_cli(args: argparse.Namespace) -> int:
@@ -296,15 +300,28 @@ def _audit_cli(args: argparse.Namespace) -> int:
         writer.writerows(entries)
         text = buffer.getvalue()
     else:
-        text = json.dumps({
-            "loan_id": args.loan_id,
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "retention_years": args.retention_years or years_between(entries[-1]["at"], retain_until),
-            "retain_until": retain_until.isoformat() if retain_until else None,
-            "chain": {"algorithm": "sha256", "genesis": GENESIS, "intact": not problems, "entries": len(entries),
-                      "head": entries[-1]["hash"], "problems": problems},
-            "entries": entries,
-        }, ensure_ascii=False, indent=2) + "\n"
+        text = (
+            json.dumps(
+                {
+                    "loan_id": args.loan_id,
+                    "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "retention_years": args.retention_years or years_between(entries[-1]["at"], retain_until),
+                    "retain_until": retain_until.isoformat() if retain_until else None,
+                    "chain": {
+                        "algorithm": "sha256",
+                        "genesis": GENESIS,
+                        "intact": not problems,
+                        "entries": len(entries),
+                        "head": entries[-1]["hash"],
+                        "problems": problems,
+                    },
+                    "entries": entries,
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+            + "\n"
+        )
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8", newline="")
     else:
@@ -325,11 +342,16 @@ def _doctor_parsers(sub: Any) -> None:
     p = sub.add_parser("doctor", help="list stuck loans: running, but their workflow task keeps failing")
     p.add_argument("--limit", type=_positive_int, default=100, help="list at most N stuck loans (default 100)")
     p.add_argument("--json", **as_json)
-    p = sub.add_parser("reset",
-                       help="reset a stuck loan to its last good workflow task (goes on under the current code)")
+    p = sub.add_parser(
+        "reset", help="reset a stuck loan to its last good workflow task (goes on under the current code)"
+    )
     p.add_argument("loan_id")
-    p.add_argument("--to-event", type=_positive_int, help="reset to this workflow task event id instead "
-                   "(default: the latest WORKFLOW_TASK_COMPLETED the current code replays)")
+    p.add_argument(
+        "--to-event",
+        type=_positive_int,
+        help="reset to this workflow task event id instead "
+        "(default: the latest WORKFLOW_TASK_COMPLETED the current code replays)",
+    )
     p.add_argument("--reason", default="", help="why (recorded in the history with the failure)")
     p.add_argument("--dry-run", action="store_true", help="say what would be done and change nothing")
     p.add_argument("--force", action="store_true", help="reset a loan that is not stuck")
@@ -351,8 +373,9 @@ async def _doctor_cli(client: Client, args: argparse.Namespace) -> Any:
 
     if args.command == "doctor":
         return await doctor.find_stuck(client, limit=args.limit)
-    return await doctor.reset_loan(client, args.loan_id, to_event=args.to_event, reason=args.reason,
-                                   dry_run=args.dry_run, force=args.force)
+    return await doctor.reset_loan(
+        client, args.loan_id, to_event=args.to_event, reason=args.reason, dry_run=args.dry_run, force=args.force
+    )
 
 
 def _plan_arguments(p: argparse.ArgumentParser, required: bool) -> None:
@@ -365,8 +388,13 @@ def _plan_arguments(p: argparse.ArgumentParser, required: bool) -> None:
 def _plan_from(args: argparse.Namespace) -> PlanProposal | None:
     if args.instalments is None:
         return None
-    return PlanProposal(instalments=args.instalments, first_due=args.first_due, frequency=args.frequency,
-                        down_payment=_amount(args.down_payment), made_by=args.by)
+    return PlanProposal(
+        instalments=args.instalments,
+        first_due=args.first_due,
+        frequency=args.frequency,
+        down_payment=_amount(args.down_payment),
+        made_by=args.by,
+    )
 
 
 def _amount(text: str) -> Decimal:
@@ -381,30 +409,38 @@ async def _negotiate(client: Client, args: argparse.Namespace) -> Decision | Non
         return None
     loan, by = args.loan_id, args.by
     if args.command == "promise":
-        return await promise_to_pay(client, loan, PromiseRequest(amount=_amount(args.amount), date=args.date,
-                                                                 made_by=by))
+        return await promise_to_pay(
+            client, loan, PromiseRequest(amount=_amount(args.amount), date=args.date, made_by=by)
+        )
     if args.command == "plan":
         plan = _plan_from(args)
         assert plan is not None, "the plan command requires --instalments"
         return await propose_plan(client, loan, plan)
     if args.command == "settle":
-        return await offer_settlement(client, loan, SettlementOffer(
-            amount=_amount(args.amount), deadline=args.deadline, made_by=by))
+        return await offer_settlement(
+            client, loan, SettlementOffer(amount=_amount(args.amount), deadline=args.deadline, made_by=by)
+        )
     if args.command == "hardship":
-        return await report_hardship(client, loan, HardshipReport(
-            reason=args.reason, evidence_ref=args.evidence, reported_by=by))
+        return await report_hardship(
+            client, loan, HardshipReport(reason=args.reason, evidence_ref=args.evidence, reported_by=by)
+        )
     if args.command == "review":
-        return await review_hardship(client, loan, HardshipDecision(
-            outcome=args.outcome, plan=_plan_from(args), extend_days=args.extend_days, decided_by=by))
+        return await review_hardship(
+            client,
+            loan,
+            HardshipDecision(outcome=args.outcome, plan=_plan_from(args), extend_days=args.extend_days, decided_by=by),
+        )
     if args.command == "dispute":
         return await raise_dispute(client, loan, DisputeRequest(reason=args.reason, raised_by=by))
     if args.command == "resolve":
-        return await resolve_dispute(client, loan, DisputeResolution(
-            upheld=args.verdict == "upheld", note=args.note, resolved_by=by))
+        return await resolve_dispute(
+            client, loan, DisputeResolution(upheld=args.verdict == "upheld", note=args.note, resolved_by=by)
+        )
     if args.command == "opt-out":
         return await opt_out(client, loan, OptOutRequest(channel=args.channel, requested_by=by))
-    return await stop_collection(client, loan, StopRequest(
-        reason=args.reason, route=args.route, evidence_ref=args.evidence, requested_by=by))
+    return await stop_collection(
+        client, loan, StopRequest(reason=args.reason, route=args.route, evidence_ref=args.evidence, requested_by=by)
+    )
 
 
 async def _run_cli(args: argparse.Namespace) -> Any:
@@ -420,8 +456,13 @@ async def _run_cli(args: argparse.Namespace) -> Any:
         currency = args.currency or (await get_status(client, args.loan_id)).currency
         amount = _amount(args.amount)
         paid_at = datetime.fromisoformat(args.paid_at) if args.paid_at else datetime.now(UTC)
-        payment = Payment(payment_id=args.payment_id or f"cli-{uuid.uuid4()}", amount=amount,
-                          currency=currency, paid_at=paid_at, source="cli")
+        payment = Payment(
+            payment_id=args.payment_id or f"cli-{uuid.uuid4()}",
+            amount=amount,
+            currency=currency,
+            paid_at=paid_at,
+            source="cli",
+        )
         return await register_payment(client, args.loan_id, payment)
     if args.command == "status":
         return await get_status(client, args.loan_id)
@@ -430,8 +471,9 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if args.command == "stats":
         return {"stats": await portfolio_stats(client, policy=args.policy)}
     if args.command == "outcome":
-        report = TaskReport(task_id=args.task_id, outcome=args.outcome, note=args.note,
-                            recording_ref=args.recording, reported_by="cli")
+        report = TaskReport(
+            task_id=args.task_id, outcome=args.outcome, note=args.note, recording_ref=args.recording, reported_by="cli"
+        )
         return await report_task_outcome(client, args.loan_id, report)
     if args.command == "load-sample":
         return {"started": await load_sample_portfolio(client)}
@@ -462,12 +504,16 @@ def _print(result: Any, as_json: bool) -> None:
     elif isinstance(result, PaymentReceipt):
         print(_format_receipt(result))
     elif isinstance(result, Decision):
-        print(f"{'accepted' if result.accepted else 'rejected'}: {result.reason}"
-              + (f" [{result.ref}]" if result.ref else ""))
+        print(
+            f"{'accepted' if result.accepted else 'rejected'}: {result.reason}"
+            + (f" [{result.ref}]" if result.ref else "")
+        )
     elif isinstance(result, list):
         for row in result:
-            print(f"{row['loan_id']:<20} {row['status']:<10} {row['stage']:<12} {row['dpd_band']:<8} "
-                  f"{row['outstanding']:>12} {row['currency']:<4} {row['agency'] or '-':<16} started {row['started']}")
+            print(
+                f"{row['loan_id']:<20} {row['status']:<10} {row['stage']:<12} {row['dpd_band']:<8} "
+                f"{row['outstanding']:>12} {row['currency']:<4} {row['agency'] or '-':<16} started {row['started']}"
+            )
         print(f"{len(result)} loan(s)")
     elif isinstance(result, dict) and "stats" in result:
         for row in result["stats"]:
@@ -481,8 +527,10 @@ def _format_status(st: CollectionStatus) -> str:
     o = st.outstanding
     lines = [
         f"loan {st.loan_id}  stage {st.stage}  DPD {st.days_past_due}  policy {st.policy} ({st.policy_version})",
-        (f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
-         f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}"),
+        (
+            f"outstanding {o.total} {st.currency}: principal {o.principal}, interest {o.interest}, "
+            f"fees {o.fees}, penalties {o.penalties}; paid so far {st.paid_total}"
+        ),
         f"next: {st.next_action or '-'} at "
         f"{st.next_action_at.isoformat(timespec='minutes') if st.next_action_at else '-'}"
         + (f"; paused: {st.paused_reason}" if st.paused_reason else ""),
@@ -492,22 +540,24 @@ def _format_status(st: CollectionStatus) -> str:
         lines.append(f"arrangement: {a.kind} {a.ref}: next {a.next_due_amount} due {a.next_due_date} ({a.status})")
     c = st.counts
     if c != type(c)():
-        lines.append(f"promises kept/broken {c.promises_kept}/{c.promises_broken}; instalments kept/missed "
-                     f"{c.instalments_kept}/{c.instalments_missed}; plans broken {c.plans_broken}; "
-                     f"settlements lapsed {c.settlements_lapsed}")
+        lines.append(
+            f"promises kept/broken {c.promises_kept}/{c.promises_broken}; instalments kept/missed "
+            f"{c.instalments_kept}/{c.instalments_missed}; plans broken {c.plans_broken}; "
+            f"settlements lapsed {c.settlements_lapsed}"
+        )
     lines += [f"hold: {h.kind} since {h.started_at:%Y-%m-%d} ({h.reason})" for h in st.holds]
     if st.stop:
         lines.append(f"stopped: {st.stop.reason}, route {st.stop.route}")
-    lines += [f"open task {t.task_id} ({t.kind}, queue {t.queue}) outcome due {t.deadline:%Y-%m-%d %H:%M}"
-              for t in st.open_tasks]
+    lines += [
+        f"open task {t.task_id} ({t.kind}, queue {t.queue}) outcome due {t.deadline:%Y-%m-%d %H:%M}"
+        for t in st.open_tasks
+    ]
     if st.placement:
         lines.append(f"with agency {st.placement.agency} until {st.placement.recall_at:%Y-%m-%d}")
     if st.case:
         lines.append(f"court case {st.case.case_id}: {st.case.last_event}")
     lines.append("timeline:")
-    lines += [
-        f"  {e.at:%Y-%m-%d %H:%M} {e.action:<22} {e.channel:<7} {e.outcome:<10} {e.detail}" for e in st.timeline
-    ]
+    lines += [f"  {e.at:%Y-%m-%d %H:%M} {e.action:<22} {e.channel:<7} {e.outcome:<10} {e.detail}" for e in st.timeline]
     return "\n".join(lines)
 
 
@@ -525,17 +575,24 @@ def _format_doctor(report: Any) -> str:
         if s.reported_problems:
             events.append("server reports " + ", ".join(s.reported_problems))
         lines.append("    " + "; ".join(events))
-    lines.append(f"{len(report.stuck)} stuck loan(s) among {report.examined} running"
-                 + ("; `starter.py reset LOAN_ID --dry-run` shows what a reset would do" if report.stuck else ""))
+    lines.append(
+        f"{len(report.stuck)} stuck loan(s) among {report.examined} running"
+        + ("; `starter.py reset LOAN_ID --dry-run` shows what a reset would do" if report.stuck else "")
+    )
     return "\n".join(lines)
 
 
 def _format_reset(r: Any) -> str:
     how = "the last workflow task the current code replays" if r.chosen_by == "replay" else "as given"
-    point = (f"event {r.reset_event_id} ({how}); the {r.events_discarded} event(s) after it are redone by the new run, "
-             "signals and updates among them reapplied")
-    head = (f"dry run: would reset loan {r.loan_id} (run {r.run_id}) to {point}" if r.dry_run
-            else f"reset loan {r.loan_id}: run {r.run_id} -> new run {r.new_run_id}, from {point}")
+    point = (
+        f"event {r.reset_event_id} ({how}); the {r.events_discarded} event(s) after it are redone by the new run, "
+        "signals and updates among them reapplied"
+    )
+    head = (
+        f"dry run: would reset loan {r.loan_id} (run {r.run_id}) to {point}"
+        if r.dry_run
+        else f"reset loan {r.loan_id}: run {r.run_id} -> new run {r.new_run_id}, from {point}"
+    )
     return f"{head}\nreason: {r.reason}"
 
 
@@ -543,8 +600,10 @@ def _format_receipt(r: PaymentReceipt) -> str:
     a = r.allocation
     return (
         f"payment {r.payment_id}: {r.amount} {r.currency} -> penalties {a.penalties}, fees {a.fees}, "
-        f"interest {a.interest}, principal {a.principal}" + (f", unapplied {a.unapplied}" if a.unapplied else "")
-        + f"\noutstanding {r.outstanding.total} {r.currency}; stage {r.stage}" + ("; loan closed" if r.closed else "")
+        f"interest {a.interest}, principal {a.principal}"
+        + (f", unapplied {a.unapplied}" if a.unapplied else "")
+        + f"\noutstanding {r.outstanding.total} {r.currency}; stage {r.stage}"
+        + ("; loan closed" if r.closed else "")
     )
 
 

@@ -237,10 +237,14 @@ async def run_embedded() -> None:
         dev_server_existing_path=venv_binary("temporal"),
         dev_server_database_filename=str(cfg.temporal_db_file),
         dev_server_extra_args=[
-            "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
             # a loan whose workflow task failed 5 times in a row gets TemporalReportedProblems
             # (the Web UI's "Task Failures" view, `starter.py doctor`); off unless configured
-            "--dynamic-config-value", "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=5",
+            "--dynamic-config-value",
+            "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=5",
         ],
     )
     async with env:
@@ -299,8 +303,9 @@ async def until_stopped() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--embedded", action="store_true",
-                        help="start the embedded dev server, UI and sample portfolio")
+    parser.add_argument(
+        "--embedded", action="store_true", help="start the embedded dev server, UI and sample portfolio"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_masking()  # phone numbers and e-mail addresses never reach the log in full

@@ -50,8 +50,9 @@ from models.requests import Recorded
 
 
 class EffectActivities:
-    def __init__(self, engine: Engine, messaging: MessagingActivities, tasks: TaskActivities,
-                 handover: HandoverActivities) -> None:
+    def __init__(
+        self, engine: Engine, messaging: MessagingActivities, tasks: TaskActivities, handover: HandoverActivities
+    ) -> None:
         self._engine = engine
         self._messaging = messaging
         self._tasks = tasks
@@ -62,10 +63,13 @@ class EffectActivities:
         """Render what the batch sends, write it all in one transaction, deliver the messages;
         the result of each effect, and when the batch finished."""
         texts = [self._render(effect) for effect in batch.effects]
-        written = in_transaction(self._engine, lambda session: [
-            (text, None) if isinstance(text, EffectResult) else self._write(session, effect, text)
-            for effect, text in zip(batch.effects, texts, strict=True)
-        ])
+        written = in_transaction(
+            self._engine,
+            lambda session: [
+                (text, None) if isinstance(text, EffectResult) else self._write(session, effect, text)
+                for effect, text in zip(batch.effects, texts, strict=True)
+            ],
+        )
         outbox = [row for _, row in written if row is not None and row.status != "sent"]
         if outbox:
             self._messaging.deliver(outbox)
@@ -97,8 +101,9 @@ class EffectActivities:
         recorded = self._record(session, effect, text)
         return EffectResult(key=effect.key, duplicate=recorded.duplicate), None
 
-    def _message(self, session: Session, effect: SendMessage, text: tuple[str, str]
-                 ) -> tuple[EffectResult, OutboxMessage | None]:
+    def _message(
+        self, session: Session, effect: SendMessage, text: tuple[str, str]
+    ) -> tuple[EffectResult, OutboxMessage | None]:
         decision = None
         if effect.guard is not None:  # a confirmation: the guard is asked here, in the same transaction
             decision = guard.decide_contact(session, effect.guard)

@@ -41,8 +41,13 @@ def _effective(req: GuardRequest) -> ContactRequest:
 def _recorded(row: AuditRow) -> GuardDecision:
     """The decision an audit entry recorded (for a retried request: the same answer again)."""
     detail = json.loads(row.detail)
-    return GuardDecision(verdict=row.action.removeprefix("guard_"), rule=row.rule_id,
-                         at=datetime.fromisoformat(detail["until"]), reason=detail["reason"], decided_at=row.at)
+    return GuardDecision(
+        verdict=row.action.removeprefix("guard_"),
+        rule=row.rule_id,
+        at=datetime.fromisoformat(detail["until"]),
+        reason=detail["reason"],
+        decided_at=row.at,
+    )
 
 
 class GuardActivities:
@@ -79,8 +84,9 @@ def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
     lock_person(session, c.borrower_id)  # before reading the person's history
     taken = session.exec(select(ContactRow).where(ContactRow.key == c.key)).first()
     if taken is not None:
-        return GuardDecision(verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken",
-                             decided_at=taken.at)
+        return GuardDecision(
+            verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken", decided_at=taken.at
+        )
     audit_key = _audit_key(req)
     earlier = session.exec(select(AuditRow).where(AuditRow.key == audit_key)).first()
     if earlier is not None:
@@ -92,13 +98,28 @@ def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
     decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
     decision = decision.model_copy(update={"decided_at": c.at})
     if decision.verdict == "allowed":
-        session.add(ContactRow(key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel,
-                               purpose=c.purpose, at=c.at))
-    append_audit(session, audit_row(
-        audit_key, c.loan_id, f"guard_{decision.verdict}", "guard", "", c.at,
-        rule_id=decision.rule, channel=c.channel, purpose=c.purpose, until=decision.at.isoformat(),
-        reason=decision.reason, ruleset=rules.name,
-    ))
+        session.add(
+            ContactRow(
+                key=c.key, borrower_id=c.borrower_id, loan_id=c.loan_id, channel=c.channel, purpose=c.purpose, at=c.at
+            )
+        )
+    append_audit(
+        session,
+        audit_row(
+            audit_key,
+            c.loan_id,
+            f"guard_{decision.verdict}",
+            "guard",
+            "",
+            c.at,
+            rule_id=decision.rule,
+            channel=c.channel,
+            purpose=c.purpose,
+            until=decision.at.isoformat(),
+            reason=decision.reason,
+            ruleset=rules.name,
+        ),
+    )
     return decision
 
 

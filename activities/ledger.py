@@ -45,11 +45,26 @@ class LedgerActivities:
 
 def post_fee(session: Session, req: FeeRequest) -> Recorded:
     entry = LedgerEntry(
-        key=req.key, loan_id=req.loan_id, kind="fee", component="penalties",
-        amount=req.amount, currency=req.currency, at=req.at, reference=f"period {req.period}",
+        key=req.key,
+        loan_id=req.loan_id,
+        kind="fee",
+        component="penalties",
+        amount=req.amount,
+        currency=req.currency,
+        at=req.at,
+        reference=f"period {req.period}",
     )
-    audit = audit_row(f"{req.key}#audit", req.loan_id, "fee_posted", "system", "", req.at,
-                      period=req.period, amount=req.amount, currency=req.currency)
+    audit = audit_row(
+        f"{req.key}#audit",
+        req.loan_id,
+        "fee_posted",
+        "system",
+        "",
+        req.at,
+        period=req.period,
+        amount=req.amount,
+        currency=req.currency,
+    )
     row, duplicate = write_once(session, entry, "key", [audit])
     return Recorded(ref=str(row.id), duplicate=duplicate)
 
@@ -57,37 +72,68 @@ def post_fee(session: Session, req: FeeRequest) -> Recorded:
 def record_payment(session: Session, req: PaymentRecord) -> Recorded:
     pay = req.payment
     entry = LedgerEntry(
-        key=req.key, loan_id=req.loan_id, kind="payment", amount=pay.amount,
-        currency=pay.currency, at=pay.paid_at, reference=pay.payment_id,
+        key=req.key,
+        loan_id=req.loan_id,
+        kind="payment",
+        amount=pay.amount,
+        currency=pay.currency,
+        at=pay.paid_at,
+        reference=pay.payment_id,
     )
-    parts: list[tuple[str, str, Decimal]] = [
-        ("allocation", name, getattr(req.allocation, name)) for name in COMPONENTS
-    ]
+    parts: list[tuple[str, str, Decimal]] = [("allocation", name, getattr(req.allocation, name)) for name in COMPONENTS]
     parts.append(("overpayment", "", req.allocation.unapplied))
     extra: list[SQLModel] = [
         LedgerEntry(
-            key=f"{req.key}/{kind}/{component}", loan_id=req.loan_id, kind=kind, component=component,
-            amount=amount, currency=pay.currency, at=pay.paid_at, reference=pay.payment_id,
+            key=f"{req.key}/{kind}/{component}",
+            loan_id=req.loan_id,
+            kind=kind,
+            component=component,
+            amount=amount,
+            currency=pay.currency,
+            at=pay.paid_at,
+            reference=pay.payment_id,
         )
         for kind, component, amount in parts
         if amount > 0
     ]
-    extra.append(audit_row(
-        f"{req.key}#audit", req.loan_id, "payment_applied", pay.source, "", pay.paid_at,
-        payment_id=pay.payment_id, amount=pay.amount, currency=pay.currency,
-        balance_after=req.balance_after.total,
-    ))
+    extra.append(
+        audit_row(
+            f"{req.key}#audit",
+            req.loan_id,
+            "payment_applied",
+            pay.source,
+            "",
+            pay.paid_at,
+            payment_id=pay.payment_id,
+            amount=pay.amount,
+            currency=pay.currency,
+            balance_after=req.balance_after.total,
+        )
+    )
     row, duplicate = write_once(session, entry, "key", extra)
     return Recorded(ref=str(row.id), duplicate=duplicate)
 
 
 def charge_off(session: Session, req: ChargeOffRequest) -> Recorded:
     entry = LedgerEntry(
-        key=req.key, loan_id=req.loan_id, kind="charge_off", amount=req.balance.total,
-        currency=req.currency, at=req.at, reference="write-off",
+        key=req.key,
+        loan_id=req.loan_id,
+        kind="charge_off",
+        amount=req.balance.total,
+        currency=req.currency,
+        at=req.at,
+        reference="write-off",
     )
-    audit = audit_row(f"{req.key}#audit", req.loan_id, "charged_off", "system", "written_off", req.at,
-                      amount=req.balance.total, currency=req.currency)
+    audit = audit_row(
+        f"{req.key}#audit",
+        req.loan_id,
+        "charged_off",
+        "system",
+        "written_off",
+        req.at,
+        amount=req.balance.total,
+        currency=req.currency,
+    )
     row, duplicate = write_once(session, entry, "key", [audit])
     return Recorded(ref=str(row.id), duplicate=duplicate)
 
@@ -95,14 +141,29 @@ def charge_off(session: Session, req: ChargeOffRequest) -> Recorded:
 def waive(session: Session, req: WaiverRequest) -> Recorded:
     rows = [
         LedgerEntry(
-            key=f"{req.key}/{name}", loan_id=req.loan_id, kind=req.kind, component=name,
-            amount=getattr(req.amounts, name), currency=req.currency, at=req.at, reference=req.reason,
+            key=f"{req.key}/{name}",
+            loan_id=req.loan_id,
+            kind=req.kind,
+            component=name,
+            amount=getattr(req.amounts, name),
+            currency=req.currency,
+            at=req.at,
+            reference=req.reason,
         )
         for name in COMPONENTS
         if getattr(req.amounts, name) > 0
     ]
-    audit = audit_row(f"{req.key}#audit", req.loan_id, req.kind, "system", "", req.at,
-                      amount=req.amounts.total, currency=req.currency, reason=req.reason)
+    audit = audit_row(
+        f"{req.key}#audit",
+        req.loan_id,
+        req.kind,
+        "system",
+        "",
+        req.at,
+        amount=req.amounts.total,
+        currency=req.currency,
+        reason=req.reason,
+    )
     if not rows:
         stored, duplicate = write_once(session, audit, "key")
         return Recorded(ref=str(stored.id), duplicate=duplicate)

@@ -58,27 +58,85 @@ AMOUNT_VARIABLES: tuple[str, ...] = ("amount_due", "instalment_amount")
 
 # Variables a third-party (locate) message must never use: the debt's figures and dates, and
 # anything that names the borrower in full, the lender's business or how to dispute a debt.
-DEBT_VARIABLES: frozenset[str] = frozenset({
-    "amount_due", "principal", "interest", "fees", "penalties", "paid_total", "currency",
-    "loan_id", "dpd", "due_date", "deadline", "stage", "recall_date", "agency",
-    "instalment_amount", "instalment_number", "instalment_due",
-})
-IDENTITY_VARIABLES: frozenset[str] = frozenset({
-    "lender_name", "lender_website", "dispute_contact", "borrower_name", "borrower_address",
-})
+DEBT_VARIABLES: frozenset[str] = frozenset(
+    {
+        "amount_due",
+        "principal",
+        "interest",
+        "fees",
+        "penalties",
+        "paid_total",
+        "currency",
+        "loan_id",
+        "dpd",
+        "due_date",
+        "deadline",
+        "stage",
+        "recall_date",
+        "agency",
+        "instalment_amount",
+        "instalment_number",
+        "instalment_due",
+    }
+)
+IDENTITY_VARIABLES: frozenset[str] = frozenset(
+    {
+        "lender_name",
+        "lender_website",
+        "dispute_contact",
+        "borrower_name",
+        "borrower_address",
+    }
+)
 THIRD_PARTY_FORBIDDEN: frozenset[str] = DEBT_VARIABLES | IDENTITY_VARIABLES
 
 # Words that tell a third party there is a debt. Small on purpose: the banned lists (files under
 # rulesets/wordlists/) are about tone; these are about disclosure, and apply to third parties only.
 DEBT_WORDS: dict[str, tuple[str, ...]] = {
     "en": (
-        "debt*", "overdue", "owe", "owes", "owed", "owing", "loan*", "lender*", "lending",
-        "borrow*", "credit*", "collection*", "collector*", "arrears", "repay*", "payment*",
-        "balance", "outstanding", "default*", "late fee*", "instalment*", "installment*",
+        "debt*",
+        "overdue",
+        "owe",
+        "owes",
+        "owed",
+        "owing",
+        "loan*",
+        "lender*",
+        "lending",
+        "borrow*",
+        "credit*",
+        "collection*",
+        "collector*",
+        "arrears",
+        "repay*",
+        "payment*",
+        "balance",
+        "outstanding",
+        "default*",
+        "late fee*",
+        "instalment*",
+        "installment*",
     ),
     "zh": (
-        "欠款", "欠债", "欠钱", "债务", "逾期", "催收", "催款", "借款", "贷款", "网贷", "借钱", "还款",
-        "还钱", "账单", "本金", "利息", "罚息", "违约", "分期",
+        "欠款",
+        "欠债",
+        "欠钱",
+        "债务",
+        "逾期",
+        "催收",
+        "催款",
+        "借款",
+        "贷款",
+        "网贷",
+        "借钱",
+        "还款",
+        "还钱",
+        "账单",
+        "本金",
+        "利息",
+        "罚息",
+        "违约",
+        "分期",
     ),
 }
 

@@ -43,12 +43,25 @@ class MessagingActivities:
 def queue_message(session: Session, req: MessageRequest, subject: str, body: str) -> tuple[OutboxMessage, bool]:
     """The outbox row (once per key) with its audit entry, in the caller's transaction."""
     row = OutboxMessage(
-        key=req.key, loan_id=req.loan_id, channel=req.channel, template=req.template, language=req.language,
-        recipient=req.recipient, subject=subject, body=body, created_at=req.at,
+        key=req.key,
+        loan_id=req.loan_id,
+        channel=req.channel,
+        template=req.template,
+        language=req.language,
+        recipient=req.recipient,
+        subject=subject,
+        body=body,
+        created_at=req.at,
     )
     audit = audit_row(
-        f"{req.key}#queued", req.loan_id, "message_queued", "system", req.context.get("stage", ""),
-        req.at, channel=req.channel, template=req.template,
+        f"{req.key}#queued",
+        req.loan_id,
+        "message_queued",
+        "system",
+        req.context.get("stage", ""),
+        req.at,
+        channel=req.channel,
+        template=req.template,
     )
     return write_once(session, row, "key", [audit])
 

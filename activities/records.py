@@ -52,8 +52,9 @@ class RecordActivities:
             ruleset = load_ruleset(policy.conduct.ruleset, self._rulesets_dir, policy.conduct.overrides)
         except ValueError as exc:
             raise PolicyError(f"policy {policy.name}: field 'conduct.ruleset': {exc}") from exc
-        problems = lint_folder(self._templates_dir, ruleset.opt_out_required, self._rulesets_dir / "wordlists",
-                               template_names(policy))
+        problems = lint_folder(
+            self._templates_dir, ruleset.opt_out_required, self._rulesets_dir / "wordlists", template_names(policy)
+        )
         if problems:
             listed = "; ".join(f"{name}: {', '.join(found)}" for name, found in sorted(problems.items()))
             raise PolicyError(f"policy {policy.name}: templates refused under rule set {ruleset.name}: {listed}")
@@ -93,18 +94,31 @@ def register_loan(session: Session, req: LoanRegistration) -> Recorded:
     row = session.get(LoanRow, loan.loan_id)
     if row is None:
         row = LoanRow(
-            loan_id=loan.loan_id, borrower_id=b.borrower_id, currency=loan.currency,
-            principal=loan.principal, interest=loan.interest, fees=loan.fees,
-            penalties=loan.penalties, due_date=loan.due_date, product=loan.product,
+            loan_id=loan.loan_id,
+            borrower_id=b.borrower_id,
+            currency=loan.currency,
+            principal=loan.principal,
+            interest=loan.interest,
+            fees=loan.fees,
+            penalties=loan.penalties,
+            due_date=loan.due_date,
+            product=loan.product,
             stage=str(req.stage),  # so the audit entry below needs no second write for it
         )
     row.policy, row.workflow_id, row.updated_at = req.policy, req.workflow_id, utcnow()
     session.add(row)
-    return record_event(session, AuditEvent(
-        key=f"{loan.loan_id}/collection-started/{req.workflow_id}", loan_id=loan.loan_id,
-        action="collection_started", actor="platform", stage=req.stage, at=req.at,
-        detail={"policy": req.policy, "policy_version": req.policy_version},
-    ))
+    return record_event(
+        session,
+        AuditEvent(
+            key=f"{loan.loan_id}/collection-started/{req.workflow_id}",
+            loan_id=loan.loan_id,
+            action="collection_started",
+            actor="platform",
+            stage=req.stage,
+            at=req.at,
+            detail={"policy": req.policy, "policy_version": req.policy_version},
+        ),
+    )
 
 
 def record_event(session: Session, event: AuditEvent) -> Recorded:

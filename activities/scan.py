@@ -57,8 +57,12 @@ class ScanActivities:
 
         outcomes = await asyncio.gather(*(one(row) for row in due))
         totals = ScanTotals(
-            scanned=len(rows), started=outcomes.count("started"), already_started=outcomes.count("already"),
-            in_grace=len(rows) - len(due), invalid=outcomes.count("invalid"), pages=1,
+            scanned=len(rows),
+            started=outcomes.count("started"),
+            already_started=outcomes.count("already"),
+            in_grace=len(rows) - len(due),
+            invalid=outcomes.count("invalid"),
+            pages=1,
         )
         return ScanPageResult(next_cursor=cursor, done=done, totals=totals)
 
@@ -74,8 +78,11 @@ class ScanActivities:
             return "invalid"
         outcome = await hand_over(self._client, loan, row.policy, task_queue=self._task_queue)
         start = CollectionStart(
-            loan_id=row.loan_id, workflow_id=workflow_id(row.loan_id), scan_id=req.scan_id,
-            as_of=req.as_of, outcome=str(outcome),
+            loan_id=row.loan_id,
+            workflow_id=workflow_id(row.loan_id),
+            scan_id=req.scan_id,
+            as_of=req.as_of,
+            outcome=str(outcome),
         )
         await asyncio.to_thread(record_start, self._engine, start)
         return "started" if outcome is StartOutcome.started else "already"

@@ -38,8 +38,14 @@ class StartActivities:
         started = virtual_now(req.started_at, policy.clock)
         loan = req.loan
         stage = stage_for_dpd(days_past_due(started, loan.due_date, loan.borrower.timezone), policy)
-        self._records.register_loan(LoanRegistration(
-            loan=loan, policy=policy.name, policy_version=policy.version, workflow_id=req.workflow_id,
-            stage=stage, at=started,
-        ))
+        self._records.register_loan(
+            LoanRegistration(
+                loan=loan,
+                policy=policy.name,
+                policy_version=policy.version,
+                workflow_id=req.workflow_id,
+                stage=stage,
+                at=started,
+            )
+        )
         return Prepared(policy=policy, rules=rules, search_ready=False, started_at=started)

@@ -36,12 +36,27 @@ class TaskActivities:
 def create_task(session: Session, req: TaskRequest, brief: str) -> Recorded:
     """Insert the task once (its key is its id), with its audit entry, in the caller's transaction."""
     row = TaskRow(
-        task_id=req.key, loan_id=req.loan_id, workflow_id=req.workflow_id, kind=req.kind,
-        queue=req.queue, template=req.template, attempt=req.attempt, brief=brief, due_by=req.due_by,
+        task_id=req.key,
+        loan_id=req.loan_id,
+        workflow_id=req.workflow_id,
+        kind=req.kind,
+        queue=req.queue,
+        template=req.template,
+        attempt=req.attempt,
+        brief=brief,
+        due_by=req.due_by,
         created_at=req.at,
     )
-    audit = audit_row(f"{req.key}#created", req.loan_id, f"{req.kind}_task_created", "system",
-                      req.context.get("stage", ""), req.at, queue=req.queue, attempt=req.attempt)
+    audit = audit_row(
+        f"{req.key}#created",
+        req.loan_id,
+        f"{req.kind}_task_created",
+        "system",
+        req.context.get("stage", ""),
+        req.at,
+        queue=req.queue,
+        attempt=req.attempt,
+    )
     row, duplicate = write_once(session, row, "task_id", [audit])
     return Recorded(ref=row.task_id, duplicate=duplicate)
 
@@ -59,6 +74,18 @@ def close_task(session: Session, req: TaskClosure) -> Recorded:
     session.add(row)
     key = f"{req.task_id}#closed"
     if session.exec(select(AuditRow).where(AuditRow.key == key)).first() is None:
-        append_audit(session, audit_row(key, req.loan_id, f"{row.kind}_task_closed", req.closed_by, "", req.at,
-                                        evidence_ref=req.recording_ref, outcome=req.outcome, note=req.note))
+        append_audit(
+            session,
+            audit_row(
+                key,
+                req.loan_id,
+                f"{row.kind}_task_closed",
+                req.closed_by,
+                "",
+                req.at,
+                evidence_ref=req.recording_ref,
+                outcome=req.outcome,
+                note=req.note,
+            ),
+        )
     return Recorded(ref=req.task_id)

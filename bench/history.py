@@ -103,8 +103,13 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     at180 = next((r for r in rows if r[0] == 180), None)
     final = rows[-1]
     figures: list[tuple[str, str]] = [
-        ("setup", ("time-skipping test server, 1 loan at DPD 0 (10,000 + 500 + 100 CNY), default policy, "
-                  "never pays, no task outcomes")),
+        (
+            "setup",
+            (
+                "time-skipping test server, 1 loan at DPD 0 (10,000 + 500 + 100 CNY), default policy, "
+                "never pays, no task outcomes"
+            ),
+        ),
         ("payload encryption", encryption),
         ("", ""),
         ("DPD   events     bytes  runs", "(all runs of the chain; 'latest' = events in the current run)"),
@@ -114,16 +119,27 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     figures.append(("", ""))
     if at180 is not None:
         ok = at180[1] < TARGET_EVENTS_AT_180 and at180[3] == 1
-        figures.append(("at DPD 180",
-                        f"{at180[1]} events, {at180[2]:,} bytes ({at180[2] / max(at180[1], 1):.0f} B/event) -> "
-                        + ("meets the target (< 1,000 events, no continue-as-new)" if ok else
-                           "MISSES the target (< 1,000 events without continue-as-new)")))
+        figures.append(
+            (
+                "at DPD 180",
+                f"{at180[1]} events, {at180[2]:,} bytes ({at180[2] / max(at180[1], 1):.0f} B/event) -> "
+                + (
+                    "meets the target (< 1,000 events, no continue-as-new)"
+                    if ok
+                    else "MISSES the target (< 1,000 events without continue-as-new)"
+                ),
+            )
+        )
     figures += [
-        ("whole life",
-         f"{final[1]} events, {final[2]:,} bytes per loan at DPD {final[0]} ({final[5]}), {final[3]} run(s)"),
+        (
+            "whole life",
+            f"{final[1]} events, {final[2]:,} bytes per loan at DPD {final[0]} ({final[5]}), {final[3]} run(s)",
+        ),
         ("of which", f"{activities} activities, {timers} timers fired"),
-        ("largest by bytes", "; ".join(f"{k.lower()} {bytes_by_type[k]:,} B ({by_type[k]})"
-                                      for k, _ in bytes_by_type.most_common(4))),
+        (
+            "largest by bytes",
+            "; ".join(f"{k.lower()} {bytes_by_type[k]:,} B ({by_type[k]})" for k, _ in bytes_by_type.most_common(4)),
+        ),
         ("wall time", f"{wall:.1f} s"),
     ]
     notes = [
@@ -135,8 +151,12 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--until-dpd", type=int, default=600,
-                        help="last DPD to reach (default 600; recovery ends at 545 and the loan closes)")
+    parser.add_argument(
+        "--until-dpd",
+        type=int,
+        default=600,
+        help="last DPD to reach (default 600; recovery ends at 545 and the loan closes)",
+    )
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()
     code = asyncio.run(main(arguments, parser))

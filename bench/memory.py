@@ -55,8 +55,9 @@ async def worker_child(spec: dict) -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.ERROR)
     client = await connect(spec["address"], spec["namespace"])
-    worker = create_worker(client, task_queue=spec["queue"], database_url=spec["db_url"],
-                           max_cached_workflows=spec["cache"])
+    worker = create_worker(
+        client, task_queue=spec["queue"], database_url=spec["db_url"], max_cached_workflows=spec["cache"]
+    )
     async with worker:
         print("ready", flush=True)
         await until_stopped()
@@ -91,10 +92,16 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         async with env:
             client = env.client
             queue = f"bench-memory-{uuid.uuid4().hex[:8]}"
-            spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
-                    "queue": queue, "db_url": f"sqlite:///{db_file}", "cache": args.max_cached}
-            child = await _common.start_worker_process(Path(__file__).resolve(),
-                                                       {**os.environ, CHILD_ENV: json.dumps(spec)}, None, timeout=60)
+            spec = {
+                "address": client.service_client.config.target_host,
+                "namespace": client.namespace,
+                "queue": queue,
+                "db_url": f"sqlite:///{db_file}",
+                "cache": args.max_cached,
+            }
+            child = await _common.start_worker_process(
+                Path(__file__).resolve(), {**os.environ, CHILD_ENV: json.dumps(spec)}, None, timeout=60
+            )
             pid = child.pid
             try:
                 await wait_idle(pid, timeout=10)
@@ -140,14 +147,23 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     peak = samples[-1][2]["VmHWM"]
     model = MemoryModel(samples[1:], args.max_cached)
     figures = [
-        ("setup",
-         (f"dev server (SQLite file, WAL), project worker in its own process, {WARMUP} warm-up + {args.n} loans "
-                  f"at DPD 0 started {args.concurrency} at a time; all asleep until DPD 1")),
+        (
+            "setup",
+            (
+                f"dev server (SQLite file, WAL), project worker in its own process, {WARMUP} warm-up + {args.n} loans "
+                f"at DPD 0 started {args.concurrency} at a time; all asleep until DPD 1"
+            ),
+        ),
         ("max_cached_workflows", f"{args.max_cached} (project default {_default_cache()})"),
         ("payload encryption", encryption),
         ("loans running", f"{running.count} on the server at the end"),
-        ("start rate", (f"{args.n / start_wall:.1f} loans/s to asleep ({start_wall:.0f} s, plus {idle_wait:.0f} s "
-                       "waiting for an idle worker before each reading)")),
+        (
+            "start rate",
+            (
+                f"{args.n / start_wall:.1f} loans/s to asleep ({start_wall:.0f} s, plus {idle_wait:.0f} s "
+                "waiting for an idle worker before each reading)"
+            ),
+        ),
         ("", ""),
         ("RSS idle, no loan", f"{mib(idle)}"),
     ]
@@ -155,23 +171,32 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         figures.append((f"RSS {label}", f"{mib(rss['VmRSS'])} (peak so far {mib(rss['VmHWM'])})"))
     figures += [
         ("", ""),
-        ("per cached loan",
-         f"{model.per_cached:.0f} KiB (fit over {model.cached_points} readings up to the cache size)"),
-        ("per loan past cache",
-         (f"{model.per_evicted:.0f} KiB (fit over {model.evicted_points} readings past the cache "
-                                 "size; it flattens as loans are added, so a short run overstates it)"
-                                 if model.per_evicted is not None else
-                                 f"not measured (needs --n at least {MIN_PAST_SPREAD} above --max-cached)")),
+        (
+            "per cached loan",
+            f"{model.per_cached:.0f} KiB (fit over {model.cached_points} readings up to the cache size)",
+        ),
+        (
+            "per loan past cache",
+            (
+                f"{model.per_evicted:.0f} KiB (fit over {model.evicted_points} readings past the cache "
+                "size; it flattens as loans are added, so a short run overstates it)"
+                if model.per_evicted is not None
+                else f"not measured (needs --n at least {MIN_PAST_SPREAD} above --max-cached)"
+            ),
+        ),
         (f"{TARGET_LOANS:,} loans", _verdict(args, model, final, peak)),
         ("cache that fits", _fitting(model)),
     ]
     notes = [
-        ("readings are taken with the worker idle and every loan asleep; projections are linear fits, "
-        f"only --n {TARGET_LOANS} measures the target"),
+        (
+            "readings are taken with the worker idle and every loan asleep; projections are linear fits, "
+            f"only --n {TARGET_LOANS} measures the target"
+        ),
     ]
     if args.n + WARMUP > args.max_cached:
-        notes.append(f"{args.n + WARMUP - args.max_cached} workflows were evicted from the cache "
-                     "(replayed on their next task)")
+        notes.append(
+            f"{args.n + WARMUP - args.max_cached} workflows were evicted from the cache (replayed on their next task)"
+        )
     _common.report("Worker memory with loans in flight (dev server)", parser, args, figures, notes)
     return 0
 
@@ -218,8 +243,10 @@ class MemoryModel:
 
 
 def _fitting(model: MemoryModel) -> str:
-    return (f"max_cached_workflows <= {model.fitting_cache()} keeps the cached loans under 500 MB "
-            "(plus whatever loans past the cache cost: see above)")
+    return (
+        f"max_cached_workflows <= {model.fitting_cache()} keeps the cached loans under 500 MB "
+        "(plus whatever loans past the cache cost: see above)"
+    )
 
 
 def _verdict(args: argparse.Namespace, model: MemoryModel, final: int, peak: int) -> str:
@@ -229,17 +256,25 @@ def _verdict(args: argparse.Namespace, model: MemoryModel, final: int, peak: int
     low = model.rss_at(TARGET_LOANS)
     cached = min(TARGET_LOANS, args.max_cached)
     if low * 1024 >= TARGET_BYTES:
-        return (f"projected at least {mib(low)} ({low * 1024 / 1e6:.0f} MB) for the {cached} cached loans alone "
-                f"-> OVER the 500 MB target")
+        return (
+            f"projected at least {mib(low)} ({low * 1024 / 1e6:.0f} MB) for the {cached} cached loans alone "
+            f"-> OVER the 500 MB target"
+        )
     if model.per_evicted is None or model.per_evicted <= 0:
-        return (f"projected {mib(low)} ({low * 1024 / 1e6:.0f} MB) with {cached} cached, counting nothing for loans "
-                f"past the cache -> under the target only if they cost nothing: measure with --n {TARGET_LOANS}")
+        return (
+            f"projected {mib(low)} ({low * 1024 / 1e6:.0f} MB) with {cached} cached, counting nothing for loans "
+            f"past the cache -> under the target only if they cost nothing: measure with --n {TARGET_LOANS}"
+        )
     high = model.rss_at(TARGET_LOANS, past=model.per_evicted)
     if high * 1024 < TARGET_BYTES:
-        return (f"projected {mib(low)}-{mib(high)} with {cached} cached -> under the 500 MB target "
-                f"(measure with --n {TARGET_LOANS})")
-    return (f"projected between {mib(low)} (loans past the cache free) and {mib(high)} "
-            f"(their {model.per_evicted:.0f} KiB each going on linearly) -> undecided: measure with --n {TARGET_LOANS}")
+        return (
+            f"projected {mib(low)}-{mib(high)} with {cached} cached -> under the 500 MB target "
+            f"(measure with --n {TARGET_LOANS})"
+        )
+    return (
+        f"projected between {mib(low)} (loans past the cache free) and {mib(high)} "
+        f"(their {model.per_evicted:.0f} KiB each going on linearly) -> undecided: measure with --n {TARGET_LOANS}"
+    )
 
 
 def _default_cache() -> int:
@@ -254,10 +289,15 @@ if __name__ == "__main__":
         asyncio.run(worker_child(json.loads(child_spec)))
         _common.finish(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=2000,
-                        help=f"loans in flight (default 2000; the issue's target is {TARGET_LOANS:,})")
-    parser.add_argument("--max-cached", type=int, default=None,
-                        help="the worker's max_cached_workflows (default: the project setting, MAX_CACHED_WORKFLOWS)")
+    parser.add_argument(
+        "--n", type=int, default=2000, help=f"loans in flight (default 2000; the issue's target is {TARGET_LOANS:,})"
+    )
+    parser.add_argument(
+        "--max-cached",
+        type=int,
+        default=None,
+        help="the worker's max_cached_workflows (default: the project setting, MAX_CACHED_WORKFLOWS)",
+    )
     parser.add_argument("--concurrency", type=int, default=100, help="loan starts in flight (default 100)")
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()

@@ -98,13 +98,29 @@ def book_rows(n: int, as_of: date, tag: str, seed: int = 5) -> tuple[list[dict[s
         loan_id = f"{tag}-{i:07d}"
         if kind == "in_collection":
             handed.append(loan_id)
-        rows.append({
-            "loan_id": loan_id, "borrower_id": f"B{tag}-{i:07d}", "borrower_name": "陈静", "phone": "+8613600000000",
-            "email": "cj@example.cn", "address": "", "timezone": TZ, "language": "zh", "currency": "CNY",
-            "principal": Decimal(rng.randrange(50_000, 2_000_000)) / 100, "interest": Decimal("35.00"),
-            "fees": Decimal(0), "penalties": Decimal(0), "product": "consumer", "due_date": due,
-            "grace_days": grace, "policy": "default", "status": status, "updated_at": now,
-        })
+        rows.append(
+            {
+                "loan_id": loan_id,
+                "borrower_id": f"B{tag}-{i:07d}",
+                "borrower_name": "陈静",
+                "phone": "+8613600000000",
+                "email": "cj@example.cn",
+                "address": "",
+                "timezone": TZ,
+                "language": "zh",
+                "currency": "CNY",
+                "principal": Decimal(rng.randrange(50_000, 2_000_000)) / 100,
+                "interest": Decimal("35.00"),
+                "fees": Decimal(0),
+                "penalties": Decimal(0),
+                "product": "consumer",
+                "due_date": due,
+                "grace_days": grace,
+                "policy": "default",
+                "status": status,
+                "updated_at": now,
+            }
+        )
     return rows, handed, counts
 
 
@@ -122,12 +138,20 @@ def fill(url: str, n: int, as_of: date, tag: str) -> tuple[dict[str, int], float
     t0 = time.perf_counter()
     with engine.begin() as conn:
         for lo in range(0, len(rows), FILL_BATCH):
-            conn.execute(insert(BookLoan), rows[lo:lo + FILL_BATCH])
-        starts = [{"loan_id": i, "workflow_id": f"collection-{i}", "scan_id": "earlier",
-                   "as_of": as_of - timedelta(days=1),
-                   "outcome": "started", "started_at": datetime.now(UTC)} for i in handed]
+            conn.execute(insert(BookLoan), rows[lo : lo + FILL_BATCH])
+        starts = [
+            {
+                "loan_id": i,
+                "workflow_id": f"collection-{i}",
+                "scan_id": "earlier",
+                "as_of": as_of - timedelta(days=1),
+                "outcome": "started",
+                "started_at": datetime.now(UTC),
+            }
+            for i in handed
+        ]
         for lo in range(0, len(starts), FILL_BATCH):
-            conn.execute(insert(CollectionStart), starts[lo:lo + FILL_BATCH])
+            conn.execute(insert(CollectionStart), starts[lo : lo + FILL_BATCH])
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE book_loans")
@@ -150,9 +174,12 @@ def query_plan(url: str, as_of: date, limit: int) -> list[str]:
 
     engine = make_engine(url)
     handed = exists().where(col(CollectionStart.loan_id) == col(BookLoan.loan_id))
-    query = (select(BookLoan.loan_id).where(BookLoan.status == "current", BookLoan.due_date < as_of,
-                                            BookLoan.loan_id > "", ~handed)
-             .order_by(BookLoan.loan_id).limit(limit))
+    query = (
+        select(BookLoan.loan_id)
+        .where(BookLoan.status == "current", BookLoan.due_date < as_of, BookLoan.loan_id > "", ~handed)
+        .order_by(BookLoan.loan_id)
+        .limit(limit)
+    )
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
@@ -204,8 +231,9 @@ async def timed_scan(client: Any, as_of: date, scan_id: str, queue: str, args: a
     import starter
 
     t0 = time.perf_counter()
-    totals = await starter.scan_overdue(client, as_of, scan_id=scan_id, task_queue=queue,
-                                        page_size=args.page_size, pages_per_run=args.pages_per_run)
+    totals = await starter.scan_overdue(
+        client, as_of, scan_id=scan_id, task_queue=queue, page_size=args.page_size, pages_per_run=args.pages_per_run
+    )
     return totals, time.perf_counter() - t0
 
 
@@ -223,12 +251,18 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
     async with env:
         client = with_converter(env.client)
         queue = f"bench-scan-{uuid.uuid4().hex[:8]}"
-        spec = {"address": client.service_client.config.target_host, "namespace": client.namespace,
-                "queue": queue, "db_url": url, "isolated": args.isolated, "workflow_tasks": args.workflow_tasks}
+        spec = {
+            "address": client.service_client.config.target_host,
+            "namespace": client.namespace,
+            "queue": queue,
+            "db_url": url,
+            "isolated": args.isolated,
+            "workflow_tasks": args.workflow_tasks,
+        }
         child_log = tmp / "worker.log"  # its shutdown cancels the started loans' activities: noise, kept apart
-        child = await _common.start_worker_process(Path(__file__).resolve(),
-                                                   {**os.environ, CHILD_ENV: json.dumps(spec)},
-                                                   child_log, timeout=90)
+        child = await _common.start_worker_process(
+            Path(__file__).resolve(), {**os.environ, CHILD_ENV: json.dumps(spec)}, child_log, timeout=90
+        )
         try:
             servers = [p for p in _common.child_pids() if p != child.pid]
             cpu0 = {p: _common.cpu_seconds(p) for p in [child.pid, *servers]}
@@ -249,12 +283,22 @@ async def run(args: argparse.Namespace, url: str, tmp: Path) -> dict[str, Any]:
                 child.kill()
                 await child.wait()
     log = child_log.read_text(errors="replace")
-    return {"counts": counts, "fill": fill_seconds, "plan": plan, "first": first, "first_wall": first_wall,
-            "slow_tasks": log.count("Workflow task duration exceeded"),
-            "lost_tasks": log.count("Task not found when completing"),
-            "second": second, "second_wall": second_wall, "rss_before": rss_before, "rss_after": rss_after,
-            "cpu_worker": cpu1[child.pid] - cpu0[child.pid], "idle_wait": idle_wait,
-            "cpu_server": sum(cpu1[p] - cpu0[p] for p in cpu0 if p != child.pid)}
+    return {
+        "counts": counts,
+        "fill": fill_seconds,
+        "plan": plan,
+        "first": first,
+        "first_wall": first_wall,
+        "slow_tasks": log.count("Workflow task duration exceeded"),
+        "lost_tasks": log.count("Task not found when completing"),
+        "second": second,
+        "second_wall": second_wall,
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "cpu_worker": cpu1[child.pid] - cpu0[child.pid],
+        "idle_wait": idle_wait,
+        "cpu_server": sum(cpu1[p] - cpu0[p] for p in cpu0 if p != child.pid),
+    }
 
 
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -270,42 +314,84 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             database = "SQLite file (WAL), in a temporary directory"
     first, second = r["first"], r["second"]
     mix = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in r["counts"].items())
-    loans_run = ("scan only; started loans wait on an unpolled queue" if args.isolated
-                 else "the project worker: started loans run on it")
+    loans_run = (
+        "scan only; started loans wait on an unpolled queue"
+        if args.isolated
+        else "the project worker: started loans run on it"
+    )
     figures = [
         ("book", f"{args.n:,} rows: {mix}"),
         ("database", database),
-        ("setup", (f"dev server (SQLite file, WAL), worker in its own process "
-                   f"({loans_run}); "
-                   f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages; "
-                   f"workflow task slots {args.workflow_tasks or 'the worker default (100)'}")),
+        (
+            "setup",
+            (
+                f"dev server (SQLite file, WAL), worker in its own process "
+                f"({loans_run}); "
+                f"page {args.page_size} rows, continue-as-new every {args.pages_per_run} pages; "
+                f"workflow task slots {args.workflow_tasks or 'the worker default (100)'}"
+            ),
+        ),
         ("payload encryption", encryption),
         ("fill", f"{args.n / r['fill']:,.0f} rows/s ({r['fill']:.1f} s, bulk insert + ANALYZE; not part of the scan)"),
         ("", ""),
-        ("first scan", (f"{r['first_wall']:.1f} s wall: {args.n / r['first_wall']:,.0f} book rows/s; "
-                        f"{first.scanned:,} rows read ({first.scanned / r['first_wall']:,.0f}/s), {first.pages} pages, "
-                        f"{first.runs} runs")),
-        ("  hand-overs", (f"{first.started:,} started ({first.started / r['first_wall']:.1f}/s), "
-                          f"{first.already_started} already started, {first.in_grace:,} in grace, "
-                          f"{first.invalid} invalid")),
-        ("second scan", (f"{r['second_wall']:.1f} s wall: {args.n / r['second_wall']:,.0f} book rows/s; "
-                         f"{second.scanned:,} rows read, {second.pages} pages, {second.started} started "
-                         f"(nothing new: the cost of a quiet day; run once the worker was idle, "
-                         f"{r['idle_wait']:.0f} s after the first)")),
-        ("worker RSS", (f"{r['rss_before']['VmRSS'] / 1024:.0f} MiB before the scans, "
-                        f"{r['rss_after']['VmRSS'] / 1024:.0f} MiB after, "
-                        f"peak {r['rss_after']['VmHWM'] / 1024:.0f} MiB")),
-        ("CPU, first scan", (f"worker {r['cpu_worker'] / r['first_wall'] * 100:.0f}%, Temporal server "
-                             f"{r['cpu_server'] / r['first_wall'] * 100:.0f}% "
-                             f"(of {len(os.sched_getaffinity(0)) * 100}%)")),
-        ("worker's core warnings", (f"{r['slow_tasks']:,} workflow tasks over 5 s, {r['lost_tasks']:,} completed "
-                                    "after the server had timed them out (10 s); written to the worker's stdout, which "
-                                    "the bench reads to the end (unread, ~90 lines filled the pipe and stopped the "
-                                    "worker)")),
+        (
+            "first scan",
+            (
+                f"{r['first_wall']:.1f} s wall: {args.n / r['first_wall']:,.0f} book rows/s; "
+                f"{first.scanned:,} rows read ({first.scanned / r['first_wall']:,.0f}/s), {first.pages} pages, "
+                f"{first.runs} runs"
+            ),
+        ),
+        (
+            "  hand-overs",
+            (
+                f"{first.started:,} started ({first.started / r['first_wall']:.1f}/s), "
+                f"{first.already_started} already started, {first.in_grace:,} in grace, "
+                f"{first.invalid} invalid"
+            ),
+        ),
+        (
+            "second scan",
+            (
+                f"{r['second_wall']:.1f} s wall: {args.n / r['second_wall']:,.0f} book rows/s; "
+                f"{second.scanned:,} rows read, {second.pages} pages, {second.started} started "
+                f"(nothing new: the cost of a quiet day; run once the worker was idle, "
+                f"{r['idle_wait']:.0f} s after the first)"
+            ),
+        ),
+        (
+            "worker RSS",
+            (
+                f"{r['rss_before']['VmRSS'] / 1024:.0f} MiB before the scans, "
+                f"{r['rss_after']['VmRSS'] / 1024:.0f} MiB after, "
+                f"peak {r['rss_after']['VmHWM'] / 1024:.0f} MiB"
+            ),
+        ),
+        (
+            "CPU, first scan",
+            (
+                f"worker {r['cpu_worker'] / r['first_wall'] * 100:.0f}%, Temporal server "
+                f"{r['cpu_server'] / r['first_wall'] * 100:.0f}% "
+                f"(of {len(os.sched_getaffinity(0)) * 100}%)"
+            ),
+        ),
+        (
+            "worker's core warnings",
+            (
+                f"{r['slow_tasks']:,} workflow tasks over 5 s, {r['lost_tasks']:,} completed "
+                "after the server had timed them out (10 s); written to the worker's stdout, which "
+                "the bench reads to the end (unread, ~90 lines filled the pipe and stopped the "
+                "worker)"
+            ),
+        ),
         ("page query plan", " | ".join(line.strip() for line in r["plan"])),
     ]
-    notes = [("the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
-              "--isolated, the started loans' first steps on the same worker; the read itself is the second scan")]
+    notes = [
+        (
+            "the first scan's time is mostly the start requests (one per newly overdue loan) and, without "
+            "--isolated, the started loans' first steps on the same worker; the read itself is the second scan"
+        )
+    ]
     _common.report("Daily scan over the loan book (dev server)", parser, args, figures, notes)
     return 0
 
@@ -332,8 +418,12 @@ if __name__ == "__main__":
     parser.add_argument("--page-size", type=int, default=500, help="rows per scan activity (default 500)")
     parser.add_argument("--pages-per-run", type=int, default=20, help="pages before continue-as-new (default 20)")
     parser.add_argument("--isolated", action="store_true", help="no collection worker: time the scan alone")
-    parser.add_argument("--workflow-tasks", type=int, default=0,
-                        help="the worker's max_concurrent_workflow_tasks (default: the worker's own, temporalio's 100)")
+    parser.add_argument(
+        "--workflow-tasks",
+        type=int,
+        default=0,
+        help="the worker's max_concurrent_workflow_tasks (default: the worker's own, temporalio's 100)",
+    )
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()
     code = asyncio.run(main(arguments, parser))

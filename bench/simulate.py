@@ -69,8 +69,9 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
                 out.start_wall, _ = await _common.bounded(
                     n, args.concurrency, lambda i: starter.start_collection(env.client, loans[i], task_queue=queue)
                 )
-                _common.progress(f"started loans {first}-{first + n - 1} in {out.start_wall:.1f} s; "
-                                 f"skipping {args.days} days")
+                _common.progress(
+                    f"started loans {first}-{first + n - 1} in {out.start_wall:.1f} s; skipping {args.days} days"
+                )
                 for day in range(1, args.days + 1):
                     await harness.at_dpd(loans[0], day)
                     if day % 30 == 0 or day == args.days:
@@ -85,8 +86,10 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
                         history = await env.client.get_workflow_handle(f"collection-{loan_id}").fetch_history()
                     out.events += len(history.events)
                     for e in history.events:
-                        if e.event_type in (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-                                            EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED):
+                        if e.event_type in (
+                            EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+                            EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+                        ):
                             out.activities += 1
                         elif e.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
                             out.timers += 1
@@ -103,8 +106,9 @@ async def simulate(first: int, n: int, args: argparse.Namespace) -> Batch:
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     encryption = _common.configure(args.plain)
     cpu = _common.CpuMeter()
-    batches: list[Batch] = [await simulate(first, min(args.batch, args.n - first), args)
-                            for first in range(0, args.n, args.batch)]
+    batches: list[Batch] = [
+        await simulate(first, min(args.batch, args.n - first), args) for first in range(0, args.n, args.batch)
+    ]
     cpu_text = cpu.describe("worker+client", "test server")
     wall = sum(b.wall for b in batches)
     start_wall = sum(b.start_wall for b in batches)
@@ -118,22 +122,40 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     per_loan = wall / n
     projected = per_loan * ISSUE_N
     figures = [
-        ("setup", (f"time-skipping test server, {n} loans at DPD 0, default policy, never paying; "
-                  f"{len(batches)} batch(es) of up to {args.batch}, one fresh server each, run one after the other; "
-                  f"started {args.concurrency} at a time, then env.sleep 1 day at a time")),
+        (
+            "setup",
+            (
+                f"time-skipping test server, {n} loans at DPD 0, default policy, never paying; "
+                f"{len(batches)} batch(es) of up to {args.batch}, one fresh server each, run one after the other; "
+                f"started {args.concurrency} at a time, then env.sleep 1 day at a time"
+            ),
+        ),
         ("payload encryption", encryption),
         ("loans", f"{n} (stages at the end: {', '.join(f'{k} {v}' for k, v in sorted(stages.items()))})"),
         ("days", f"{days} (noon of DPD {days})"),
         ("wall time", f"{wall:.1f} s ({start_wall:.1f} s of it starting the loans; {per_loan * 1000:.0f} ms per loan)"),
         ("by day", ", ".join(f"DPD {d} {t:.0f} s" for d, t in marks)),
-        ("steps",
-         f"{activities} activities ({activities / n:.1f} per loan), {timers} timers fired, {events} history events"),
-        ("steps/s", (f"{activities / wall:.1f} activities/s ({wall / max(activities, 1) * 1000:.1f} ms each), "
-                    f"{events / wall:.0f} history events/s, {n * days / wall:.0f} loan-days/s")),
+        (
+            "steps",
+            f"{activities} activities ({activities / n:.1f} per loan), {timers} timers fired, {events} history events",
+        ),
+        (
+            "steps/s",
+            (
+                f"{activities / wall:.1f} activities/s ({wall / max(activities, 1) * 1000:.1f} ms each), "
+                f"{events / wall:.0f} history events/s, {n * days / wall:.0f} loan-days/s"
+            ),
+        ),
         ("CPU", cpu_text),
-        (f"{ISSUE_N:,} loans x {days} days", (f"measured: {wall:.1f} s" if n == ISSUE_N else
-                               f"projected {projected:.0f} s ({projected / 60:.1f} min), linear in loans "
-                               f"(no gain from concurrency on this server); measure with --n {ISSUE_N}")),
+        (
+            f"{ISSUE_N:,} loans x {days} days",
+            (
+                f"measured: {wall:.1f} s"
+                if n == ISSUE_N
+                else f"projected {projected:.0f} s ({projected / 60:.1f} min), linear in loans "
+                f"(no gain from concurrency on this server); measure with --n {ISSUE_N}"
+            ),
+        ),
     ]
     notes = [
         "the test server serialises time skipping: cost grows with total steps, not with loans in parallel",
@@ -149,9 +171,13 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=ISSUE_N, help=f"loans (default {ISSUE_N}, what the issue asks for)")
     parser.add_argument("--days", type=int, default=180, help="days past due to reach (default 180, write-off)")
     parser.add_argument("--concurrency", type=int, default=50, help="loan starts in flight (default 50)")
-    parser.add_argument("--batch", type=int, default=250,
-                        help="loans per time-skipping server, run one after the other (default 250; "
-                             "1,000 on one server broke its connection here: 'h2 protocol error')")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=250,
+        help="loans per time-skipping server, run one after the other (default 250; "
+        "1,000 on one server broke its connection here: 'h2 protocol error')",
+    )
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()
     code = asyncio.run(main(arguments, parser))

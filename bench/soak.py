@@ -41,25 +41,55 @@ import _common
 ROOT = _common.ROOT
 # (column, summary key, width); the figures the issue names first
 COLUMNS = [
-    ("seed", "seed", 7), ("db", "backend", 10), ("loans", "loans", 5), ("time s", "seconds", 6),
-    ("stuck", "stuck_loans", 5), ("no replay", "non_replaying_histories", 9), ("dup fees", "duplicate_fees", 8),
-    ("dup msgs", "duplicate_messages", 8), ("dup ledger", "duplicate_ledger_rows", 10),
-    ("dup tasks", "duplicate_tasks", 9), ("lost pay", "lost_payments", 8), ("other", "other_problems", 5),
+    ("seed", "seed", 7),
+    ("db", "backend", 10),
+    ("loans", "loans", 5),
+    ("time s", "seconds", 6),
+    ("stuck", "stuck_loans", 5),
+    ("no replay", "non_replaying_histories", 9),
+    ("dup fees", "duplicate_fees", 8),
+    ("dup msgs", "duplicate_messages", 8),
+    ("dup ledger", "duplicate_ledger_rows", 10),
+    ("dup tasks", "duplicate_tasks", 9),
+    ("lost pay", "lost_payments", 8),
+    ("other", "other_problems", 5),
     ("paid ids", "payments_sent", 8),
-    ("w starts", "worker_starts", 8), ("s starts", "server_starts", 8),
+    ("w starts", "worker_starts", 8),
+    ("s starts", "server_starts", 8),
 ]
-PROBLEMS = ["stuck_loans", "non_replaying_histories", "duplicate_fees", "duplicate_messages", "duplicate_ledger_rows",
-            "duplicate_tasks", "lost_payments", "other_problems", "open_loans"]
-SUMMED = [*PROBLEMS, "loans", "seconds", "payments_sent", "sends", "worker_starts", "server_starts", "worker_kills",
-                     "server_kills", "histories_replayed", "recovered_task_failures"]
+PROBLEMS = [
+    "stuck_loans",
+    "non_replaying_histories",
+    "duplicate_fees",
+    "duplicate_messages",
+    "duplicate_ledger_rows",
+    "duplicate_tasks",
+    "lost_payments",
+    "other_problems",
+    "open_loans",
+]
+SUMMED = [
+    *PROBLEMS,
+    "loans",
+    "seconds",
+    "payments_sent",
+    "sends",
+    "worker_starts",
+    "server_starts",
+    "worker_kills",
+    "server_kills",
+    "histories_replayed",
+    "recovered_task_failures",
+]
 
 
 def parse_args() -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=int(env("SOAK_SEEDS", "5")), help="how many random seeds")
-    parser.add_argument("--seed-list", default=env("SOAK_SEED_LIST", ""),
-                        help="comma-separated seeds (overrides --seeds)")
+    parser.add_argument(
+        "--seed-list", default=env("SOAK_SEED_LIST", ""), help="comma-separated seeds (overrides --seeds)"
+    )
     parser.add_argument("--backends", default=env("SOAK_BACKENDS", "sqlite,postgresql"))
     parser.add_argument("--loans", type=int, default=int(env("SOAK_LOANS", "250")))
     parser.add_argument("--worker-kills", type=int, default=int(env("SOAK_WORKER_KILLS", "8")))
@@ -77,12 +107,29 @@ def run_one(seed: int, backend: str, args: argparse.Namespace, folder: Path) -> 
     """One crash test in its own pytest process; its summary (or a failed row saying why none)."""
     name = f"{backend}-{seed}"
     summary_path, log_path, basetemp = folder / f"{name}.json", folder / f"{name}.log", folder / name
-    env = {**os.environ, "CRASH_SEED": str(seed), "CRASH_DB": backend, "CRASH_LOANS": str(args.loans),
-           "CRASH_WORKER_KILLS": str(args.worker_kills), "CRASH_SERVER_KILLS": str(args.server_kills),
-           "CRASH_SUMMARY": str(summary_path)}
+    env = {
+        **os.environ,
+        "CRASH_SEED": str(seed),
+        "CRASH_DB": backend,
+        "CRASH_LOANS": str(args.loans),
+        "CRASH_WORKER_KILLS": str(args.worker_kills),
+        "CRASH_SERVER_KILLS": str(args.server_kills),
+        "CRASH_SUMMARY": str(summary_path),
+    }
     cap = float(env.get("CRASH_CAP", "1800"))
-    argv = [sys.executable, "-m", "pytest", "tests/system/test_crash.py", "-m", "crash", "-q", "-s",
-            "-p", "no:cacheprovider", f"--basetemp={basetemp}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/system/test_crash.py",
+        "-m",
+        "crash",
+        "-q",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        f"--basetemp={basetemp}",
+    ]
     began = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -108,6 +155,7 @@ def clean(row: dict[str, Any]) -> bool:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The runs, one a line, and the totals."""
+
     def line(values: list[str]) -> str:
         return "  ".join(v.rjust(w) for v, (_, _, w) in zip(values, COLUMNS, strict=False)) + "  " + values[-1]
 
@@ -136,33 +184,48 @@ def main() -> int:
     folder = ROOT / "var" / "soak" / stamp
     folder.mkdir(parents=True, exist_ok=True)
     runs = [(seed, backend) for seed in seeds for backend in backends]
-    _common.progress(f"soak: {len(runs)} runs ({len(seeds)} seeds {seeds} x {backends}), {args.loans} loans, "
-                     f"{args.worker_kills} worker and {args.server_kills} server kills each; output in {folder}")
+    _common.progress(
+        f"soak: {len(runs)} runs ({len(seeds)} seeds {seeds} x {backends}), {args.loans} loans, "
+        f"{args.worker_kills} worker and {args.server_kills} server kills each; output in {folder}"
+    )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     for n, (seed, backend) in enumerate(runs, 1):
         _common.progress(f"run {n}/{len(runs)}: {backend}, seed {seed}")
         row = run_one(seed, backend, args, folder)
         rows.append(row)
-        _common.progress(f"run {n}/{len(runs)}: {'clean' if clean(row) else 'PROBLEM'} in {row['wall_seconds']:.0f}s "
-                         f"(stuck {row.get('stuck_loans', '?')}, "
-                         f"non-replaying {row.get('non_replaying_histories', '?')})")
+        _common.progress(
+            f"run {n}/{len(runs)}: {'clean' if clean(row) else 'PROBLEM'} in {row['wall_seconds']:.0f}s "
+            f"(stuck {row.get('stuck_loans', '?')}, "
+            f"non-replaying {row.get('non_replaying_histories', '?')})"
+        )
     seconds = round(time.monotonic() - began, 1)
     result = {
-        "started": stamp, "seconds": seconds,
-        "settings": {"seeds": seeds, "backends": backends, "loans": args.loans, "worker_kills": args.worker_kills,
-                     "server_kills": args.server_kills},
-        "machine": dict(_common.machine_rows()), "runs": rows, "totals": totals_of(rows),
+        "started": stamp,
+        "seconds": seconds,
+        "settings": {
+            "seeds": seeds,
+            "backends": backends,
+            "loans": args.loans,
+            "worker_kills": args.worker_kills,
+            "server_kills": args.server_kills,
+        },
+        "machine": dict(_common.machine_rows()),
+        "runs": rows,
+        "totals": totals_of(rows),
     }
     out = ROOT / "var" / "soak" / f"{stamp}.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nCrash-test soak: {len(runs)} runs, {args.loans} loans, {args.worker_kills} worker and "
-          f"{args.server_kills} server SIGKILLs each, {seconds / 60:.1f} min\n")
+    print(
+        f"\nCrash-test soak: {len(runs)} runs, {args.loans} loans, {args.worker_kills} worker and "
+        f"{args.server_kills} server SIGKILLs each, {seconds / 60:.1f} min\n"
+    )
     print(table(rows))
     for r in rows:
         if not clean(r):
-            print(f"\n{r['backend']} seed {r['seed']}: {r.get('failure', '')[:3000]}\n"
-                  f"  pytest output: {r['pytest_log']}")
+            print(
+                f"\n{r['backend']} seed {r['seed']}: {r.get('failure', '')[:3000]}\n  pytest output: {r['pytest_log']}"
+            )
     print()
     for key, value in _common.machine_rows():
         print(f"{key:>10}  {value}")

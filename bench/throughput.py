@@ -58,8 +58,9 @@ class TrivialWorkflow:
 
 async def run_trivial(client, queue: str, n: int, concurrency: int, tag: str) -> tuple[float, list[float], str]:
     async def one(i: int) -> None:
-        handle = await client.start_workflow(TrivialWorkflow.run, f"{tag}-{i}", id=f"trivial-{tag}-{i}",
-                                             task_queue=queue)
+        handle = await client.start_workflow(
+            TrivialWorkflow.run, f"{tag}-{i}", id=f"trivial-{tag}-{i}", task_queue=queue
+        )
         await handle.result()
 
     cpu = _common.CpuMeter()
@@ -87,13 +88,21 @@ async def run_collection(client, queue: str, regs, n: int, concurrency: int, tag
         loan = loans[i]
         amount = loan.balance().total if full else PARTIAL
         t0 = time.perf_counter()
-        receipt = await starter.register_payment(client, loan.loan_id, Payment(
-            payment_id=f"PAY-{loan.loan_id}", amount=amount, currency=loan.currency, paid_at=datetime.now(UTC),
-        ))
+        receipt = await starter.register_payment(
+            client,
+            loan.loan_id,
+            Payment(
+                payment_id=f"PAY-{loan.loan_id}",
+                amount=amount,
+                currency=loan.currency,
+                paid_at=datetime.now(UTC),
+            ),
+        )
         receipts[i] = time.perf_counter() - t0
         if receipt.closed != full:
-            raise RuntimeError(f"{loan.loan_id}: unexpected receipt for a {'full' if full else 'partial'} payment: "
-                               f"{receipt}")
+            raise RuntimeError(
+                f"{loan.loan_id}: unexpected receipt for a {'full' if full else 'partial'} payment: {receipt}"
+            )
         if full:
             await client.get_workflow_handle(f"collection-{loan.loan_id}").result()
 
@@ -102,8 +111,14 @@ async def run_collection(client, queue: str, regs, n: int, concurrency: int, tag
     start_cpu, cpu = cpu.describe(), _common.CpuMeter()
     pay_wall, pay_lat = await _common.bounded(n, concurrency, pay)
     pay_cpu = cpu.describe()
-    return {"start": (start_wall, start_lat), "ack": acks, "pay": (pay_wall, pay_lat), "receipt": receipts,
-            "start_cpu": start_cpu, "pay_cpu": pay_cpu}
+    return {
+        "start": (start_wall, start_lat),
+        "ack": acks,
+        "pay": (pay_wall, pay_lat),
+        "receipt": receipts,
+        "start_cpu": start_cpu,
+        "pay_cpu": pay_cpu,
+    }
 
 
 async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -122,7 +137,10 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             cq, tq = f"bench-collections-{uuid.uuid4().hex[:8]}", f"bench-trivial-{uuid.uuid4().hex[:8]}"
             collection_worker = create_worker(client, task_queue=cq, database_url=f"sqlite:///{db_file}")
             trivial_worker = Worker(
-                client, task_queue=tq, workflows=[TrivialWorkflow], activities=[trivial_step],
+                client,
+                task_queue=tq,
+                workflows=[TrivialWorkflow],
+                activities=[trivial_step],
                 max_cached_workflows=settings().max_cached_workflows,
                 workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
                 activity_task_poller_behavior=PollerBehaviorAutoscaling(),
@@ -139,8 +157,9 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                     if what == "trivial":
                         results["trivial"] = await run_trivial(client, tq, args.n, args.concurrency, "run")
                     else:
-                        results["collection"] = await run_collection(client, cq, regs, args.n, args.concurrency, "run",
-                                                                       full)
+                        results["collection"] = await run_collection(
+                            client, cq, regs, args.n, args.concurrency, "run", full
+                        )
 
     n = args.n
     t_wall, t_lat, t_cpu = results["trivial"]
@@ -160,36 +179,72 @@ async def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         return "meets the 0.5 target" if r >= TARGET_RATIO else "BELOW the 0.5 target"
 
     figures = [
-        ("setup", (f"dev server, SQLite file + WAL/synchronous=NORMAL, {n} items each, {args.concurrency} in flight, "
-                  f"{args.warmup} warm-up each, order {args.order}")),
+        (
+            "setup",
+            (
+                f"dev server, SQLite file + WAL/synchronous=NORMAL, {n} items each, {args.concurrency} in flight, "
+                f"{args.warmup} warm-up each, order {args.order}"
+            ),
+        ),
         ("payload encryption", encryption),
         ("trivial workflow", f"{trivial_rate:6.1f} /s  start->completed ({t_wall:.1f} s; {_common.ms(t_lat)})"),
-        ("loan starts", (f"{start_rate:6.1f} /s  start->registered, asleep ({s_wall:.1f} s; {_common.ms(s_lat)}; "
-                        f"start call alone {_common.ms(c['ack'])})")),
-        ("payments", (f"{pay_rate:6.1f} /s  " + ("request->receipt->loan completed (paid in full)" if full
-                                                 else f"request->receipt, partial ({PARTIAL})")
-                     + f" ({p_wall:.1f} s; {_common.ms(p_lat)}; receipt alone {_common.ms(c['receipt'])})")),
+        (
+            "loan starts",
+            (
+                f"{start_rate:6.1f} /s  start->registered, asleep ({s_wall:.1f} s; {_common.ms(s_lat)}; "
+                f"start call alone {_common.ms(c['ack'])})"
+            ),
+        ),
+        (
+            "payments",
+            (
+                f"{pay_rate:6.1f} /s  "
+                + (
+                    "request->receipt->loan completed (paid in full)"
+                    if full
+                    else f"request->receipt, partial ({PARTIAL})"
+                )
+                + f" ({p_wall:.1f} s; {_common.ms(p_lat)}; receipt alone {_common.ms(c['receipt'])})"
+            ),
+        ),
         ("CPU while trivial", t_cpu),
         ("CPU while starting", c["start_cpu"]),
         ("CPU while paying", c["pay_cpu"]),
-        ("loan lifecycle", (f"{life_rate:6.1f} /s  start, pay{' in full, closed' if full else ' (partial)'} "
-                           f"({life_wall:.1f} s in all)")),
+        (
+            "loan lifecycle",
+            (
+                f"{life_rate:6.1f} /s  start, pay{' in full, closed' if full else ' (partial)'} "
+                f"({life_wall:.1f} s in all)"
+            ),
+        ),
         ("ratio starts", f"{fmt(ratio_start)} x trivial  -> {verdict(ratio_start)}"),
         ("ratio payments", f"{fmt(ratio_pay)} x trivial  -> {verdict(ratio_pay)}"),
-        ("ratio lifecycle", (f"{life_rate / trivial_rate:.2f} x trivial (two client round trips per loan against one; "
-                            "for information)")),
+        (
+            "ratio lifecycle",
+            (
+                f"{life_rate / trivial_rate:.2f} x trivial (two client round trips per loan against one; "
+                "for information)"
+            ),
+        ),
     ]
     notes = [
-        ("the server (one SQLite file) and both workers share this machine's CPUs with anything else running: "
-        "see the other load row; compare runs made on a quiet machine"),
-        ("loan start = StartWorkflowExecution, a workflow task, the `prepare` activity (policy and rules "
-         "pinned, loan row and audit written), a workflow task that sets the search attributes and the timer "
-         "for DPD 1"),
-        ("payment in full = an update answered by the decider at once, then one `perform` activity (ledger rows, "
-         "tasks closed, guard + confirmation SMS, audit), then completion"),
+        (
+            "the server (one SQLite file) and both workers share this machine's CPUs with anything else running: "
+            "see the other load row; compare runs made on a quiet machine"
+        ),
+        (
+            "loan start = StartWorkflowExecution, a workflow task, the `prepare` activity (policy and rules "
+            "pinned, loan row and audit written), a workflow task that sets the search attributes and the timer "
+            "for DPD 1"
+        ),
+        (
+            "payment in full = an update answered by the decider at once, then one `perform` activity (ledger rows, "
+            "tasks closed, guard + confirmation SMS, audit), then completion"
+        ),
     ]
-    _common.report("Collection throughput vs a trivial one-activity workflow (dev server)", parser, args, figures,
-                   notes)
+    _common.report(
+        "Collection throughput vs a trivial one-activity workflow (dev server)", parser, args, figures, notes
+    )
     return 0
 
 
@@ -199,8 +254,12 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=50, help="items in flight (default 50)")
     parser.add_argument("--warmup", type=int, default=10, help="uncounted items of each kind first (default 10)")
     parser.add_argument("--order", choices=["trivial-first", "collection-first"], default="trivial-first")
-    parser.add_argument("--payment", choices=["full", "partial"], default="full",
-                        help=f"pay each loan in full (closes it: confirmation SMS, audit) or {PARTIAL} (default full)")
+    parser.add_argument(
+        "--payment",
+        choices=["full", "partial"],
+        default="full",
+        help=f"pay each loan in full (closes it: confirmation SMS, audit) or {PARTIAL} (default full)",
+    )
     _common.add_common_arguments(parser)
     arguments = parser.parse_args()
     code = asyncio.run(main(arguments, parser))

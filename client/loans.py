@@ -125,8 +125,11 @@ async def send_bank_payment(client: Client, loan_id: str, payment: Payment) -> N
     if await is_legacy(handle, loan_id):
         await handle.signal("payment_received", payment)
         return
-    env = Envelope(request_id=f"{BANK_FEED}{payment.payment_id}/{uuid.uuid4()}",
-                   request=lifecycle.PaymentReceived(payment=payment, answer=False), sent_at=await server_now(client))
+    env = Envelope(
+        request_id=f"{BANK_FEED}{payment.payment_id}/{uuid.uuid4()}",
+        request=lifecycle.PaymentReceived(payment=payment, answer=False),
+        sent_at=await server_now(client),
+    )
     await handle.signal(CollectionWorkflow.request, env)
 
 

@@ -19,30 +19,38 @@ from workflows.collection import CollectionWorkflow
 
 
 async def list_loans(
-    client: Client, status: str | None = None, *, stage: str | None = None, policy: str | None = None,
-    agency: str | None = None, limit: int | None = 1000,
+    client: Client,
+    status: str | None = None,
+    *,
+    stage: str | None = None,
+    policy: str | None = None,
+    agency: str | None = None,
+    limit: int | None = 1000,
 ) -> list[dict[str, Any]]:
     """Loans in collection from the server's visibility store, filtered by workflow status,
     stage, policy and agency (the portfolio's search attributes), newest first."""
     rows = []
-    async for wf in with_converter(client).list_workflows(_portfolio_query(status, stage, policy, agency),
-                                                                  limit=limit):
+    async for wf in with_converter(client).list_workflows(_portfolio_query(status, stage, policy, agency), limit=limit):
         attrs = wf.typed_search_attributes
         currency = attrs.get(sa.CURRENCY) or ""
         minor = attrs.get(sa.OUTSTANDING)
-        rows.append({
-            "loan_id": wf.id.removeprefix(WORKFLOW_ID_PREFIX),
-            "workflow_id": wf.id,
-            "status": wf.status.name.lower() if wf.status else "",
-            "stage": attrs.get(sa.STAGE) or "",
-            "dpd_band": attrs.get(sa.DPD_BAND) or "",
-            "policy": attrs.get(sa.POLICY) or "",
-            "agency": attrs.get(sa.AGENCY) or "",
-            "currency": currency,
-            "outstanding": str(Decimal(minor).scaleb(-minor_units(currency))) if minor is not None and currency else "",
-            "started": wf.start_time.isoformat(timespec="seconds"),
-            "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
-        })
+        rows.append(
+            {
+                "loan_id": wf.id.removeprefix(WORKFLOW_ID_PREFIX),
+                "workflow_id": wf.id,
+                "status": wf.status.name.lower() if wf.status else "",
+                "stage": attrs.get(sa.STAGE) or "",
+                "dpd_band": attrs.get(sa.DPD_BAND) or "",
+                "policy": attrs.get(sa.POLICY) or "",
+                "agency": attrs.get(sa.AGENCY) or "",
+                "currency": currency,
+                "outstanding": str(Decimal(minor).scaleb(-minor_units(currency)))
+                if minor is not None and currency
+                else "",
+                "started": wf.start_time.isoformat(timespec="seconds"),
+                "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
+            }
+        )
     return rows
 
 

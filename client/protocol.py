@@ -111,7 +111,8 @@ async def read_answer(handle: WorkflowHandle[Any, Any], request_id: str) -> Repl
     while True:
         try:
             reply: Reply | None = await handle.query(
-                CollectionWorkflow.reply, request_id, rpc_timeout=REPLY_RPC_TIMEOUT)
+                CollectionWorkflow.reply, request_id, rpc_timeout=REPLY_RPC_TIMEOUT
+            )
         except (WorkflowQueryFailedError, RPCError):
             if time.monotonic() > give_up:
                 raise
@@ -145,8 +146,9 @@ async def decide(client: Client, loan_id: str, request: Any, legacy: str, arg: B
     return reply.decision
 
 
-async def legacy_update(client: Client, loan_id: str, name: str, arg: BaseModel, rejected: type[Exception],
-                        result_type: type) -> Any:
+async def legacy_update(
+    client: Client, loan_id: str, name: str, arg: BaseModel, rejected: type[Exception], result_type: type
+) -> Any:
     """A validated update to a loan of the first workflow version; SDK failures become the
     caller's exceptions."""
     handle = loan_handle(client, loan_id)

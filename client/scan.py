@@ -18,8 +18,13 @@ from workflows.scan import OverdueScanWorkflow
 
 
 async def scan_overdue(
-    client: Client, as_of: date | None = None, *, scan_id: str | None = None, task_queue: str | None = None,
-    page_size: int | None = None, pages_per_run: int | None = None,
+    client: Client,
+    as_of: date | None = None,
+    *,
+    scan_id: str | None = None,
+    task_queue: str | None = None,
+    page_size: int | None = None,
+    pages_per_run: int | None = None,
 ) -> ScanTotals:
     """Run the daily scan now and wait for its totals: every loan on the book newly overdue
     on `as_of` (default: today in SCAN_TIMEZONE) is handed to collection, none twice. The
@@ -28,13 +33,20 @@ async def scan_overdue(
     with different ids may overlap with each other and with the scheduled one."""
     cfg = settings()
     day = scan_day(as_of)
-    inp = ScanInput(as_of=day, timezone=cfg.scan_timezone, page_size=page_size or cfg.scan_page_size,
-                    pages_per_run=pages_per_run or cfg.scan_pages_per_run)
+    inp = ScanInput(
+        as_of=day,
+        timezone=cfg.scan_timezone,
+        page_size=page_size or cfg.scan_page_size,
+        pages_per_run=pages_per_run or cfg.scan_pages_per_run,
+    )
     handle = await with_converter(client).start_workflow(
-        OverdueScanWorkflow.run, inp, id=scan_id or f"overdue-scan-{day.isoformat()}",
+        OverdueScanWorkflow.run,
+        inp,
+        id=scan_id or f"overdue-scan-{day.isoformat()}",
         task_queue=default_queue(task_queue),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, priority=SCAN_PRIORITY,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        priority=SCAN_PRIORITY,
     )
     return await handle.result()
 

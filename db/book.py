@@ -109,11 +109,22 @@ def overdue_loan(row: BookLoan) -> OverdueLoan:
     """The snapshot collection starts from (raises pydantic's ValidationError for a row that
     cannot be one: no amount owed, an unknown zone, an id collection cannot use)."""
     borrower = Borrower(
-        borrower_id=row.borrower_id, name=row.borrower_name, phone=row.phone, email=row.email,
-        address=row.address, timezone=row.timezone, language=row.language,
+        borrower_id=row.borrower_id,
+        name=row.borrower_name,
+        phone=row.phone,
+        email=row.email,
+        address=row.address,
+        timezone=row.timezone,
+        language=row.language,
     )
     return OverdueLoan(
-        loan_id=row.loan_id, borrower=borrower, currency=row.currency, principal=row.principal,
-        interest=row.interest, fees=row.fees, penalties=row.penalties, due_date=row.due_date,
+        loan_id=row.loan_id,
+        borrower=borrower,
+        currency=row.currency,
+        principal=row.principal,
+        interest=row.interest,
+        fees=row.fees,
+        penalties=row.penalties,
+        due_date=row.due_date,
         product=row.product,
     )

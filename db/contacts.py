@@ -57,8 +57,11 @@ def lock_person(session: Session, borrower_id: str) -> None:
     hold_write_lock(session)
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(insert(PersonLock).values(borrower_id=borrower_id, version=0)
-                        .on_conflict_do_nothing(index_elements=["borrower_id"]))
+        session.execute(
+            insert(PersonLock)
+            .values(borrower_id=borrower_id, version=0)
+            .on_conflict_do_nothing(index_elements=["borrower_id"])
+        )
     else:  # no portable upsert: create it in a savepoint, a duplicate means it exists
         try:
             with session.begin_nested():

@@ -48,14 +48,18 @@ def make_engine(
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pool: dict[str, Any] = {} if sqlite_connections is None else {
-            "pool_size": sqlite_connections, "max_overflow": 0, "pool_timeout": 30}
+        pool: dict[str, Any] = (
+            {}
+            if sqlite_connections is None
+            else {"pool_size": sqlite_connections, "max_overflow": 0, "pool_timeout": 30}
+        )
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args = {"options": _PG_TIMEOUTS} if url.startswith("postgresql") else {}
-    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
-                         connect_args=connect_args)
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 _PG_TIMEOUTS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"
@@ -76,8 +80,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def audit_row(
-    key: str, loan_id: str, action: str, actor: str, stage: str, at: Any, *,
-    rule_id: str = "", evidence_ref: str = "", **detail: Any,
+    key: str,
+    loan_id: str,
+    action: str,
+    actor: str,
+    stage: str,
+    at: Any,
+    *,
+    rule_id: str = "",
+    evidence_ref: str = "",
+    **detail: Any,
 ) -> AuditRow:
     """An audit entry (not chained yet: that happens when it is appended); detail values are
     stored as JSON text."""
@@ -143,8 +155,10 @@ def chain_new_entries(session: OrmSession) -> None:
 def _last_entry(session: OrmSession, loan_id: str) -> tuple[int, str]:
     """(seq, hash) of the loan's newest entry, or (0, GENESIS) for a loan with none."""
     last = session.execute(
-        select(AuditRow.seq, AuditRow.hash).where(AuditRow.loan_id == loan_id)
-        .order_by(col(AuditRow.seq).desc()).limit(1)
+        select(AuditRow.seq, AuditRow.hash)
+        .where(AuditRow.loan_id == loan_id)
+        .order_by(col(AuditRow.seq).desc())
+        .limit(1)
     ).first()
     return (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
 

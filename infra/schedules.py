@@ -126,6 +126,7 @@ async def _fingerprint(client: Client, schedule: Schedule) -> tuple[Any, ...]:
     """What the settings decide, in a form that compares equal between the schedule as sent
     and as the server describes it (which fills in ranges' ends and steps, and returns the
     action's argument still encoded)."""
+
     def ranges(values: Any) -> tuple[tuple[int, int, int], ...]:
         return tuple((r.start, max(r.end, r.start), r.step or 1) for r in values)
 
@@ -137,6 +138,10 @@ async def _fingerprint(client: Client, schedule: Schedule) -> tuple[Any, ...]:
     return (
         spec.time_zone_name,
         tuple((ranges(c.hour), ranges(c.minute)) for c in spec.calendars),
-        action.workflow, action.id, action.task_queue, action.priority.priority_key, schedule.policy.overlap,
+        action.workflow,
+        action.id,
+        action.task_queue,
+        action.priority.priority_key,
+        schedule.policy.overlap,
         tuple(args),
     )

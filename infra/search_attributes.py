@@ -25,9 +25,21 @@ _INTS = {key.name: key for key in (OUTSTANDING,)}
 
 def updates(values: Mapping[str, str | int]) -> list[SearchAttributeUpdate[str] | SearchAttributeUpdate[int]]:
     """The upserts setting these attributes (by name: a keyword's text, an int's number)."""
-    return [_INTS[name].value_set(value) if isinstance(value, int) else _KEYWORDS[name].value_set(value)
-            for name, value in values.items()]
+    return [
+        _INTS[name].value_set(value) if isinstance(value, int) else _KEYWORDS[name].value_set(value)
+        for name, value in values.items()
+    ]
 
 
-__all__ = ["AGENCY", "ALL", "CURRENCY", "DPD_BAND", "DPD_BANDS", "OUTSTANDING", "POLICY", "STAGE", "dpd_band",
-           "updates"]
+__all__ = [
+    "AGENCY",
+    "ALL",
+    "CURRENCY",
+    "DPD_BAND",
+    "DPD_BANDS",
+    "OUTSTANDING",
+    "POLICY",
+    "STAGE",
+    "dpd_band",
+    "updates",
+]

@@ -54,8 +54,9 @@ def database_url() -> str:
 
 
 if context.is_offline_mode():
-    context.configure(url=database_url(), target_metadata=target_metadata(), render_item=render_item,
-                      literal_binds=True)
+    context.configure(
+        url=database_url(), target_metadata=target_metadata(), render_item=render_item, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 elif (shared := context.config.attributes.get("connection")) is not None:

@@ -229,8 +229,17 @@ def refuse_arrangement(*, closed: bool, stopped: bool, disputed: bool) -> None:
         raise ArrangementRejected("a dispute is open; nothing can be arranged until it is resolved")
 
 
-def check_promise(req: PromiseRequest, *, today: date, outstanding: Decimal, currency: str,
-                  broken: int, promise_open: bool, plan_active: bool, policy: Policy) -> None:
+def check_promise(
+    req: PromiseRequest,
+    *,
+    today: date,
+    outstanding: Decimal,
+    currency: str,
+    broken: int,
+    promise_open: bool,
+    plan_active: bool,
+    policy: Policy,
+) -> None:
     rule = policy.promise
     if broken >= rule.max_broken:
         raise ArrangementRejected(f"{broken} promises already broken; the policy allows no more promises")
@@ -263,8 +272,9 @@ def add_periods(start: date, frequency: Frequency, n: int) -> date:
     return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
 
 
-def plan_schedule(req: PlanProposal, *, total: Decimal, currency: str, today: date, policy: Policy,
-                  renegotiations: int = 0) -> list[Instalment]:
+def plan_schedule(
+    req: PlanProposal, *, total: Decimal, currency: str, today: date, policy: Policy, renegotiations: int = 0
+) -> list[Instalment]:
     """The instalments of an acceptable proposal; raises ArrangementRejected otherwise.
 
     Equal instalments rounded down to the currency unit; the last one takes the remainder,
@@ -302,8 +312,16 @@ def plan_schedule(req: PlanProposal, *, total: Decimal, currency: str, today: da
     return instalments
 
 
-def check_settlement(offer: SettlementOffer, *, today: date, outstanding: Decimal, currency: str,
-                     stage: str, settlement_open: bool, policy: Policy) -> Decimal:
+def check_settlement(
+    offer: SettlementOffer,
+    *,
+    today: date,
+    outstanding: Decimal,
+    currency: str,
+    stage: str,
+    settlement_open: bool,
+    policy: Policy,
+) -> Decimal:
     """Returns the discount share if the offer is within the policy's waiver limit."""
     rule = policy.settlement
     if settlement_open:
@@ -316,9 +334,7 @@ def check_settlement(offer: SettlementOffer, *, today: date, outstanding: Decima
     discount = (outstanding - offer.amount) / outstanding
     limit = rule.max_discount.get(stage, Decimal(0))
     if discount > limit:
-        raise ArrangementRejected(
-            f"a discount of {discount:.2%} exceeds the {limit:.0%} allowed at stage {stage}"
-        )
+        raise ArrangementRejected(f"a discount of {discount:.2%} exceeds the {limit:.0%} allowed at stage {stage}")
     return discount.quantize(Decimal("0.0001"))
 
 

@@ -125,13 +125,16 @@ def verify_chain(entries: Iterable[Any]) -> list[str]:
                 after = "at the start" if prev is None else f"after {_label(prev_seq, _get(prev, 'key'))}"
                 problems.append(f"{label}: {missing} missing before it, {after} (deleted)")
             elif seq < expected:
-                problems.append(f"{label}: out of order after {_label(prev_seq, _get(prev, 'key'))}"
-                                " (reordered or inserted)")
+                problems.append(
+                    f"{label}: out of order after {_label(prev_seq, _get(prev, 'key'))} (reordered or inserted)"
+                )
             elif prev is None and linked != GENESIS:
                 problems.append(f"{label}: first entry does not start from the genesis hash")
             elif prev is not None and linked != (_get(prev, "hash") or ""):
-                problems.append(f"{label}: prev_hash does not match the hash of {_label(prev_seq, _get(prev, 'key'))}"
-                                " (an entry between them was deleted, inserted, reordered or rewritten)")
+                problems.append(
+                    f"{label}: prev_hash does not match the hash of {_label(prev_seq, _get(prev, 'key'))}"
+                    " (an entry between them was deleted, inserted, reordered or rewritten)"
+                )
             seen[seq] = entry
         prev = entry
         prev_seq = seq if seq is not None else prev_seq

@@ -146,8 +146,9 @@ def parse_holidays(text: str) -> frozenset[date]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = (_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
-                       else value)
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -178,8 +179,10 @@ def _in_utc(req: ContactRequest, history: list[PastContact]) -> tuple[ContactReq
     """All instants in UTC: rolling windows are real hours, and Python's arithmetic on two
     times in the same ZoneInfo is wall-clock arithmetic (an hour off across a DST change)."""
     utc = ZoneInfo("UTC")
-    return (req.model_copy(update={"at": req.at.astimezone(utc)}),
-            [c.model_copy(update={"at": c.at.astimezone(utc)}) for c in history])
+    return (
+        req.model_copy(update={"at": req.at.astimezone(utc)}),
+        [c.model_copy(update={"at": c.at.astimezone(utc)}) for c in history],
+    )
 
 
 def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, sit: Situation) -> GuardDecision | None:
@@ -200,8 +203,9 @@ def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, si
         if req.channel in cap.channels and cap.max == 0:
             return refused(cap.id, f"no {'/'.join(cap.channels)} contact allowed at all")
         if req.channel in cap.channels and cap.action == "refuse" and _over_cap(req.at, history, cap):
-            return refused(cap.id,
-                           f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h")
+            return refused(
+                cap.id, f"more than {cap.max} {cap.count} on {'/'.join(cap.channels)} in {cap.window_hours} h"
+            )
     for quiet in rules.quiet:
         if req.channel in quiet.channels and quiet.action == "refuse" and _quiet_until(req.at, history, quiet):
             return refused(quiet.id, f"a conversation took place within {quiet.days} days")
@@ -227,13 +231,17 @@ def first_allowed(
     raise RuntimeError("no allowed moment found")  # pragma: no cover - rules always leave a window
 
 
-def _deferrals(at: datetime, channel: str, tz: str, history: list[PastContact], rules: RuleSet,
-               holidays: frozenset[date]) -> list[tuple[datetime, str]]:
+def _deferrals(
+    at: datetime, channel: str, tz: str, history: list[PastContact], rules: RuleSet, holidays: frozenset[date]
+) -> list[tuple[datetime, str]]:
     out: list[tuple[datetime, str]] = []
     if channel in rules.hours.channels:
         out.append((_in_hours(at, tz, rules.hours, holidays), rules.hours.id))
-    out.extend((_cap_frees(at, history, cap), cap.id) for cap in rules.caps
-               if channel in cap.channels and cap.action == "defer")
+    out.extend(
+        (_cap_frees(at, history, cap), cap.id)
+        for cap in rules.caps
+        if channel in cap.channels and cap.action == "defer"
+    )
     for quiet in rules.quiet:
         if channel in quiet.channels and quiet.action == "defer":
             until = _quiet_until(at, history, quiet)

@@ -21,10 +21,34 @@ OPT_OUT: dict[str, str] = {
 }
 
 # Chinese compound (two-character) family names; any other Chinese name has a one-character one.
-_COMPOUND_SURNAMES = frozenset({
-    "欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "司徒", "夏侯",
-    "长孙", "宇文", "轩辕", "端木", "澹台", "南宫", "西门", "呼延", "独孤", "闻人", "申屠", "万俟",
-})
+_COMPOUND_SURNAMES = frozenset(
+    {
+        "欧阳",
+        "司马",
+        "诸葛",
+        "上官",
+        "东方",
+        "皇甫",
+        "尉迟",
+        "公孙",
+        "慕容",
+        "令狐",
+        "司徒",
+        "夏侯",
+        "长孙",
+        "宇文",
+        "轩辕",
+        "端木",
+        "澹台",
+        "南宫",
+        "西门",
+        "呼延",
+        "独孤",
+        "闻人",
+        "申屠",
+        "万俟",
+    }
+)
 
 
 def first_name(name: str) -> str:

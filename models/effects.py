@@ -158,8 +158,18 @@ class FileCase(_Command):
 
 
 Effect = Annotated[
-    PostFee | RecordPayment | ChargeOff | Waive | Audit | SendMessage | CreateTask | CloseTask
-    | RecordConversation | Place | Recall | FileCase,
+    PostFee
+    | RecordPayment
+    | ChargeOff
+    | Waive
+    | Audit
+    | SendMessage
+    | CreateTask
+    | CloseTask
+    | RecordConversation
+    | Place
+    | Recall
+    | FileCase,
     Field(discriminator="kind"),
 ]
 
@@ -176,8 +186,19 @@ class AskGuard(_Command):
 
 
 Command = Annotated[
-    PostFee | RecordPayment | ChargeOff | Waive | Audit | SendMessage | CreateTask | CloseTask
-    | RecordConversation | Place | Recall | FileCase | AskGuard,
+    PostFee
+    | RecordPayment
+    | ChargeOff
+    | Waive
+    | Audit
+    | SendMessage
+    | CreateTask
+    | CloseTask
+    | RecordConversation
+    | Place
+    | Recall
+    | FileCase
+    | AskGuard,
     Field(discriminator="kind"),
 ]
 

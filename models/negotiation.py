@@ -113,15 +113,22 @@ def arrangement_info(s: CollectionState, now: datetime) -> ArrangementInfo | Non
     left: Decimal | None
     if st:
         left = max(ZERO, st.amount - (s.paid_total - st.paid_at_start))
-        return ArrangementInfo(kind="settlement", ref=st.offer_id, next_due_date=st.deadline,
-                               next_due_amount=left, status=st.status)
+        return ArrangementInfo(
+            kind="settlement", ref=st.offer_id, next_due_date=st.deadline, next_due_amount=left, status=st.status
+        )
     if plan:
         inst = plan.next_open()
         left = None if inst is None else max(ZERO, inst.cumulative - (s.paid_total - plan.paid_at_start))
-        return ArrangementInfo(kind="plan", ref=plan.plan_id, next_due_date=inst.due if inst else None,
-                               next_due_amount=left, status=f"{plan.missed} missed")
+        return ArrangementInfo(
+            kind="plan",
+            ref=plan.plan_id,
+            next_due_date=inst.due if inst else None,
+            next_due_amount=left,
+            status=f"{plan.missed} missed",
+        )
     if pr:
         left = max(ZERO, pr.amount - (s.paid_total - pr.paid_at_start))
-        return ArrangementInfo(kind="promise", ref=pr.promise_id, next_due_date=pr.due,
-                               next_due_amount=left, status=pr.status)
+        return ArrangementInfo(
+            kind="promise", ref=pr.promise_id, next_due_date=pr.due, next_due_amount=left, status=pr.status
+        )
     return None

@@ -44,9 +44,7 @@ class PaymentReceipt(BaseModel):
     received_at: datetime
 
 
-def check_payment(
-    payment: Payment, currency: str, seen: list[str], closed_as: Stage | None
-) -> None:
+def check_payment(payment: Payment, currency: str, seen: list[str], closed_as: Stage | None) -> None:
     """Raise PaymentRejected unless the payment may be applied to the loan."""
     if closed_as is not None:
         raise PaymentRejected(f"the loan is closed ({closed_as}); payment {payment.payment_id} not applied")

@@ -174,7 +174,10 @@ class SettlementRule(_Strict):
 
     max_days: int = Field(default=30, ge=1)
     max_discount: dict[str, Decimal] = {
-        "early": Decimal(0), "middle": Decimal("0.10"), "late": Decimal("0.30"), "written_off": Decimal("0.50"),
+        "early": Decimal(0),
+        "middle": Decimal("0.10"),
+        "late": Decimal("0.30"),
+        "written_off": Decimal("0.50"),
     }
 
     @model_validator(mode="after")
@@ -261,9 +264,14 @@ WORKFLOW_TEMPLATES = frozenset({"paid_confirmation", "settled_confirmation", "pl
 
 def template_names(policy: Policy) -> set[str]:
     """Every template a loan under `policy` may use."""
-    return {step.template for step in policy.ladder} | WORKFLOW_TEMPLATES | {
-        policy.hardship.review_template, policy.stop.legal_template,
-    }
+    return (
+        {step.template for step in policy.ladder}
+        | WORKFLOW_TEMPLATES
+        | {
+            policy.hardship.review_template,
+            policy.stop.legal_template,
+        }
+    )
 
 
 class PolicyError(ValueError):

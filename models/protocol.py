@@ -50,9 +50,21 @@ class StatusAsked(BaseModel):
 
 
 ClientRequest = Annotated[
-    PaymentReceived | TaskReported | AgencyReported | CourtReported | OptedOut | AgencyContactAsked | PromiseMade
-    | PlanProposed | SettlementOffered | HardshipReported | HardshipReviewed | DisputeRaised | DisputeResolved
-    | StopRequested | StatusAsked,
+    PaymentReceived
+    | TaskReported
+    | AgencyReported
+    | CourtReported
+    | OptedOut
+    | AgencyContactAsked
+    | PromiseMade
+    | PlanProposed
+    | SettlementOffered
+    | HardshipReported
+    | HardshipReviewed
+    | DisputeRaised
+    | DisputeResolved
+    | StopRequested
+    | StatusAsked,
     Field(discriminator="kind"),
 ]
 

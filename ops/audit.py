@@ -16,8 +16,21 @@ from infra.loaders import load_policy, load_ruleset
 from infra.settings import settings
 from models.audit import canonical_time, verify_chain
 
-AUDIT_COLUMNS = ("seq", "key", "loan_id", "at", "actor", "action", "stage", "rule_id", "evidence_ref", "detail",
-                 "prev_hash", "hash", "recorded_at")
+AUDIT_COLUMNS = (
+    "seq",
+    "key",
+    "loan_id",
+    "at",
+    "actor",
+    "action",
+    "stage",
+    "rule_id",
+    "evidence_ref",
+    "detail",
+    "prev_hash",
+    "hash",
+    "recorded_at",
+)
 """The columns of an exported audit entry (`at` is the canonical UTC time the hash covers,
 `detail` the stored JSON text), so an export can be verified on its own with
 `models.audit.verify_chain`."""

@@ -65,7 +65,10 @@ _COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
 _FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
 _TIMED_OUT = EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
 _RESET_TARGETS = {
-    _COMPLETED, _FAILED, _TIMED_OUT, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    _COMPLETED,
+    _FAILED,
+    _TIMED_OUT,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
 }
 """Events ResetWorkflowExecution accepts as `workflow_task_finish_event_id`."""
 
@@ -204,6 +207,7 @@ async def _examine_all(client: Client, listed: list[ListedWorkflow]) -> list[Stu
     async def one(wf: ListedWorkflow) -> StuckLoan | None:
         async with gate:
             return await examine(client, wf.id, wf.run_id, reported=_reported(wf.typed_search_attributes))
+
     return list(await asyncio.gather(*(one(wf) for wf in listed)))
 
 
@@ -212,8 +216,9 @@ def _reported(attributes: TypedSearchAttributes) -> list[str]:
     return list(attributes.get(_REPORTED_KEY) or [])
 
 
-async def examine(client: Client, workflow_id: str, run_id: str | None = None, *,
-                  reported: Sequence[str] = ()) -> StuckLoan | None:
+async def examine(
+    client: Client, workflow_id: str, run_id: str | None = None, *, reported: Sequence[str] = ()
+) -> StuckLoan | None:
     """One workflow: a StuckLoan if its workflow task is failing, else None (also when it
     has closed or disappeared meanwhile)."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
@@ -238,8 +243,9 @@ def pending_attempt(desc: WorkflowExecutionDescription) -> int:
     return raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
 
 
-def diagnose(desc: WorkflowExecutionDescription, events: Sequence[HistoryEvent],
-             reported: Sequence[str] = ()) -> StuckLoan | None:
+def diagnose(
+    desc: WorkflowExecutionDescription, events: Sequence[HistoryEvent], reported: Sequence[str] = ()
+) -> StuckLoan | None:
     """A StuckLoan from a running workflow's description and history, or None when the
     history shows no failing streak or the task is no longer retrying."""
     attempts = pending_attempt(desc)
@@ -248,12 +254,17 @@ def diagnose(desc: WorkflowExecutionDescription, events: Sequence[HistoryEvent],
         return None
     cause, message = describe_failure(streak.failure)
     return StuckLoan(
-        loan_id=desc.id.removeprefix(temporal.WORKFLOW_ID_PREFIX), workflow_id=desc.id, run_id=desc.run_id,
-        workflow_type=desc.workflow_type, attempts=attempts, cause=cause, message=message,
-        named_event_id=named_event_id(message), first_failing_event_id=streak.first.event_id,
+        loan_id=desc.id.removeprefix(temporal.WORKFLOW_ID_PREFIX),
+        workflow_id=desc.id,
+        run_id=desc.run_id,
+        workflow_type=desc.workflow_type,
+        attempts=attempts,
+        cause=cause,
+        message=message,
+        named_event_id=named_event_id(message),
+        first_failing_event_id=streak.first.event_id,
         last_completed_event_id=streak.last_completed,
-        failing_since=streak.first.event_time.ToDatetime(tzinfo=UTC) if streak.first.HasField("event_time")
-        else None,
+        failing_since=streak.first.event_time.ToDatetime(tzinfo=UTC) if streak.first.HasField("event_time") else None,
         reported_problems=list(reported),
     )
 
@@ -277,9 +288,11 @@ def failure_streak(events: Sequence[HistoryEvent]) -> Streak:
             last_completed, first_failed, first_timeout, failure = event.event_id, None, None, None
         elif event.event_type == _FAILED and event.workflow_task_failed_event_attributes.cause not in _NOT_A_PROBLEM:
             first_failed, failure = first_failed or event, event
-        elif (event.event_type == _TIMED_OUT and first_timeout is None
-              and event.workflow_task_timed_out_event_attributes.timeout_type
-              == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE):
+        elif (
+            event.event_type == _TIMED_OUT
+            and first_timeout is None
+            and event.workflow_task_timed_out_event_attributes.timeout_type == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
+        ):
             first_timeout = event
     return Streak(last_completed=last_completed, first=first_failed or first_timeout, failure=failure)
 
@@ -364,9 +377,15 @@ async def reset_loan(
     else:
         event_id, chosen_by = await _last_good(history, workflows, desc.run_id), "replay"
     outcome = ResetOutcome(
-        loan_id=loan_id, workflow_id=workflow_id, run_id=desc.run_id, reset_event_id=event_id, chosen_by=chosen_by,
+        loan_id=loan_id,
+        workflow_id=workflow_id,
+        run_id=desc.run_id,
+        reset_event_id=event_id,
+        chosen_by=chosen_by,
         events_discarded=sum(1 for e in history.events if e.event_id > event_id),
-        reason=reset_reason(stuck, reason), stuck=stuck, dry_run=dry_run,
+        reason=reset_reason(stuck, reason),
+        stuck=stuck,
+        dry_run=dry_run,
     )
     if dry_run:
         return outcome
@@ -382,16 +401,21 @@ async def _describe(client: Client, workflow_id: str, loan_id: str) -> WorkflowE
         raise
 
 
-def _refuse_unless_forced(loan_id: str, desc: WorkflowExecutionDescription, stuck: StuckLoan | None,
-                          force: bool) -> None:
+def _refuse_unless_forced(
+    loan_id: str, desc: WorkflowExecutionDescription, stuck: StuckLoan | None, force: bool
+) -> None:
     if force or stuck is not None:
         return
     if desc.status != WorkflowExecutionStatus.RUNNING:
         state = desc.status.name.lower() if desc.status else "unknown"
-        raise NotStuck(f"collection of loan {loan_id} is not running ({state}); nothing to reset "
-                       "(--force resets it all the same, which reopens it)")
-    raise NotStuck(f"loan {loan_id} is not stuck (its workflow task is not failing); "
-                   "a reset would only redo its recent work (--force resets it all the same)")
+        raise NotStuck(
+            f"collection of loan {loan_id} is not running ({state}); nothing to reset "
+            "(--force resets it all the same, which reopens it)"
+        )
+    raise NotStuck(
+        f"loan {loan_id} is not stuck (its workflow task is not failing); "
+        "a reset would only redo its recent work (--force resets it all the same)"
+    )
 
 
 def check_reset_event(events: Sequence[HistoryEvent], event_id: int, run_id: str) -> int:
@@ -399,8 +423,10 @@ def check_reset_event(events: Sequence[HistoryEvent], event_id: int, run_id: str
     found = next((e for e in events if e.event_id == event_id), None)
     if found is None or found.event_type not in _RESET_TARGETS:
         kind = EventType.Name(found.event_type).removeprefix("EVENT_TYPE_") if found else "not in the history"
-        raise ResetRefused(f"event {event_id} of run {run_id} is not a workflow task event ({kind}); "
-                           "give the id of a WORKFLOW_TASK_COMPLETED event")
+        raise ResetRefused(
+            f"event {event_id} of run {run_id} is not a workflow task event ({kind}); "
+            "give the id of a WORKFLOW_TASK_COMPLETED event"
+        )
     return event_id
 
 
@@ -409,8 +435,10 @@ async def _last_good(history: WorkflowHistory, workflows: Sequence[type] | None,
     found = await last_good_task(history, workflows or current_workflows(), failures=failures)
     if found is None:
         first = failures[min(failures)] if failures else "the run has no completed workflow task"
-        raise ResetRefused(f"no workflow task of run {run_id} replays under the current code ({_clip(first, 300)}); "
-                           "fix or patch the code first, or give --to-event")
+        raise ResetRefused(
+            f"no workflow task of run {run_id} replays under the current code ({_clip(first, 300)}); "
+            "fix or patch the code first, or give --to-event"
+        )
     return found
 
 
@@ -421,8 +449,9 @@ def current_workflows() -> list[type]:
     return list(WORKFLOWS)
 
 
-async def last_good_task(history: WorkflowHistory, workflows: Sequence[type], *,
-                         failures: dict[int, str] | None = None) -> int | None:
+async def last_good_task(
+    history: WorkflowHistory, workflows: Sequence[type], *, failures: dict[int, str] | None = None
+) -> int | None:
     """The latest WORKFLOW_TASK_COMPLETED event id up to which `workflows` replay the history
     cleanly (None if none does). A prefix cut after a completed task checks every command of
     the tasks before it, which is exactly what the new run of a reset to that task replays;
@@ -435,6 +464,7 @@ async def last_good_task(history: WorkflowHistory, workflows: Sequence[type], *,
         if result.replay_failure is not None and failures is not None:
             failures[event_id] = str(result.replay_failure)
         return result.replay_failure is None
+
     return await latest_passing(reset_candidates(history.events), replays)
 
 

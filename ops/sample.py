@@ -43,16 +43,29 @@ async def load_sample_portfolio(
                         session.flush()
                     due = local_date(datetime.now(UTC), borrower.timezone) - timedelta(days=raw["dpd"])
                     row = LoanRow(
-                        loan_id=raw["loan_id"], borrower_id=borrower.borrower_id, currency=raw["currency"],
-                        principal=Decimal(raw["principal"]), interest=Decimal(raw["interest"]),
-                        fees=Decimal(raw["fees"]), penalties=Decimal(0), due_date=due,
+                        loan_id=raw["loan_id"],
+                        borrower_id=borrower.borrower_id,
+                        currency=raw["currency"],
+                        principal=Decimal(raw["principal"]),
+                        interest=Decimal(raw["interest"]),
+                        fees=Decimal(raw["fees"]),
+                        penalties=Decimal(0),
+                        due_date=due,
                     )
                     session.add(row)
                     session.commit()
-                loans.append(OverdueLoan(
-                    loan_id=row.loan_id, borrower=borrower, currency=row.currency, principal=row.principal,
-                    interest=row.interest, fees=row.fees, penalties=row.penalties, due_date=row.due_date,
-                ))
+                loans.append(
+                    OverdueLoan(
+                        loan_id=row.loan_id,
+                        borrower=borrower,
+                        currency=row.currency,
+                        principal=row.principal,
+                        interest=row.interest,
+                        fees=row.fees,
+                        penalties=row.penalties,
+                        due_date=row.due_date,
+                    )
+                )
     finally:
         engine.dispose()
     return [await start_collection(client, loan, task_queue=task_queue) for loan in loans]

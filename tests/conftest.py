@@ -57,8 +57,9 @@ def postgres() -> Iterator[pg.TestDatabases]:
     try:
         databases, cluster = pg.connect()
     except pg.PostgresUnavailable as exc:
-        pytest.fail(f"PostgreSQL is needed for the [postgresql] tests: {exc}.\nTo fix: {pg.HOW_TO_GET_IT}.",
-                    pytrace=False)
+        pytest.fail(
+            f"PostgreSQL is needed for the [postgresql] tests: {exc}.\nTo fix: {pg.HOW_TO_GET_IT}.", pytrace=False
+        )
     yield databases
     databases.close()
     if cluster is not None:
@@ -97,4 +98,3 @@ async def harness(env: WorkflowEnvironment, db_url: str, engine: Engine) -> Asyn
     queue = f"test-{uuid.uuid4()}"
     async with create_worker(env.client, task_queue=queue, database_url=db_url):
         yield Harness(env=env, engine=engine, task_queue=queue)
-

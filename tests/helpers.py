@@ -77,8 +77,13 @@ def make_loan(
     return OverdueLoan(
         loan_id=loan_id or f"L-{uuid.uuid4().hex[:10]}",
         borrower=Borrower(
-            borrower_id=f"B-{uuid.uuid4().hex[:8]}", name="李明", phone=phone, email=email,
-            address=address, timezone=tz, language="zh",
+            borrower_id=f"B-{uuid.uuid4().hex[:8]}",
+            name="李明",
+            phone=phone,
+            email=email,
+            address=address,
+            timezone=tz,
+            language="zh",
         ),
         currency=currency,
         principal=Decimal(principal),
@@ -110,13 +115,29 @@ def timeline_rows(status: CollectionStatus, loan: OverdueLoan) -> list[tuple[int
     return [(dpd_of(e.at, loan), e.action, e.channel, e.outcome) for e in status.timeline]
 
 
-def book_row(loan_id: str, due: date, *, grace: int = 0, status: str = OPEN, principal: str = "1000.00",
-             tz: str = "Asia/Shanghai") -> BookLoan:
+def book_row(
+    loan_id: str,
+    due: date,
+    *,
+    grace: int = 0,
+    status: str = OPEN,
+    principal: str = "1000.00",
+    tz: str = "Asia/Shanghai",
+) -> BookLoan:
     """A row of the loan book (what the daily scan reads), due on `due`."""
     return BookLoan(
-        loan_id=loan_id, borrower_id=f"B-{loan_id}", borrower_name="王芳", phone="+8613900000000",
-        email="wf@example.cn", timezone=tz, currency="CNY", principal=Decimal(principal),
-        interest=Decimal("10.00"), due_date=due, grace_days=grace, status=status,
+        loan_id=loan_id,
+        borrower_id=f"B-{loan_id}",
+        borrower_name="王芳",
+        phone="+8613900000000",
+        email="wf@example.cn",
+        timezone=tz,
+        currency="CNY",
+        principal=Decimal(principal),
+        interest=Decimal("10.00"),
+        due_date=due,
+        grace_days=grace,
+        status=status,
     )
 
 
@@ -240,15 +261,27 @@ SINGLE_BATCH = 2
 
 def lang_flags(history: WorkflowHistory) -> set[int]:
     """The SDK logic flags the history's workflow tasks recorded."""
-    return {flag for e in history.events if e.HasField("workflow_task_completed_event_attributes")
-            for flag in e.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags}
+    return {
+        flag
+        for e in history.events
+        if e.HasField("workflow_task_completed_event_attributes")
+        for flag in e.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags
+    }
 
 
 # ----------------------------------------------------------------------------- effects and the guard
 
 MESSAGE_CONTEXT = {
-    "loan_id": "L-1", "borrower_name": "李明", "amount_due": "10,600.00", "currency": "CNY", "due_date": "2026-11-20",
-    "dpd": "11", "lender_name": "Example Lending", "lender_phone": "400", "dispute_contact": "d@x", "stage": "early",
+    "loan_id": "L-1",
+    "borrower_name": "李明",
+    "amount_due": "10,600.00",
+    "currency": "CNY",
+    "due_date": "2026-11-20",
+    "dpd": "11",
+    "lender_name": "Example Lending",
+    "lender_phone": "400",
+    "dispute_contact": "d@x",
+    "stage": "early",
 }
 
 
@@ -279,9 +312,16 @@ def cn_rules() -> ConductRules:
 def sms(loan_id: str, at: datetime) -> GuardRequest:
     """A text message to PERSON about `loan_id` at `at`, under the CN rule set."""
     return GuardRequest(
-        contact=ContactRequest(borrower_id=PERSON, loan_id=loan_id, channel="sms", at=at, timezone="Asia/Shanghai",
-                               key=f"{loan_id}/sms@{at.isoformat()}"),
-        rules=cn_rules(), situation=Situation(),
+        contact=ContactRequest(
+            borrower_id=PERSON,
+            loan_id=loan_id,
+            channel="sms",
+            at=at,
+            timezone="Asia/Shanghai",
+            key=f"{loan_id}/sms@{at.isoformat()}",
+        ),
+        rules=cn_rules(),
+        situation=Situation(),
     )
 
 
@@ -305,8 +345,10 @@ async def start_dev_server(*dynamic_config: str, **options: Any) -> WorkflowEnvi
     if extra:
         extra += ["--log-level", "error"]
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=data_converter(),
-        dev_server_extra_args=extra, **options,
+        dev_server_existing_path=venv_binary("temporal"),
+        data_converter=data_converter(),
+        dev_server_extra_args=extra,
+        **options,
     )
 
 

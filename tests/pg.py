@@ -100,8 +100,9 @@ class PostgresCluster:
         """initdb, start, and return the URL of the `postgres` database (trust auth, role postgres)."""
         try:
             self._own_dir()
-            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                      "--locale=C", "--no-sync")
+            self._run(
+                "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"
+            )
             for _ in range(5):  # a free port can be taken between choosing it and binding it
                 self.port = free_port()
                 if self._pg_ctl_start():
@@ -112,8 +113,9 @@ class PostgresCluster:
         except BaseException:
             self.stop()
             raise
-        return URL.create("postgresql+psycopg", username="postgres", host="127.0.0.1", port=self.port,
-                          database="postgres")
+        return URL.create(
+            "postgresql+psycopg", username="postgres", host="127.0.0.1", port=self.port, database="postgres"
+        )
 
     def stop(self) -> None:
         if self.data.joinpath("postmaster.pid").exists():
@@ -132,36 +134,65 @@ class PostgresCluster:
             try:
                 user = pwd.getpwnam("postgres")
             except KeyError:
-                raise PostgresUnavailable("running as root but there is no `postgres` system user to run the "
-                                          "server as (it comes with Debian's postgresql package)") from None
+                raise PostgresUnavailable(
+                    "running as root but there is no `postgres` system user to run the "
+                    "server as (it comes with Debian's postgresql package)"
+                ) from None
             os.chown(self.dir, user.pw_uid, user.pw_gid)
 
     def _pg_ctl_start(self) -> bool:
-        options = " ".join([
-            "-c listen_addresses=127.0.0.1", f"-p {self.port}", f"-c unix_socket_directories={self.dir}",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-            "-c max_connections=300", "-c shared_buffers=64MB",
-            *_DIAGNOSTICS, *(_STATEMENTS if os.environ.get(LOG_VARIABLE) else []),
-        ])
-        done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
-                         "-o", options, "start", check=False)
+        options = " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-p {self.port}",
+                f"-c unix_socket_directories={self.dir}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+                "-c shared_buffers=64MB",
+                *_DIAGNOSTICS,
+                *(_STATEMENTS if os.environ.get(LOG_VARIABLE) else []),
+            ]
+        )
+        done = self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+            check=False,
+        )
         return done.returncode == 0
 
     def _start_watchdog(self) -> None:
         """A process that stops the cluster if this one dies without doing it (a killed run)."""
         stop = " ".join(self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"))
-        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
-                  f"{stop} >/dev/null 2>&1; rm -rf '{self.dir}'")
-        self._watchdog = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, start_new_session=True)
+        script = (
+            f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{self.dir}'"
+        )
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _command(self, tool: str, *args: str) -> list[str]:
         command = [str(self.bin / tool), *args]
         return ["runuser", "-u", "postgres", "--", *command] if self.as_postgres else command
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(self._command(tool, *args), capture_output=True, text=True, timeout=120,
-                              check=False, cwd=self.dir)
+        done = subprocess.run(
+            self._command(tool, *args), capture_output=True, text=True, timeout=120, check=False, cwd=self.dir
+        )
         if check and done.returncode != 0:
             raise PostgresUnavailable(f"{tool} failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
         return done

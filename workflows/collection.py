@@ -72,10 +72,15 @@ class CollectionWorkflow:
                 break
             if self._roll_over_due():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(CollectionInput(
-                    loan=s.loan, policy=inp.policy, state=s, replies=self._replies,
-                    inbox=[CarriedRequest(envelope=r.env.model_dump(mode="json")) for r in self._inbox],
-                ))
+                workflow.continue_as_new(
+                    CollectionInput(
+                        loan=s.loan,
+                        policy=inp.policy,
+                        state=s,
+                        replies=self._replies,
+                        inbox=[CarriedRequest(envelope=r.env.model_dump(mode="json")) for r in self._inbox],
+                    )
+                )
             await self._next(s)
         await workflow.wait_condition(workflow.all_handlers_finished)
         for request in self._inbox:  # taken after the close: each refused, nothing changed
@@ -88,10 +93,17 @@ class CollectionWorkflow:
         prepared = await workflow.execute_activity(
             calls.prepare,
             PrepareRequest(loan=inp.loan, policy=inp.policy, workflow_id=info.workflow_id, started_at=info.start_time),
-            start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY,
+            start_to_close_timeout=_TIMEOUT,
+            retry_policy=_RETRY,
         )
-        outcome = lifecycle.begin(inp.loan, prepared.policy, prepared.rules, prepared.started_at,
-                                  workflow_id=info.workflow_id, search_ready=prepared.search_ready)
+        outcome = lifecycle.begin(
+            inp.loan,
+            prepared.policy,
+            prepared.rules,
+            prepared.started_at,
+            workflow_id=info.workflow_id,
+            search_ready=prepared.search_ready,
+        )
         self._s = outcome.state
         self._queue += outcome.commands
         self._sync_search()
@@ -115,8 +127,9 @@ class CollectionWorkflow:
             self._feed(lifecycle.TimeReached(at=clock), clock)
             return
         try:
-            await workflow.wait_condition(self._wake_condition,
-                                          timeout=None if wake is None else self._delay_until(wake))
+            await workflow.wait_condition(
+                self._wake_condition, timeout=None if wake is None else self._delay_until(wake)
+            )
         except TimeoutError:
             assert wake is not None
             self._feed(lifecycle.TimeReached(at=wake), wake)
@@ -137,8 +150,11 @@ class CollectionWorkflow:
         """Continue as new: the server suggests it, an operator asked, or the history reached
         HISTORY_CAP."""
         info = workflow.info()
-        return (info.is_continue_as_new_suggested() or self._roll_over_asked
-                or info.get_current_history_length() >= HISTORY_CAP)
+        return (
+            info.is_continue_as_new_suggested()
+            or self._roll_over_asked
+            or info.get_current_history_length() >= HISTORY_CAP
+        )
 
     async def _drain(self) -> None:
         """Run the queued commands in order until none is left (results may queue more)."""
@@ -154,17 +170,24 @@ class CollectionWorkflow:
                 ask = self._queue.pop(0)
                 assert isinstance(ask, AskGuard)
                 decision: GuardDecision = await workflow.execute_activity(
-                    calls.request_contact, ask.req, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY,
+                    calls.request_contact,
+                    ask.req,
+                    start_to_close_timeout=_TIMEOUT,
+                    retry_policy=_RETRY,
                 )
-                self._feed(lifecycle.GuardAnswered(key=ask.key, decision=decision),
-                           decision.decided_at or lifecycle.clock_of(self._state))
+                self._feed(
+                    lifecycle.GuardAnswered(key=ask.key, decision=decision),
+                    decision.decided_at or lifecycle.clock_of(self._state),
+                )
                 continue
             batch: list[Effect] = []
             while self._queue and is_effect(head := self._queue[0]):
                 self._queue.pop(0)
                 batch.append(head)
             result = await workflow.execute_activity(
-                calls.perform, EffectBatch(effects=batch), start_to_close_timeout=_TIMEOUT,
+                calls.perform,
+                EffectBatch(effects=batch),
+                start_to_close_timeout=_TIMEOUT,
                 retry_policy=_RETRY,
             )
             at = virtual_now(result.at, self._state.policy.clock)
@@ -259,8 +282,9 @@ class CollectionWorkflow:
             answer = self._s.agency_answers.get(request_id)
             return found if answer is None else found.model_copy(update={"pending": False, "guard": answer})
         if found.as_of is not None:
-            return found.model_copy(update={"status": lifecycle.status(self._s, found.as_of,
-                                                                       workflow.info().workflow_id)})
+            return found.model_copy(
+                update={"status": lifecycle.status(self._s, found.as_of, workflow.info().workflow_id)}
+            )
         return found
 
     @workflow.signal
@@ -268,8 +292,12 @@ class CollectionWorkflow:
         """A bank feed's payment: nobody reads an answer, a payment that cannot be applied is
         recorded as rejected. (`starter.send_bank_payment` sends it as a stamped `request`; this
         signal is for raw clients, and takes the loan's clock.)"""
-        self.request(Envelope(request_id=f"{BANK_FEED}{payment.payment_id}",
-                              request=lifecycle.PaymentReceived(payment=payment, answer=False)))
+        self.request(
+            Envelope(
+                request_id=f"{BANK_FEED}{payment.payment_id}",
+                request=lifecycle.PaymentReceived(payment=payment, answer=False),
+            )
+        )
 
     @workflow.signal
     def roll_over(self) -> None:
@@ -305,7 +333,6 @@ class CollectionWorkflow:
         return self._s
 
 
-
 @dataclass(frozen=True)
 class _Request:
     """A request as the handler recorded it."""
@@ -321,8 +348,12 @@ _DATED = (lifecycle.PromiseMade, lifecycle.PlanProposed, lifecycle.SettlementOff
 
 
 def _starting(request_id: str) -> Reply:
-    return Reply(request_id=request_id, refused=True, refusal="CollectionStarting",
-                 reason="collection is starting; ask again in a moment")
+    return Reply(
+        request_id=request_id,
+        refused=True,
+        refusal="CollectionStarting",
+        reason="collection is starting; ask again in a moment",
+    )
 
 
 def _reply(env: Envelope, value: PaymentReceipt | Decision | str | None, at: datetime) -> Reply:

@@ -38,20 +38,26 @@ class OverdueScanWorkflow:
             page = await workflow.execute_activity(
                 calls.scan_page,
                 ScanPageRequest(scan_id=workflow.info().workflow_id, as_of=as_of, after=cursor, limit=inp.page_size),
-                start_to_close_timeout=_PAGE_TIMEOUT, heartbeat_timeout=_HEARTBEAT, retry_policy=_RETRY,
+                start_to_close_timeout=_PAGE_TIMEOUT,
+                heartbeat_timeout=_HEARTBEAT,
+                retry_policy=_RETRY,
             )
             totals, cursor = totals.plus(page.totals), page.next_cursor
             self._progress = self._progress.model_copy(update={"cursor": cursor, "totals": totals})
             if page.done:
-                workflow.logger.info(
-                    "overdue scan as of %s done: %s", as_of, totals.model_dump_json(exclude={"pages"})
-                )
+                workflow.logger.info("overdue scan as of %s done: %s", as_of, totals.model_dump_json(exclude={"pages"}))
                 return totals
             if workflow.info().is_continue_as_new_suggested():
                 break
-        workflow.continue_as_new(inp.model_copy(update={
-            "as_of": as_of, "cursor": cursor, "totals": totals.model_copy(update={"runs": totals.runs + 1}),
-        }))
+        workflow.continue_as_new(
+            inp.model_copy(
+                update={
+                    "as_of": as_of,
+                    "cursor": cursor,
+                    "totals": totals.model_copy(update={"runs": totals.runs + 1}),
+                }
+            )
+        )
 
     @workflow.query
     def progress(self) -> ScanInput:

@@ -43,7 +43,12 @@ def _indexes(table: str, *columns: str) -> None:
 def create_borrowers() -> None:
     op.create_table(
         "borrowers",
-        _str("borrower_id"), _str("name"), _str("phone"), _str("email"), _str("address"), _str("timezone"),
+        _str("borrower_id"),
+        _str("name"),
+        _str("phone"),
+        _str("email"),
+        _str("address"),
+        _str("timezone"),
         _str("language"),
         sa.PrimaryKeyConstraint("borrower_id"),
     )
@@ -52,13 +57,18 @@ def create_borrowers() -> None:
 def create_loans() -> None:
     op.create_table(
         "loans",
-        _str("loan_id"), _str("borrower_id"), _str("currency"),
+        _str("loan_id"),
+        _str("borrower_id"),
+        _str("currency"),
         sa.Column("principal", MONEY, nullable=False),
         sa.Column("interest", MONEY, nullable=False),
         sa.Column("fees", MONEY, nullable=False),
         sa.Column("penalties", MONEY, nullable=False),
         sa.Column("due_date", sa.Date(), nullable=False),
-        _str("product"), _str("policy"), _str("workflow_id", nullable=True), _str("stage"),
+        _str("product"),
+        _str("policy"),
+        _str("workflow_id", nullable=True),
+        _str("stage"),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
         sa.ForeignKeyConstraint(["borrower_id"], ["borrowers.borrower_id"]),
@@ -70,7 +80,11 @@ def create_loans() -> None:
 def create_ledger() -> None:
     op.create_table(
         "ledger",
-        _id(), _str("key"), _str("loan_id"), _str("kind"), _str("component"),
+        _id(),
+        _str("key"),
+        _str("loan_id"),
+        _str("kind"),
+        _str("component"),
         sa.Column("amount", MONEY, nullable=False),
         _str("currency"),
         sa.Column("at", UTC, nullable=False),
@@ -85,10 +99,17 @@ def create_ledger() -> None:
 def create_outbox() -> None:
     op.create_table(
         "outbox",
-        _id(), _str("key"), _str("loan_id"), _str("channel"), _str("template"), _str("language"), _str("recipient"),
+        _id(),
+        _str("key"),
+        _str("loan_id"),
+        _str("channel"),
+        _str("template"),
+        _str("language"),
+        _str("recipient"),
         _str("subject"),
         sa.Column("body", sa.Text(), nullable=False),
-        _str("status"), _str("provider_ref"),
+        _str("status"),
+        _str("provider_ref"),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("sent_at", UTC, nullable=True),
         sa.PrimaryKeyConstraint("id"),
@@ -100,10 +121,19 @@ def create_outbox() -> None:
 def create_tasks() -> None:
     op.create_table(
         "tasks",
-        _id(), _str("task_id"), _str("loan_id"), _str("workflow_id"), _str("kind"), _str("queue"), _str("template"),
+        _id(),
+        _str("task_id"),
+        _str("loan_id"),
+        _str("workflow_id"),
+        _str("kind"),
+        _str("queue"),
+        _str("template"),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("brief", sa.Text(), nullable=False),
-        _str("status"), _str("outcome"), _str("note"), _str("recording_ref"),
+        _str("status"),
+        _str("outcome"),
+        _str("note"),
+        _str("recording_ref"),
         sa.Column("due_by", UTC, nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("closed_at", UTC, nullable=True),
@@ -117,7 +147,10 @@ def create_tasks() -> None:
 def create_placements() -> None:
     op.create_table(
         "placements",
-        _id(), _str("placement_id"), _str("loan_id"), _str("agency"),
+        _id(),
+        _str("placement_id"),
+        _str("loan_id"),
+        _str("agency"),
         sa.Column("amount", MONEY, nullable=False),
         _str("currency"),
         sa.Column("placed_at", UTC, nullable=False),
@@ -133,7 +166,9 @@ def create_placements() -> None:
 def create_cases() -> None:
     op.create_table(
         "cases",
-        _id(), _str("case_id"), _str("loan_id"),
+        _id(),
+        _str("case_id"),
+        _str("loan_id"),
         sa.Column("amount", MONEY, nullable=False),
         _str("currency"),
         sa.Column("document", sa.Text(), nullable=False),
@@ -148,12 +183,19 @@ def create_cases() -> None:
 def create_audit() -> None:
     op.create_table(
         "audit",
-        _id(), _str("key"), _str("loan_id"),
+        _id(),
+        _str("key"),
+        _str("loan_id"),
         sa.Column("at", UTC, nullable=False),
-        _str("actor"), _str("action"), _str("stage"), _str("rule_id"), _str("evidence_ref"),
+        _str("actor"),
+        _str("action"),
+        _str("stage"),
+        _str("rule_id"),
+        _str("evidence_ref"),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
-        _str("prev_hash"), _str("hash"),
+        _str("prev_hash"),
+        _str("hash"),
         sa.Column("recorded_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("key"),
@@ -165,7 +207,12 @@ def create_audit() -> None:
 def create_contacts() -> None:
     op.create_table(
         "contacts",
-        _id(), _str("key"), _str("borrower_id"), _str("loan_id"), _str("channel"), _str("purpose"),
+        _id(),
+        _str("key"),
+        _str("borrower_id"),
+        _str("loan_id"),
+        _str("channel"),
+        _str("purpose"),
         sa.Column("at", UTC, nullable=False),
         sa.Column("connected", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -227,8 +274,15 @@ def chain_legacy_audit() -> None:
     present = {c["name"] for c in sa.inspect(bind).get_columns("audit")}
     missing = [name for name in CHAIN_COLUMNS if name not in present]
     for name in missing:
-        op.add_column("audit", sa.Column(name, sa.Integer() if name == "seq" else sa.String(), nullable=False,
-                                         server_default="0" if name == "seq" else ""))
+        op.add_column(
+            "audit",
+            sa.Column(
+                name,
+                sa.Integer() if name == "seq" else sa.String(),
+                nullable=False,
+                server_default="0" if name == "seq" else "",
+            ),
+        )
     if missing:
         chain_entries(bind)
     ensure_chain_constraint(bind, defaults_to_drop=missing)
@@ -239,18 +293,28 @@ def chain_entries(bind: sa.Connection) -> None:
     from models.audit import GENESIS, entry_hash  # the chain's definition (models/audit.py)
 
     audit = sa.table(
-        "audit", sa.column("id", sa.Integer()), sa.column("key", sa.String()), sa.column("loan_id", sa.String()),
-        sa.column("at", UtcDateTime()), sa.column("actor", sa.String()), sa.column("action", sa.String()),
-        sa.column("stage", sa.String()), sa.column("rule_id", sa.String()), sa.column("evidence_ref", sa.String()),
-        sa.column("detail", sa.Text()), sa.column("seq", sa.Integer()), sa.column("prev_hash", sa.String()),
+        "audit",
+        sa.column("id", sa.Integer()),
+        sa.column("key", sa.String()),
+        sa.column("loan_id", sa.String()),
+        sa.column("at", UtcDateTime()),
+        sa.column("actor", sa.String()),
+        sa.column("action", sa.String()),
+        sa.column("stage", sa.String()),
+        sa.column("rule_id", sa.String()),
+        sa.column("evidence_ref", sa.String()),
+        sa.column("detail", sa.Text()),
+        sa.column("seq", sa.Integer()),
+        sa.column("prev_hash", sa.String()),
         sa.column("hash", sa.String()),
     )
     heads: dict[str, tuple[int, str]] = {}
     for entry in bind.execute(sa.select(audit).order_by(audit.c.loan_id, audit.c.id)).mappings().all():
         seq, prev_hash = heads.get(entry["loan_id"], (0, GENESIS))
         digest = entry_hash(prev_hash, {**entry, "seq": seq + 1})
-        bind.execute(audit.update().where(audit.c.id == entry["id"])
-                     .values(seq=seq + 1, prev_hash=prev_hash, hash=digest))
+        bind.execute(
+            audit.update().where(audit.c.id == entry["id"]).values(seq=seq + 1, prev_hash=prev_hash, hash=digest)
+        )
         heads[entry["loan_id"]] = (seq + 1, digest)
 
 

@@ -38,16 +38,22 @@ REACHED = ("answered", "promised", "refused")
 
 
 def situation(s: CollectionState) -> Situation:
-    return Situation(stopped=s.stop is not None, held=bool(s.holds),
-                     paused=s.paused_reason is not None, opted_out=list(s.opted_out))
+    return Situation(
+        stopped=s.stop is not None, held=bool(s.holds), paused=s.paused_reason is not None, opted_out=list(s.opted_out)
+    )
 
 
 def guard_request(step: Step, channel: str, purpose: str, key: str) -> GuardRequest:
     s = step.s
     assert s.rules is not None, "the conduct rules are pinned when collection starts"
     contact = ContactRequest(
-        borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,
-        purpose=purpose, at=step.now, timezone=s.loan.borrower.timezone, key=key,
+        borrower_id=s.loan.borrower.borrower_id,
+        loan_id=s.loan.loan_id,
+        channel=channel,
+        purpose=purpose,
+        at=step.now,
+        timezone=s.loan.borrower.timezone,
+        key=key,
     )
     return GuardRequest(contact=contact, rules=s.rules, situation=situation(s), clock=s.policy.clock)
 
@@ -86,17 +92,26 @@ def answer(step: Step, key: str, decision: GuardDecision) -> None:
     s.asking.remove(pending)
     why = overtaken(s, pending.purpose, pending.channel) if decision.verdict != "refused" else None
     if why is not None:
-        decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=step.now,
-                                 reason=f"{why} while the guard decided",
-                                 decided_at=decision.decided_at)
+        decision = GuardDecision(
+            verdict="refused",
+            rule="GEN-OVERTAKEN",
+            at=step.now,
+            reason=f"{why} while the guard decided",
+            decided_at=decision.decided_at,
+        )
     if pending.kind == ContactKind.agency:
         _agency_answered(step, pending, decision)
         return
     what = _subject(pending)
     if decision.verdict != "allowed":
         until = f" until {decision.at:%Y-%m-%d %H:%M}" if decision.verdict == "deferred" else ""
-        step.note(what, channel=pending.channel, outcome=decision.verdict, key=key,
-                  detail=f"{decision.rule}{until}: {decision.reason}")
+        step.note(
+            what,
+            channel=pending.channel,
+            outcome=decision.verdict,
+            key=key,
+            detail=f"{decision.rule}{until}: {decision.reason}",
+        )
         if decision.verdict == "deferred":
             s.deferred.append(pending.model_copy(update={"at": decision.at}))
         return
@@ -154,8 +169,15 @@ def run_deferred(step: Step, key: str) -> None:
 # ------------------------------------------------------------------ messages
 
 
-def send(step: Step, what: str, template: str, channel: str, deadline_days: int | None = None,
-         extra: dict[str, str] | None = None, purpose: str = "escalation") -> None:
+def send(
+    step: Step,
+    what: str,
+    template: str,
+    channel: str,
+    deadline_days: int | None = None,
+    extra: dict[str, str] | None = None,
+    purpose: str = "escalation",
+) -> None:
     """Send one message once the guard allows it; `what` (the step key) makes the idempotency
     key. A transactional message asks the guard inside the sending activity (only a stop can
     refuse it, and nothing can overtake it)."""
@@ -164,9 +186,17 @@ def send(step: Step, what: str, template: str, channel: str, deadline_days: int 
     if not recipient(s, channel, purpose):
         step.note(template, channel=channel, outcome="skipped", key=key, detail=f"no {channel} address")
         return
-    pending = DeferredContact(key=key, kind=ContactKind.message, purpose=purpose, channel=channel, at=step.now,
-                              what=what,
-                              template=template, deadline_days=deadline_days, extra=extra or {})
+    pending = DeferredContact(
+        key=key,
+        kind=ContactKind.message,
+        purpose=purpose,
+        channel=channel,
+        at=step.now,
+        what=what,
+        template=template,
+        deadline_days=deadline_days,
+        extra=extra or {},
+    )
     if purpose == "transactional":
         step.emit(SendMessage(req=_message(step, pending), guard=guard_request(step, channel, purpose, key)))
         return
@@ -180,8 +210,13 @@ def _send_now(step: Step, pending: DeferredContact) -> None:
 def _message(step: Step, p: DeferredContact) -> MessageRequest:
     s = step.s
     return MessageRequest(
-        key=p.key, loan_id=s.loan.loan_id, at=step.now, channel=p.channel, template=p.template,
-        language=s.loan.borrower.language, recipient=recipient(s, p.channel, p.purpose),
+        key=p.key,
+        loan_id=s.loan.loan_id,
+        at=step.now,
+        channel=p.channel,
+        template=p.template,
+        language=s.loan.borrower.language,
+        recipient=recipient(s, p.channel, p.purpose),
         context=template_context(s, step.now, step.stage(), p.deadline_days, **p.extra),
     )
 
@@ -198,8 +233,13 @@ def message_done(step: Step, cmd: SendMessage, ok: bool, error: str, guard: Guar
     """Record what became of a message (and, for a transactional one, the guard's refusal)."""
     req = cmd.req
     if guard is not None and guard.verdict != "allowed":
-        step.note(req.template, channel=req.channel, outcome=guard.verdict, key=req.key,
-                  detail=f"{guard.rule}: {guard.reason}")
+        step.note(
+            req.template,
+            channel=req.channel,
+            outcome=guard.verdict,
+            key=req.key,
+            detail=f"{guard.rule}: {guard.reason}",
+        )
         return
     if not ok:
         step.note("step_failed", outcome="failed", key=req.key, detail=error)
@@ -212,8 +252,19 @@ def message_done(step: Step, cmd: SendMessage, ok: bool, error: str, guard: Guar
 def create_task(step: Step, ladder_step: LadderStep, attempt: int) -> None:
     key = f"{step.loan_id}/{ladder_step.key}/{attempt}"
     channel = "phone" if ladder_step.action is Action.call else "visit"
-    ask(step, DeferredContact(key=key, kind=ContactKind.task, purpose="escalation", channel=channel, at=step.now,
-                              what=f"{ladder_step.action}_task", step_key=ladder_step.key, attempt=attempt))
+    ask(
+        step,
+        DeferredContact(
+            key=key,
+            kind=ContactKind.task,
+            purpose="escalation",
+            channel=channel,
+            at=step.now,
+            what=f"{ladder_step.action}_task",
+            step_key=ladder_step.key,
+            attempt=attempt,
+        ),
+    )
 
 
 def _ladder_step(step: Step, step_key: str) -> LadderStep:
@@ -227,14 +278,33 @@ def _create_task_now(step: Step, pending: DeferredContact) -> None:
     takes it back, `task_done`), so a close or a stop that comes before the result cancels it."""
     s, ls = step.s, _ladder_step(step, pending.step_key)
     deadline = step.now + timedelta(hours=ls.outcome_timeout_hours)
-    step.emit(CreateTask(req=TaskRequest(
-        key=pending.key, loan_id=s.loan.loan_id, at=step.now, workflow_id=s.workflow_id, kind=str(ls.action),
-        queue=ls.queue, template=ls.template, language=s.loan.borrower.language, attempt=pending.attempt,
-        due_by=deadline, context=template_context(s, step.now, step.stage(), ls.deadline_days,
-                                                  attempt=str(pending.attempt)),
-    )))
-    s.open_tasks.append(OpenTask(task_id=pending.key, kind=str(ls.action), step_key=ls.key,
-                                 attempt=pending.attempt, queue=ls.queue, deadline=deadline))
+    step.emit(
+        CreateTask(
+            req=TaskRequest(
+                key=pending.key,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                workflow_id=s.workflow_id,
+                kind=str(ls.action),
+                queue=ls.queue,
+                template=ls.template,
+                language=s.loan.borrower.language,
+                attempt=pending.attempt,
+                due_by=deadline,
+                context=template_context(s, step.now, step.stage(), ls.deadline_days, attempt=str(pending.attempt)),
+            )
+        )
+    )
+    s.open_tasks.append(
+        OpenTask(
+            task_id=pending.key,
+            kind=str(ls.action),
+            step_key=ls.key,
+            attempt=pending.attempt,
+            queue=ls.queue,
+            deadline=deadline,
+        )
+    )
 
 
 def task_done(step: Step, cmd: CreateTask, ok: bool, error: str) -> None:
@@ -246,8 +316,13 @@ def task_done(step: Step, cmd: CreateTask, ok: bool, error: str) -> None:
         step.note("step_failed", outcome="failed", key=req.key, detail=error)
     if req.kind in (str(Action.call), str(Action.field_visit)):
         channel = "phone" if req.kind == str(Action.call) else "visit"
-        step.note(f"{req.kind}_task", channel=channel, outcome="created" if ok else "failed", key=req.key,
-                  detail=f"attempt {req.attempt}, queue {req.queue}")
+        step.note(
+            f"{req.kind}_task",
+            channel=channel,
+            outcome="created" if ok else "failed",
+            key=req.key,
+            detail=f"attempt {req.attempt}, queue {req.queue}",
+        )
 
 
 def close_task(step: Step, task: OpenTask, outcome: str, note: str, by: str, recording: str = "") -> None:
@@ -256,16 +331,36 @@ def close_task(step: Step, task: OpenTask, outcome: str, note: str, by: str, rec
     s.open_tasks.remove(task)
     ls = next((a.step for a in step.plan if a.key == f"step:{task.step_key}"), None)
     reached = outcome in REACHED
-    if (ls is not None and not reached and outcome != "wrong_number" and task.attempt < ls.attempts
-            and s.closed_as is None and s.charged_off_at is None):
+    if (
+        ls is not None
+        and not reached
+        and outcome != "wrong_number"
+        and task.attempt < ls.attempts
+        and s.closed_as is None
+        and s.charged_off_at is None
+    ):
         at = next_contact_moment(step.now + timedelta(hours=ls.retry_after_hours), s.policy, step.tz)
         s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
-    step.note(f"{task.kind}_outcome", channel="phone" if task.kind == "call" else "visit",
-              outcome=outcome, key=task.task_id, detail=note)
-    step.emit(CloseTask(req=TaskClosure(
-        task_id=task.task_id, loan_id=s.loan.loan_id, at=step.now, outcome=outcome, note=note,
-        recording_ref=recording, closed_by=by,
-    )))
+    step.note(
+        f"{task.kind}_outcome",
+        channel="phone" if task.kind == "call" else "visit",
+        outcome=outcome,
+        key=task.task_id,
+        detail=note,
+    )
+    step.emit(
+        CloseTask(
+            req=TaskClosure(
+                task_id=task.task_id,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                outcome=outcome,
+                note=note,
+                recording_ref=recording,
+                closed_by=by,
+            )
+        )
+    )
     if reached and s.rules is not None:  # a conversation: the caps and quiet periods count it
         step.emit(RecordConversation(task_id=task.task_id))
     located = any(e.action == "locate_request" for e in s.timeline)
@@ -318,14 +413,28 @@ def place(step: Step, ls: LadderStep) -> None:
     comes before that day's steps."""
     s, now = step.s, step.now
     key = f"{s.loan.loan_id}/{ls.key}"
-    recall_at = at_local(local_date(now, step.tz) + timedelta(days=s.policy.agency.period_days),
-                         s.policy.contact.send_at, step.tz)
+    recall_at = at_local(
+        local_date(now, step.tz) + timedelta(days=s.policy.agency.period_days), s.policy.contact.send_at, step.tz
+    )
     agency = s.policy.agency.name
-    step.emit(Place(req=PlacementRequest(
-        key=key, loan_id=s.loan.loan_id, at=now, agency=agency, recall_at=recall_at, balance=s.balance,
-        currency=s.loan.currency, template=ls.template, language=s.loan.borrower.language,
-        context=template_context(s, now, step.stage(), None, agency=agency, recall_date=recall_at.date().isoformat()),
-    )))
+    step.emit(
+        Place(
+            req=PlacementRequest(
+                key=key,
+                loan_id=s.loan.loan_id,
+                at=now,
+                agency=agency,
+                recall_at=recall_at,
+                balance=s.balance,
+                currency=s.loan.currency,
+                template=ls.template,
+                language=s.loan.borrower.language,
+                context=template_context(
+                    s, now, step.stage(), None, agency=agency, recall_date=recall_at.date().isoformat()
+                ),
+            )
+        )
+    )
     s.placement = PlacementInfo(placement_id=key, agency=agency, placed_at=now, recall_at=recall_at)
 
 
@@ -335,8 +444,13 @@ def placed(step: Step, cmd: Place, ok: bool, error: str) -> None:
         if step.s.placement is not None and step.s.placement.placement_id == req.key:
             step.s.placement = None
         step.note("step_failed", outcome="failed", key=req.key, detail=error)
-    step.note("agency_placement", channel="agency", outcome="placed" if ok else "failed", key=req.key,
-              detail=f"{req.agency} until {req.recall_at:%Y-%m-%d}")
+    step.note(
+        "agency_placement",
+        channel="agency",
+        outcome="placed" if ok else "failed",
+        key=req.key,
+        detail=f"{req.agency} until {req.recall_at:%Y-%m-%d}",
+    )
 
 
 def recall(step: Step, reason: str) -> None:
@@ -345,18 +459,31 @@ def recall(step: Step, reason: str) -> None:
     if placement is None:
         return
     s.placement = None
-    step.emit(Recall(req=RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, at=step.now,
-                                       reason=reason)))
+    step.emit(
+        Recall(
+            req=RecallRequest(placement_id=placement.placement_id, loan_id=s.loan.loan_id, at=step.now, reason=reason)
+        )
+    )
     step.note("agency_recall", channel="agency", outcome="recalled", key=placement.placement_id, detail=reason)
 
 
 def file_case(step: Step, ls: LadderStep) -> None:
     s = step.s
     key = f"{s.loan.loan_id}/{ls.key}"
-    step.emit(FileCase(req=CaseRequest(
-        key=key, loan_id=s.loan.loan_id, at=step.now, balance=s.balance, currency=s.loan.currency,
-        template=ls.template, language=s.loan.borrower.language, context=template_context(s, step.now, step.stage()),
-    )))
+    step.emit(
+        FileCase(
+            req=CaseRequest(
+                key=key,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                balance=s.balance,
+                currency=s.loan.currency,
+                template=ls.template,
+                language=s.loan.borrower.language,
+                context=template_context(s, step.now, step.stage()),
+            )
+        )
+    )
     s.case = CaseInfo(case_id=key, filed_at=step.now)
 
 

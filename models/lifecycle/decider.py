@@ -71,14 +71,28 @@ LOOP_EVENTS = (TimeReached, GuardAnswered, EffectDone)
 """Events the main loop feeds in: their time moves `state.clock` on."""
 
 
-def begin(loan: OverdueLoan, policy: Policy, rules: ConductRules, at: datetime, *, workflow_id: str = "",
-          search_ready: bool = False) -> Outcome:
+def begin(
+    loan: OverdueLoan,
+    policy: Policy,
+    rules: ConductRules,
+    at: datetime,
+    *,
+    workflow_id: str = "",
+    search_ready: bool = False,
+) -> Outcome:
     """A loan's collection starts at `at` with its policy and conduct rules pinned for life.
     It joins its plan where it is due (`catch_up_at`): nothing behind is replayed except the
     latest step already due, which runs at the next contact moment."""
     state = CollectionState(
-        loan=loan, policy=policy, started_at=at, clock=at, balance=loan.balance(), penalties_posted=loan.penalties,
-        rules=rules, workflow_id=workflow_id, search_ready=search_ready,
+        loan=loan,
+        policy=policy,
+        started_at=at,
+        clock=at,
+        balance=loan.balance(),
+        penalties_posted=loan.penalties,
+        rules=rules,
+        workflow_id=workflow_id,
+        search_ready=search_ready,
     )
     plan = build_plan(policy, loan)
     state.cursor, behind = catch_up_at(plan, loan, policy, at)

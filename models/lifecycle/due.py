@@ -93,8 +93,9 @@ def next_wake(s: CollectionState) -> datetime | None:
 def _ladder_items(s: CollectionState, plan: list[PlannedAction]) -> list[Due]:
     items: list[Due] = []
     if s.catch_up_key is not None:
-        items.append(Due(contact_time(s, s.started_at), DueKind.catch_up, s.catch_up_key.removeprefix("step:"),
-                         s.catch_up_key))
+        items.append(
+            Due(contact_time(s, s.started_at), DueKind.catch_up, s.catch_up_key.removeprefix("step:"), s.catch_up_key)
+        )
     if s.cursor < len(plan):
         action = plan[s.cursor]
         at = action_time(action, s.loan, s.policy, s.paused_days)
@@ -218,9 +219,18 @@ def _remind_instalment(step: Step, plan: Plan) -> None:
     assert inst is not None  # the reminder is due only while an instalment is open
     inst.reminded = True
     s = step.s
-    send(step, f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}", "plan_reminder", "sms",
-         purpose="arrangement", extra={"instalment_number": str(inst.number), "instalment_amount": f"{inst.amount:,}",
-                                       "instalment_due": inst.due.isoformat()})
+    send(
+        step,
+        f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}",
+        "plan_reminder",
+        "sms",
+        purpose="arrangement",
+        extra={
+            "instalment_number": str(inst.number),
+            "instalment_amount": f"{inst.amount:,}",
+            "instalment_due": inst.due.isoformat(),
+        },
+    )
 
 
 def _end_breathing_space(step: Step) -> None:
@@ -230,15 +240,25 @@ def _end_breathing_space(step: Step) -> None:
     s.holds.remove(hold)
     step.actor = "workflow"
     step.note("hardship", outcome="ended", key=hold.review_task_id, detail="breathing space over, no review outcome")
-    step.emit(CloseTask(req=TaskClosure(
-        task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=step.now, outcome="timeout",
-        note="breathing space ended before a review outcome",
-    )))
+    step.emit(
+        CloseTask(
+            req=TaskClosure(
+                task_id=hold.review_task_id,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                outcome="timeout",
+                note="breathing space ended before a review outcome",
+            )
+        )
+    )
     step.record(f"{hold.review_task_id.removeprefix(s.loan.loan_id + '/')}/ended", "hardship_ended")
 
 
 def _record_notes(step: Step, notes: list[tuple[str, str, str]], ref: str) -> None:
     for action, outcome, detail in notes:
         step.note(action, outcome=outcome, key=ref, detail=detail)
-        step.record(f"{ref.removeprefix(step.loan_id + '/')}/{action}-{outcome}/{len(step.s.timeline)}",
-                    f"{action}_{outcome}", detail=detail)
+        step.record(
+            f"{ref.removeprefix(step.loan_id + '/')}/{action}-{outcome}/{len(step.s.timeline)}",
+            f"{action}_{outcome}",
+            detail=detail,
+        )

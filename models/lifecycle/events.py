@@ -134,14 +134,35 @@ class StopRequested(_Event):
 
 
 Event = Annotated[
-    TimeReached | GuardAnswered | EffectDone | PaymentReceived | TaskReported | AgencyReported | CourtReported
-    | OptedOut | AgencyContactAsked | PromiseMade | PlanProposed | SettlementOffered | HardshipReported
-    | HardshipReviewed | DisputeRaised | DisputeResolved | StopRequested,
+    TimeReached
+    | GuardAnswered
+    | EffectDone
+    | PaymentReceived
+    | TaskReported
+    | AgencyReported
+    | CourtReported
+    | OptedOut
+    | AgencyContactAsked
+    | PromiseMade
+    | PlanProposed
+    | SettlementOffered
+    | HardshipReported
+    | HardshipReviewed
+    | DisputeRaised
+    | DisputeResolved
+    | StopRequested,
     Field(discriminator="kind"),
 ]
 
 REQUESTS: tuple[type[_Event], ...] = (
-    PromiseMade, PlanProposed, SettlementOffered, HardshipReported, HardshipReviewed, DisputeRaised,
-    DisputeResolved, StopRequested, OptedOut,
+    PromiseMade,
+    PlanProposed,
+    SettlementOffered,
+    HardshipReported,
+    HardshipReviewed,
+    DisputeRaised,
+    DisputeResolved,
+    StopRequested,
+    OptedOut,
 )
 """Negotiation and situation requests: each answered with a `Decision`."""

@@ -34,15 +34,28 @@ def take_payment(step: Step, payment: Payment) -> PaymentReceipt:
     s.paid_total += allocation.applied()
     s.payment_ids.append(payment.payment_id)
     key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
-    step.note("payment", channel=payment.source, outcome="applied", key=key,
-              detail=f"{payment.amount} {payment.currency}; left {s.balance.total}")
+    step.note(
+        "payment",
+        channel=payment.source,
+        outcome="applied",
+        key=key,
+        detail=f"{payment.amount} {payment.currency}; left {s.balance.total}",
+    )
     credited = credit_payments(s)
     for action, outcome, detail in credited:
         step.note(action, outcome=outcome, key=key, detail=detail)
-    step.emit(RecordPayment(req=PaymentRecord(
-        key=key, loan_id=s.loan.loan_id, at=step.now, payment=payment, allocation=allocation,
-        balance_after=s.balance,
-    )))
+    step.emit(
+        RecordPayment(
+            req=PaymentRecord(
+                key=key,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                payment=payment,
+                allocation=allocation,
+                balance_after=s.balance,
+            )
+        )
+    )
     for action, outcome, detail in credited:
         step.record(f"payment/{payment.payment_id}/{action}-{outcome}", f"{action}_{outcome}", detail=detail)
     if s.settlement is not None and s.settlement.status == "paid":
@@ -50,9 +63,15 @@ def take_payment(step: Step, payment: Payment) -> PaymentReceipt:
     elif s.balance.total == 0:
         close(step, Stage.paid)
     return PaymentReceipt(
-        loan_id=s.loan.loan_id, payment_id=payment.payment_id, amount=payment.amount,
-        currency=payment.currency, allocation=allocation, outstanding=s.balance,
-        paid_total=s.paid_total, stage=step.stage(), closed=s.closed_as is not None,
+        loan_id=s.loan.loan_id,
+        payment_id=payment.payment_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        allocation=allocation,
+        outstanding=s.balance,
+        paid_total=s.paid_total,
+        stage=step.stage(),
+        closed=s.closed_as is not None,
         received_at=step.now,
     )
 
@@ -80,10 +99,19 @@ def settle(step: Step) -> None:
 
 def waive(step: Step, amounts: Balance, kind: str, key: str, reason: str) -> None:
     s = step.s
-    step.emit(Waive(req=WaiverRequest(
-        key=key, loan_id=s.loan.loan_id, at=step.now, amounts=amounts, currency=s.loan.currency,
-        kind=kind, reason=reason,
-    )))
+    step.emit(
+        Waive(
+            req=WaiverRequest(
+                key=key,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                amounts=amounts,
+                currency=s.loan.currency,
+                kind=kind,
+                reason=reason,
+            )
+        )
+    )
     step.note(kind, channel="ledger", outcome="posted", key=key, detail=f"{amounts.total} {s.loan.currency}: {reason}")
 
 
@@ -99,10 +127,25 @@ def post_fee(step: Step, action: PlannedAction) -> None:
         return
     s.balance = s.balance.with_component("penalties", s.balance.penalties + amount)
     s.penalties_posted += amount
-    step.note("late_fee", channel="ledger", outcome="posted", key=key,
-              detail=f"period {action.period}: {amount} {s.loan.currency}")
-    step.emit(PostFee(req=FeeRequest(key=key, loan_id=s.loan.loan_id, period=action.period, amount=amount,
-                                     currency=s.loan.currency, at=step.now)))
+    step.note(
+        "late_fee",
+        channel="ledger",
+        outcome="posted",
+        key=key,
+        detail=f"period {action.period}: {amount} {s.loan.currency}",
+    )
+    step.emit(
+        PostFee(
+            req=FeeRequest(
+                key=key,
+                loan_id=s.loan.loan_id,
+                period=action.period,
+                amount=amount,
+                currency=s.loan.currency,
+                at=step.now,
+            )
+        )
+    )
 
 
 def write_off(step: Step) -> None:
@@ -111,9 +154,15 @@ def write_off(step: Step) -> None:
     s.charged_off_at = step.now
     s.cursor = len(step.plan)
     key = f"{s.loan.loan_id}/write-off"
-    step.note("write_off", channel="ledger", outcome="charged_off", key=key,
-              detail=f"{s.balance.total} {s.loan.currency}")
-    step.emit(ChargeOff(req=ChargeOffRequest(key=key, loan_id=s.loan.loan_id, balance=s.balance,
-                                             currency=s.loan.currency, at=step.now)))
+    step.note(
+        "write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}"
+    )
+    step.emit(
+        ChargeOff(
+            req=ChargeOffRequest(
+                key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency, at=step.now
+            )
+        )
+    )
     step.record("written-off", "written_off")
     cancel_tasks(step, "written off")

@@ -63,8 +63,13 @@ def check_agency_placement(step: Step, placement_id: str) -> None:
 
 
 def report_agency(step: Step, report: AgencyReport) -> None:
-    step.note("agency_report", channel="agency", outcome="contacted" if report.contacted else "reported",
-              key=report.placement_id, detail=report.note)
+    step.note(
+        "agency_report",
+        channel="agency",
+        outcome="contacted" if report.contacted else "reported",
+        key=report.placement_id,
+        detail=report.note,
+    )
     step.record(f"agency-report/{len(step.s.timeline)}", "agency_report", report.reported_by, note=report.note)
 
 
@@ -79,8 +84,9 @@ def report_court(step: Step, report: CourtReport) -> None:
     if s.case is not None:
         s.case.last_event = report.event
     step.note("court_report", channel="court", outcome=report.event, key=report.case_id, detail=report.note)
-    step.record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event,
-                note=report.note)
+    step.record(
+        f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event, note=report.note
+    )
 
 
 def check_opt_out(step: Step, req: OptOutRequest) -> None:
@@ -104,8 +110,18 @@ def opt_out(step: Step, req: OptOutRequest) -> Decision:
 def ask_agency_contact(step: Step, req: AgencyContactRequest, key: str) -> None:
     """An agency asks before it contacts the borrower: the guard decides against the person's
     one budget (the lender's contacts and every agency's); `contacts.answer` keeps its answer."""
-    ask(step, DeferredContact(key=key, kind=ContactKind.agency, purpose="agency", channel=req.channel, at=step.now,
-                              what="agency_contact", extra={"agent": req.agent}))
+    ask(
+        step,
+        DeferredContact(
+            key=key,
+            kind=ContactKind.agency,
+            purpose="agency",
+            channel=req.channel,
+            at=step.now,
+            what="agency_contact",
+            extra={"agent": req.agent},
+        ),
+    )
 
 
 # ------------------------------------------------------------------ shared
@@ -115,8 +131,9 @@ def _arrangement(step: Step) -> None:
     """Refuse if nothing can be arranged (closed, stopped, disputed)."""
     s = step.s
     try:
-        refuse_arrangement(closed=s.closed_as is not None, stopped=s.stop is not None,
-                           disputed=s.hold("dispute") is not None)
+        refuse_arrangement(
+            closed=s.closed_as is not None, stopped=s.stop is not None, disputed=s.hold("dispute") is not None
+        )
     except ArrangementRejected as exc:
         raise _refuse(exc) from exc
 
@@ -131,13 +148,19 @@ def _new_ref(step: Step, kind: str) -> str:
     return f"{s.loan.loan_id}/{kind}/{s.arrangement_seq}"
 
 
-def _accepted(step: Step, ref: str, kind: str, detail: str, actor: str, outcome: str = "accepted",
-              evidence_ref: str = "") -> Decision:
+def _accepted(
+    step: Step, ref: str, kind: str, detail: str, actor: str, outcome: str = "accepted", evidence_ref: str = ""
+) -> Decision:
     """Timeline and audit for an accepted request; the pause is re-evaluated by the decider."""
     step.actor = actor
     step.note(kind, outcome=outcome, key=ref, detail=f"{detail} (by {actor})")
-    step.record(f"{ref.removeprefix(step.loan_id + '/')}/{outcome}", f"{kind}_{outcome}", actor, detail=detail,
-                evidence_ref=evidence_ref)
+    step.record(
+        f"{ref.removeprefix(step.loan_id + '/')}/{outcome}",
+        f"{kind}_{outcome}",
+        actor,
+        detail=detail,
+        evidence_ref=evidence_ref,
+    )
     return Decision(accepted=True, reason=detail, ref=ref)
 
 
@@ -157,9 +180,14 @@ def check_promise_request(step: Step, req: PromiseRequest) -> None:
     _arrangement(step)
     try:
         check_promise(
-            req, today=step.today(), outstanding=s.balance.total, currency=s.loan.currency,
-            broken=s.counts.promises_broken, promise_open=s.open_promise() is not None,
-            plan_active=s.active_plan() is not None, policy=s.policy,
+            req,
+            today=step.today(),
+            outstanding=s.balance.total,
+            currency=s.loan.currency,
+            broken=s.counts.promises_broken,
+            promise_open=s.open_promise() is not None,
+            plan_active=s.active_plan() is not None,
+            policy=s.policy,
         )
     except ArrangementRejected as exc:
         raise _refuse(exc) from exc
@@ -169,8 +197,13 @@ def promise(step: Step, req: PromiseRequest) -> Decision:
     s = step.s
     ref = _new_ref(step, "promise")
     s.promise = Promise(
-        promise_id=ref, amount=req.amount, due=req.date, made_at=step.now,
-        paid_at_start=s.paid_total, held_at_start=held_so_far(s, step.now), made_by=req.made_by,
+        promise_id=ref,
+        amount=req.amount,
+        due=req.date,
+        made_at=step.now,
+        paid_at_start=s.paid_total,
+        held_at_start=held_so_far(s, step.now),
+        made_by=req.made_by,
     )
     return _accepted(step, ref, "promise", f"{req.amount} {s.loan.currency} by {req.date}", req.made_by)
 
@@ -184,8 +217,12 @@ def _schedule(step: Step, req: PlanProposal) -> list[Instalment]:
     interest = s.balance.interest if s.policy.plan.waive_interest else ZERO
     try:
         return plan_schedule(
-            req, total=s.balance.total - interest, currency=s.loan.currency, today=step.today(),
-            policy=s.policy, renegotiations=(active.renegotiation + 1) if active else 0,
+            req,
+            total=s.balance.total - interest,
+            currency=s.loan.currency,
+            today=step.today(),
+            policy=s.policy,
+            renegotiations=(active.renegotiation + 1) if active else 0,
         )
     except ArrangementRejected as exc:
         raise _refuse(exc) from exc
@@ -214,14 +251,22 @@ def _start_plan(step: Step, req: PlanProposal, actor: str) -> Decision:
     s.balance = s.balance.with_component("interest", s.balance.interest - waived.interest)
     ref = _new_ref(step, "plan")
     s.plan = Plan(
-        plan_id=ref, total=s.balance.total, frequency=req.frequency, instalments=schedule,
-        made_at=step.now, paid_at_start=s.paid_total, held_at_start=held_so_far(s, step.now),
-        made_by=actor, renegotiation=renegotiation,
+        plan_id=ref,
+        total=s.balance.total,
+        frequency=req.frequency,
+        instalments=schedule,
+        made_at=step.now,
+        paid_at_start=s.paid_total,
+        held_at_start=held_so_far(s, step.now),
+        made_by=actor,
+        renegotiation=renegotiation,
     )
     if waived.total > 0:
         waive(step, waived, "waiver", f"{ref}/waiver", "interest waived for the plan")
-    detail = (f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, "
-              f"total {s.balance.total}")
+    detail = (
+        f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, "
+        f"total {s.balance.total}"
+    )
     return _accepted(step, ref, "plan", detail, actor, "renegotiated" if renegotiation else "accepted")
 
 
@@ -232,8 +277,13 @@ def _discount(step: Step, offer: SettlementOffer) -> Decimal:
     s = step.s
     try:
         return check_settlement(
-            offer, today=step.today(), outstanding=s.balance.total, currency=s.loan.currency,
-            stage=str(step.stage()), settlement_open=s.open_settlement() is not None, policy=s.policy,
+            offer,
+            today=step.today(),
+            outstanding=s.balance.total,
+            currency=s.loan.currency,
+            stage=str(step.stage()),
+            settlement_open=s.open_settlement() is not None,
+            policy=s.policy,
         )
     except ArrangementRejected as exc:
         raise _refuse(exc) from exc
@@ -249,8 +299,14 @@ def offer_settlement(step: Step, offer: SettlementOffer) -> Decision:
     discount = _discount(step, offer)
     ref = _new_ref(step, "settlement")
     s.settlement = Settlement(
-        offer_id=ref, amount=offer.amount, deadline=offer.deadline, discount=discount, made_at=step.now,
-        paid_at_start=s.paid_total, held_at_start=held_so_far(s, step.now), made_by=offer.made_by,
+        offer_id=ref,
+        amount=offer.amount,
+        deadline=offer.deadline,
+        discount=discount,
+        made_at=step.now,
+        paid_at_start=s.paid_total,
+        held_at_start=held_so_far(s, step.now),
+        made_by=offer.made_by,
     )
     detail = f"{offer.amount} {s.loan.currency} by {offer.deadline} ({discount:.2%} off {s.balance.total})"
     return _accepted(step, ref, "settlement", detail, offer.made_by, "offered")
@@ -262,8 +318,9 @@ def offer_settlement(step: Step, offer: SettlementOffer) -> Decision:
 def check_hardship(step: Step, report: HardshipReport) -> None:
     s = step.s
     if s.closed_as is not None or s.stop is not None:
-        raise Rejected("the loan is closed" if s.closed_as else "collection is stopped for this loan",
-                       "ArrangementRejected")
+        raise Rejected(
+            "the loan is closed" if s.closed_as else "collection is stopped for this loan", "ArrangementRejected"
+        )
     if s.hold("hardship"):
         raise Rejected("a hardship breathing space is already running", "ArrangementRejected")
 
@@ -273,18 +330,46 @@ def report_hardship(step: Step, report: HardshipReport) -> Decision:
     s, now = step.s, step.now
     until = now + timedelta(days=s.policy.hardship.breathing_space_days)
     task_id = _new_ref(step, "hardship-review")
-    s.holds.append(Hold(kind="hardship", reason=report.reason, evidence_ref=report.evidence_ref,
-                        started_at=now, until=until, review_task_id=task_id, by=report.reported_by))
-    decision = _accepted(step, task_id, "hardship", f"{report.reason}; breathing space until {until:%Y-%m-%d}",
-                         report.reported_by, "breathing_space", report.evidence_ref)
+    s.holds.append(
+        Hold(
+            kind="hardship",
+            reason=report.reason,
+            evidence_ref=report.evidence_ref,
+            started_at=now,
+            until=until,
+            review_task_id=task_id,
+            by=report.reported_by,
+        )
+    )
+    decision = _accepted(
+        step,
+        task_id,
+        "hardship",
+        f"{report.reason}; breathing space until {until:%Y-%m-%d}",
+        report.reported_by,
+        "breathing_space",
+        report.evidence_ref,
+    )
     stop_contact(step, "hardship reported")
-    step.emit(CreateTask(req=TaskRequest(
-        key=task_id, loan_id=s.loan.loan_id, at=now, workflow_id=s.workflow_id,
-        kind="hardship_review", queue=s.policy.hardship.review_queue, template=s.policy.hardship.review_template,
-        language=s.loan.borrower.language, attempt=1, due_by=until,
-        context=template_context(s, now, step.stage(), None, reason=report.reason,
-                                 evidence_ref=report.evidence_ref or "-"),
-    )))
+    step.emit(
+        CreateTask(
+            req=TaskRequest(
+                key=task_id,
+                loan_id=s.loan.loan_id,
+                at=now,
+                workflow_id=s.workflow_id,
+                kind="hardship_review",
+                queue=s.policy.hardship.review_queue,
+                template=s.policy.hardship.review_template,
+                language=s.loan.borrower.language,
+                attempt=1,
+                due_by=until,
+                context=template_context(
+                    s, now, step.stage(), None, reason=report.reason, evidence_ref=report.evidence_ref or "-"
+                ),
+            )
+        )
+    )
     return decision
 
 
@@ -307,15 +392,29 @@ def review_hardship(step: Step, decision: HardshipDecision) -> Decision:
     hold = s.hold("hardship")
     assert hold is not None
     step.note("hardship_review", outcome=decision.outcome, key=hold.review_task_id, detail=decision.note)
-    step.emit(CloseTask(req=TaskClosure(
-        task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=step.now, outcome=decision.outcome,
-        note=decision.note, closed_by=decision.decided_by,
-    )))
+    step.emit(
+        CloseTask(
+            req=TaskClosure(
+                task_id=hold.review_task_id,
+                loan_id=s.loan.loan_id,
+                at=step.now,
+                outcome=decision.outcome,
+                note=decision.note,
+                closed_by=decision.decided_by,
+            )
+        )
+    )
     if decision.outcome == "extend_term":
         assert decision.extend_days is not None
         hold.until = step.now + timedelta(days=decision.extend_days)
-        return _accepted(step, hold.review_task_id, "hardship", f"breathing space until {hold.until:%Y-%m-%d}",
-                         decision.decided_by, "extended")
+        return _accepted(
+            step,
+            hold.review_task_id,
+            "hardship",
+            f"breathing space until {hold.until:%Y-%m-%d}",
+            decision.decided_by,
+            "extended",
+        )
     s.holds.remove(hold)
     if decision.outcome in ("waive_interest", "waive_fees"):
         parts = ("interest",) if decision.outcome == "waive_interest" else ("fees", "penalties")
@@ -388,8 +487,9 @@ def check_stop(step: Step, req: StopRequest) -> None:
     if s.closed_as is not None:
         raise Rejected("the loan is closed", "ArrangementRejected")
     if s.stop is not None and not (s.stop.route == "legal_review" and req.route == "write_off"):
-        raise Rejected("collection is already stopped; only a legal review can still refer it to write-off",
-                       "ArrangementRejected")
+        raise Rejected(
+            "collection is already stopped; only a legal review can still refer it to write-off", "ArrangementRejected"
+        )
     if s.charged_off_at is not None and (req.route or getattr(s.policy.stop, req.reason)) == "write_off":
         raise Rejected("the loan is already written off", "ArrangementRejected")
 
@@ -400,8 +500,14 @@ def stop_collection(step: Step, req: StopRequest) -> Decision:
     s, now = step.s, step.now
     route = req.route or getattr(s.policy.stop, req.reason)
     first = s.stop is None
-    s.stop = StopInfo(reason=req.reason, route=route, at=now, by=req.requested_by, evidence_ref=req.evidence_ref,
-                      legal_task_id=s.stop.legal_task_id if s.stop else "")
+    s.stop = StopInfo(
+        reason=req.reason,
+        route=route,
+        at=now,
+        by=req.requested_by,
+        evidence_ref=req.evidence_ref,
+        legal_task_id=s.stop.legal_task_id if s.stop else "",
+    )
     _cancel_arrangements(step, f"collection stopped ({req.reason})")
     ref = _new_ref(step, "stop")
     decision = _accepted(step, ref, "stop", f"{req.reason}; route {route}", req.requested_by, route, req.evidence_ref)
@@ -410,11 +516,23 @@ def stop_collection(step: Step, req: StopRequest) -> Decision:
         write_off(step)
     elif first:
         s.stop.legal_task_id = f"{ref}/legal-review"
-        step.emit(CreateTask(req=TaskRequest(
-            key=s.stop.legal_task_id, loan_id=s.loan.loan_id, at=now, workflow_id=s.workflow_id,
-            kind="legal_review", queue=s.policy.stop.legal_queue, template=s.policy.stop.legal_template,
-            language=s.loan.borrower.language, attempt=1, due_by=now + timedelta(days=30),
-            context=template_context(s, now, step.stage(), None, reason=req.reason,
-                                     evidence_ref=req.evidence_ref or "-"),
-        )))
+        step.emit(
+            CreateTask(
+                req=TaskRequest(
+                    key=s.stop.legal_task_id,
+                    loan_id=s.loan.loan_id,
+                    at=now,
+                    workflow_id=s.workflow_id,
+                    kind="legal_review",
+                    queue=s.policy.stop.legal_queue,
+                    template=s.policy.stop.legal_template,
+                    language=s.loan.borrower.language,
+                    attempt=1,
+                    due_by=now + timedelta(days=30),
+                    context=template_context(
+                        s, now, step.stage(), None, reason=req.reason, evidence_ref=req.evidence_ref or "-"
+                    ),
+                )
+            )
+        )
     return decision

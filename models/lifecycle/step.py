@@ -68,16 +68,32 @@ class Step:
         self.commands.append(command)
 
     def note(self, action: str, *, channel: str = "", outcome: str = "", key: str = "", detail: str = "") -> None:
-        self.s.timeline.append(TimelineEntry(
-            at=self.now, action=action, channel=channel, outcome=outcome, key=key, detail=detail,
-        ))
+        self.s.timeline.append(
+            TimelineEntry(
+                at=self.now,
+                action=action,
+                channel=channel,
+                outcome=outcome,
+                key=key,
+                detail=detail,
+            )
+        )
 
     def record(self, key: str, action: str, actor: str = "workflow", **detail: str) -> None:
         """An audit entry (`<loan id>/<key>`, once), with the stage as of now."""
-        self.emit(Audit(req=AuditEvent(
-            key=f"{self.loan_id}/{key}", loan_id=self.loan_id, action=action, actor=actor,
-            stage=self.stage(), at=self.now, detail=detail,
-        )))
+        self.emit(
+            Audit(
+                req=AuditEvent(
+                    key=f"{self.loan_id}/{key}",
+                    loan_id=self.loan_id,
+                    action=action,
+                    actor=actor,
+                    stage=self.stage(),
+                    at=self.now,
+                    detail=detail,
+                )
+            )
+        )
 
 
 def clock_of(s: CollectionState) -> datetime:

@@ -14,11 +14,21 @@ from models.status import CollectionState, CollectionStatus
 # The search attributes' names (search_attributes.py declares their keys for the SDK; the
 # workflow turns these values into typed updates). No personal data: Temporal stores them in clear.
 STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, OUTSTANDING = (
-    "CollectionStage", "CollectionDpdBand", "CollectionPolicy", "CollectionAgency", "CollectionCurrency",
+    "CollectionStage",
+    "CollectionDpdBand",
+    "CollectionPolicy",
+    "CollectionAgency",
+    "CollectionCurrency",
     "CollectionOutstandingMinor",
 )
-DPD_BANDS: tuple[tuple[int, str], ...] = ((180, "180+"), (120, "120-179"), (90, "90-119"), (60, "60-89"),
-                                          (30, "30-59"), (0, "0-29"))
+DPD_BANDS: tuple[tuple[int, str], ...] = (
+    (180, "180+"),
+    (120, "120-179"),
+    (90, "90-119"),
+    (60, "60-89"),
+    (30, "30-59"),
+    (0, "0-29"),
+)
 
 
 def dpd_band(days: int) -> str:
@@ -30,15 +40,32 @@ def status(s: CollectionState, now: datetime, workflow_id: str = "") -> Collecti
     """The loan as the platform sees it at `now`."""
     due = next_due(s) if s.closed_as is None else None
     return CollectionStatus(
-        loan_id=s.loan.loan_id, workflow_id=workflow_id or s.workflow_id, policy=s.policy.name,
-        policy_version=s.policy.version, currency=s.loan.currency, stage=stage(s, now),
-        days_past_due=dpd(s, now), as_of=now, outstanding=s.balance, paid_total=s.paid_total,
-        next_action=due.label if due else None, next_action_at=due.at if due else None,
-        paused_reason=s.paused_reason, paused_days=s.paused_days,
-        arrangement=arrangement_info(s, now), counts=s.counts, holds=list(s.holds), stop=s.stop,
-        charged_off=s.charged_off_at is not None, deferred=list(s.deferred), opted_out=list(s.opted_out),
-        closed=s.closed_as is not None, open_tasks=list(s.open_tasks), placement=s.placement,
-        case=s.case, timeline=list(s.timeline),
+        loan_id=s.loan.loan_id,
+        workflow_id=workflow_id or s.workflow_id,
+        policy=s.policy.name,
+        policy_version=s.policy.version,
+        currency=s.loan.currency,
+        stage=stage(s, now),
+        days_past_due=dpd(s, now),
+        as_of=now,
+        outstanding=s.balance,
+        paid_total=s.paid_total,
+        next_action=due.label if due else None,
+        next_action_at=due.at if due else None,
+        paused_reason=s.paused_reason,
+        paused_days=s.paused_days,
+        arrangement=arrangement_info(s, now),
+        counts=s.counts,
+        holds=list(s.holds),
+        stop=s.stop,
+        charged_off=s.charged_off_at is not None,
+        deferred=list(s.deferred),
+        opted_out=list(s.opted_out),
+        closed=s.closed_as is not None,
+        open_tasks=list(s.open_tasks),
+        placement=s.placement,
+        case=s.case,
+        timeline=list(s.timeline),
     )
 
 

@@ -53,10 +53,23 @@ from tests.helpers import Harness, make_loan
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 LOAN = "L-AUDIT"
 CONTEXT = {
-    "loan_id": LOAN, "borrower_name": "李明", "amount_due": "10,600.00", "currency": "CNY", "due_date": "2026-11-20",
-    "dpd": "11", "lender_name": "Example Lending", "lender_phone": "400", "dispute_contact": "d@x", "stage": "early",
-    "attempt": "1", "agency": "Acme", "recall_date": "2027-01-30", "principal": "10,000.00", "interest": "500.00",
-    "fees": "100.00", "penalties": "0.00",
+    "loan_id": LOAN,
+    "borrower_name": "李明",
+    "amount_due": "10,600.00",
+    "currency": "CNY",
+    "due_date": "2026-11-20",
+    "dpd": "11",
+    "lender_name": "Example Lending",
+    "lender_phone": "400",
+    "dispute_contact": "d@x",
+    "stage": "early",
+    "attempt": "1",
+    "agency": "Acme",
+    "recall_date": "2027-01-30",
+    "principal": "10,000.00",
+    "interest": "500.00",
+    "fees": "100.00",
+    "penalties": "0.00",
 }
 
 
@@ -65,9 +78,17 @@ CONTEXT = {
 
 def fields(seq: int, key: str | None = None, **overrides: Any) -> dict[str, Any]:
     return {
-        "loan_id": LOAN, "seq": seq, "key": key or f"{LOAN}/e{seq}", "at": NOW + timedelta(hours=seq),
-        "actor": "system", "action": "fee_posted", "stage": "early", "rule_id": "", "evidence_ref": "",
-        "detail": json.dumps({"amount": f"{seq}00.00"}), **overrides,
+        "loan_id": LOAN,
+        "seq": seq,
+        "key": key or f"{LOAN}/e{seq}",
+        "at": NOW + timedelta(hours=seq),
+        "actor": "system",
+        "action": "fee_posted",
+        "stage": "early",
+        "rule_id": "",
+        "evidence_ref": "",
+        "detail": json.dumps({"amount": f"{seq}00.00"}),
+        **overrides,
     }
 
 
@@ -84,11 +105,24 @@ def chain(n: int) -> list[dict[str, Any]]:
 
 def test_entry_hash_is_sha256_of_the_canonical_json() -> None:
     entry = fields(1, rule_id="UK-CAP-1", evidence_ref="DOC-1", detail='{"note": "李明"}')
-    canonical = json.dumps({
-        "loan_id": LOAN, "seq": 1, "key": f"{LOAN}/e1", "at": "2026-12-01T03:00:00.000000+00:00",
-        "actor": "system", "action": "fee_posted", "stage": "early", "rule_id": "UK-CAP-1", "evidence_ref": "DOC-1",
-        "detail": '{"note": "李明"}', "prev_hash": GENESIS,
-    }, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    canonical = json.dumps(
+        {
+            "loan_id": LOAN,
+            "seq": 1,
+            "key": f"{LOAN}/e1",
+            "at": "2026-12-01T03:00:00.000000+00:00",
+            "actor": "system",
+            "action": "fee_posted",
+            "stage": "early",
+            "rule_id": "UK-CAP-1",
+            "evidence_ref": "DOC-1",
+            "detail": '{"note": "李明"}',
+            "prev_hash": GENESIS,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
     assert entry_hash(GENESIS, entry) == hashlib.sha256(canonical).hexdigest()
     assert GENESIS == "0" * 64
 
@@ -98,8 +132,18 @@ def test_entry_hash_covers_every_field_and_the_previous_hash() -> None:
     digest = entry_hash("a" * 64, base)
     assert entry_hash("a" * 64, dict(base)) == digest
     assert entry_hash("b" * 64, base) != digest
-    changes = {"loan_id": "L-2", "seq": 3, "key": "k", "at": NOW, "actor": "cli", "action": "x", "stage": "late",
-               "rule_id": "R", "evidence_ref": "E", "detail": "{}"}
+    changes = {
+        "loan_id": "L-2",
+        "seq": 3,
+        "key": "k",
+        "at": NOW,
+        "actor": "cli",
+        "action": "x",
+        "stage": "late",
+        "rule_id": "R",
+        "evidence_ref": "E",
+        "detail": "{}",
+    }
     for name, value in changes.items():
         assert entry_hash("a" * 64, {**base, name: value}) != digest, name
 
@@ -196,15 +240,24 @@ def record_activities(engine: Engine) -> RecordActivities:
     """RecordActivities with whichever directories its constructor takes (`policies_dir`,
     `templates_dir` ...: the setting of that name, else the project folder)."""
     cfg = settings()
-    wanted = [p for p in inspect.signature(RecordActivities.__init__).parameters.values()
-              if p.name not in ("self", "engine") and p.default is inspect.Parameter.empty]
+    wanted = [
+        p
+        for p in inspect.signature(RecordActivities.__init__).parameters.values()
+        if p.name not in ("self", "engine") and p.default is inspect.Parameter.empty
+    ]
     dirs = {p.name: getattr(cfg, p.name, ROOT / p.name.removesuffix("_dir")) for p in wanted}
     return RecordActivities(engine, **dirs)
 
 
 def fee(period: int, loan_id: str = LOAN) -> FeeRequest:
-    return FeeRequest(key=f"{loan_id}/fee/{period}", loan_id=loan_id, at=NOW + timedelta(days=period), period=period,
-                      amount=Decimal("525.00"), currency="CNY")
+    return FeeRequest(
+        key=f"{loan_id}/fee/{period}",
+        loan_id=loan_id,
+        at=NOW + timedelta(days=period),
+        period=period,
+        amount=Decimal("525.00"),
+        currency="CNY",
+    )
 
 
 def audit_rows(engine: Engine, loan_id: str = LOAN) -> list[AuditRow]:
@@ -221,27 +274,74 @@ def record_a_loan(engine: Engine) -> list[AuditRow]:
     led, tasks, handover = ledger(engine), TaskActivities(engine, renderer), HandoverActivities(engine, renderer)
     records = record_activities(engine)
     pay = Payment(payment_id="P-1", amount=Decimal("700.00"), currency="CNY", paid_at=NOW + timedelta(days=3))
-    task = TaskRequest(key=f"{LOAN}/call@5/1", loan_id=LOAN, at=NOW, workflow_id=f"collection-{LOAN}", kind="call",
-                       queue="collectors", template="call_first_round", language="en", attempt=1,
-                       due_by=NOW + timedelta(days=1), context=CONTEXT)
-    placement = PlacementRequest(key=f"{LOAN}/agency@60", loan_id=LOAN, at=NOW + timedelta(days=5),
-                                 template="agency_handover", language="en", context=CONTEXT, agency="Acme",
-                                 recall_at=NOW + timedelta(days=65), balance=Balance(principal=Decimal("10000.00")),
-                                 currency="CNY")
+    task = TaskRequest(
+        key=f"{LOAN}/call@5/1",
+        loan_id=LOAN,
+        at=NOW,
+        workflow_id=f"collection-{LOAN}",
+        kind="call",
+        queue="collectors",
+        template="call_first_round",
+        language="en",
+        attempt=1,
+        due_by=NOW + timedelta(days=1),
+        context=CONTEXT,
+    )
+    placement = PlacementRequest(
+        key=f"{LOAN}/agency@60",
+        loan_id=LOAN,
+        at=NOW + timedelta(days=5),
+        template="agency_handover",
+        language="en",
+        context=CONTEXT,
+        agency="Acme",
+        recall_at=NOW + timedelta(days=65),
+        balance=Balance(principal=Decimal("10000.00")),
+        currency="CNY",
+    )
     steps: list[tuple[Callable[..., Any], Any]] = [
         (led.post_fee, fee(1)),
-        (led.record_payment, PaymentRecord(
-            key=f"{LOAN}/payment/P-1", loan_id=LOAN, at=pay.paid_at, payment=pay,
-            allocation=Allocation(penalties=Decimal("525.00"), fees=Decimal("100.00"), interest=Decimal("75.00")),
-            balance_after=Balance(principal=Decimal("10000.00"), interest=Decimal("425.00")))),
+        (
+            led.record_payment,
+            PaymentRecord(
+                key=f"{LOAN}/payment/P-1",
+                loan_id=LOAN,
+                at=pay.paid_at,
+                payment=pay,
+                allocation=Allocation(penalties=Decimal("525.00"), fees=Decimal("100.00"), interest=Decimal("75.00")),
+                balance_after=Balance(principal=Decimal("10000.00"), interest=Decimal("425.00")),
+            ),
+        ),
         (tasks.create_task, task),
-        (tasks.close_task, TaskClosure(task_id=task.key, loan_id=LOAN, at=NOW + timedelta(hours=3), outcome="promised",
-                                       note="pays Friday", recording_ref="REC-1", closed_by="agent-7")),
-        (records.record_event, AuditEvent(key=f"{LOAN}/promise/1", loan_id=LOAN, action="promise_accepted", actor="cli",
-                                          stage="early", at=NOW + timedelta(hours=4), detail={"amount": "500.00"})),
+        (
+            tasks.close_task,
+            TaskClosure(
+                task_id=task.key,
+                loan_id=LOAN,
+                at=NOW + timedelta(hours=3),
+                outcome="promised",
+                note="pays Friday",
+                recording_ref="REC-1",
+                closed_by="agent-7",
+            ),
+        ),
+        (
+            records.record_event,
+            AuditEvent(
+                key=f"{LOAN}/promise/1",
+                loan_id=LOAN,
+                action="promise_accepted",
+                actor="cli",
+                stage="early",
+                at=NOW + timedelta(hours=4),
+                detail={"amount": "500.00"},
+            ),
+        ),
         (handover.place_with_agency, placement),
-        (handover.recall_from_agency, RecallRequest(placement_id=placement.key, loan_id=LOAN,
-                                                    at=NOW + timedelta(days=6), reason="hardship")),
+        (
+            handover.recall_from_agency,
+            RecallRequest(placement_id=placement.key, loan_id=LOAN, at=NOW + timedelta(days=6), reason="hardship"),
+        ),
         (led.post_fee, fee(2)),
     ]
     for method, request in steps:
@@ -252,8 +352,16 @@ def record_a_loan(engine: Engine) -> list[AuditRow]:
 
 def test_entries_written_by_the_activities_form_one_chain(engine: Engine) -> None:
     rows = record_a_loan(engine)
-    assert [r.action for r in rows] == ["fee_posted", "payment_applied", "call_task_created", "call_task_closed",
-                                        "promise_accepted", "agency_placed", "agency_recalled", "fee_posted"]
+    assert [r.action for r in rows] == [
+        "fee_posted",
+        "payment_applied",
+        "call_task_created",
+        "call_task_closed",
+        "promise_accepted",
+        "agency_placed",
+        "agency_recalled",
+        "fee_posted",
+    ]
     assert [r.seq for r in rows] == list(range(1, 9))
     assert rows[0].prev_hash == GENESIS
     assert all(r.prev_hash == before.hash for before, r in pairwise(rows))
@@ -273,8 +381,17 @@ def test_loans_have_separate_chains(engine: Engine) -> None:
 
 
 def test_audit_row_takes_the_rule_and_the_evidence(engine: Engine) -> None:
-    row = audit_row(f"{LOAN}/stop", LOAN, "collection_stopped", "cli", "late", NOW, rule_id="UK-BANKRUPTCY",
-                    evidence_ref="COURT-9", reason="bankruptcy")
+    row = audit_row(
+        f"{LOAN}/stop",
+        LOAN,
+        "collection_stopped",
+        "cli",
+        "late",
+        NOW,
+        rule_id="UK-BANKRUPTCY",
+        evidence_ref="COURT-9",
+        reason="bankruptcy",
+    )
     stored, duplicate = insert_once(engine, row, "key")
     assert not duplicate and (stored.rule_id, stored.evidence_ref, stored.seq) == ("UK-BANKRUPTCY", "COURT-9", 1)
     assert json.loads(stored.detail) == {"reason": "bankruptcy"}
@@ -288,11 +405,14 @@ def tamper(engine: Engine, sql: str, **params: Any) -> None:
         assert conn.execute(text(sql), params).rowcount == 1
 
 
-@pytest.mark.parametrize("column, value", [
-    ("detail", '{"amount": "5.00", "currency": "CNY", "period": "1"}'),
-    ("actor", "agent-13"),
-    ("at", "2026-11-01 00:00:00.000000"),
-])
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("detail", '{"amount": "5.00", "currency": "CNY", "period": "1"}'),
+        ("actor", "agent-13"),
+        ("at", "2026-11-01 00:00:00.000000"),
+    ],
+)
 def test_a_changed_row_fails_verification_and_is_named(engine: Engine, column: str, value: str) -> None:
     rows = record_a_loan(engine)
     target = rows[0]  # the first fee: its amount, actor or time
@@ -370,17 +490,39 @@ def concurrent_appends(engine: Engine, threads: int) -> None:
     records = record_activities(engine)
     task_ids = [f"{LOAN}/call@5/{n}" for n in range(threads)]
     for n, task_id in enumerate(task_ids):
-        env.run(tasks.create_task, TaskRequest(
-            key=task_id, loan_id=LOAN, at=NOW, workflow_id=f"collection-{LOAN}", kind="call", queue="q",
-            template="call_first_round", language="en", attempt=n + 1, due_by=NOW + timedelta(days=1),
-            context=CONTEXT))
+        env.run(
+            tasks.create_task,
+            TaskRequest(
+                key=task_id,
+                loan_id=LOAN,
+                at=NOW,
+                workflow_id=f"collection-{LOAN}",
+                kind="call",
+                queue="q",
+                template="call_first_round",
+                language="en",
+                attempt=n + 1,
+                due_by=NOW + timedelta(days=1),
+                context=CONTEXT,
+            ),
+        )
     start = threading.Barrier(threads)
 
     def work(n: int) -> None:
         start.wait()
         env.run(led.post_fee, fee(n + 1))
-        env.run(records.record_event, AuditEvent(key=f"{LOAN}/decision/{n}", loan_id=LOAN, action="decided",
-                                                 actor="cli", stage="early", at=NOW, detail={"n": str(n)}))
+        env.run(
+            records.record_event,
+            AuditEvent(
+                key=f"{LOAN}/decision/{n}",
+                loan_id=LOAN,
+                action="decided",
+                actor="cli",
+                stage="early",
+                at=NOW,
+                detail={"n": str(n)},
+            ),
+        )
         env.run(tasks.close_task, TaskClosure(task_id=task_ids[n], loan_id=LOAN, at=NOW, outcome="no_answer"))
 
     with ThreadPoolExecutor(threads) as pool:
@@ -436,8 +578,9 @@ def stale_head_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         seq, digest = real(session, loan_id)
         if not stale and seq >= 1:
             stale.append(seq)
-            before = session.execute(text("SELECT hash FROM audit WHERE loan_id = :l AND seq = :s"),
-                                     {"l": loan_id, "s": seq - 1}).scalar()
+            before = session.execute(
+                text("SELECT hash FROM audit WHERE loan_id = :l AND seq = :s"), {"l": loan_id, "s": seq - 1}
+            ).scalar()
             return seq - 1, before or GENESIS
         return seq, digest
 
@@ -456,13 +599,25 @@ def test_insert_once_reruns_a_transaction_that_lost_the_race(engine: Engine, mon
         assert session.execute(text("SELECT count(*) FROM ledger WHERE key = :k"), {"k": fee(2).key}).scalar() == 1
 
 
-def test_append_audit_retries_a_lost_race_inside_the_transaction(engine: Engine,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_append_audit_retries_a_lost_race_inside_the_transaction(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = ActivityEnvironment()
     renderer = Renderer(settings().templates_dir)
     tasks = TaskActivities(engine, renderer)
-    task = TaskRequest(key=f"{LOAN}/call@5/1", loan_id=LOAN, at=NOW, workflow_id="w", kind="call", queue="q",
-                       template="call_first_round", language="en", attempt=1, due_by=NOW, context=CONTEXT)
+    task = TaskRequest(
+        key=f"{LOAN}/call@5/1",
+        loan_id=LOAN,
+        at=NOW,
+        workflow_id="w",
+        kind="call",
+        queue="q",
+        template="call_first_round",
+        language="en",
+        attempt=1,
+        due_by=NOW,
+        context=CONTEXT,
+    )
     env.run(tasks.create_task, task)
     env.run(ledger(engine).post_fee, fee(1))
     stale = stale_head_once(monkeypatch)
@@ -480,8 +635,9 @@ def test_a_duplicate_business_key_is_already_done_not_a_chain_conflict(engine: E
         session.commit()
     assert not is_chain_conflict(raised.value)
     with Session(engine) as session, pytest.raises(Exception) as raised:
-        session.add(AuditRow(key="other", loan_id=LOAN, at=NOW, actor="x", action="x", seq=1, prev_hash=GENESIS,
-                             hash="f" * 64))  # pre-chained onto a seq that is taken
+        session.add(
+            AuditRow(key="other", loan_id=LOAN, at=NOW, actor="x", action="x", seq=1, prev_hash=GENESIS, hash="f" * 64)
+        )  # pre-chained onto a seq that is taken
         session.commit()
     assert is_chain_conflict(raised.value)
     assert env.run(ledger(engine).post_fee, fee(1)).duplicate
@@ -529,12 +685,18 @@ def test_export_reads_the_database_url_setting(engine: Engine, monkeypatch: pyte
 
 def run_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": db_url, "TEMPORAL_ADDRESS": "127.0.0.1:1"}  # no Temporal needed
-    return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "starter.py", "audit", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-def test_cli_exports_csv_and_json_and_exits_3_on_a_tampered_chain(engine: Engine, db_url: str,
-                                                                  tmp_path: Path) -> None:
+def test_cli_exports_csv_and_json_and_exits_3_on_a_tampered_chain(engine: Engine, db_url: str, tmp_path: Path) -> None:
     rows = record_a_loan(engine)
 
     done = run_cli(db_url, LOAN, "--format", "csv")

@@ -47,27 +47,54 @@ class FlakyAdapterThatWorks:
 
 
 def fee(period: int) -> PostFee:
-    return PostFee(req=FeeRequest(key=f"L-1/fee/{period}", loan_id="L-1", period=period, amount=Decimal("25.00"),
-                                  currency="CNY", at=NOW))
+    return PostFee(
+        req=FeeRequest(
+            key=f"L-1/fee/{period}", loan_id="L-1", period=period, amount=Decimal("25.00"), currency="CNY", at=NOW
+        )
+    )
 
 
 def sms(template: str, key: str, guard: GuardRequest | None = None) -> SendMessage:
     context = {**MESSAGE_CONTEXT, "paid_total": "10,600.00", "opt_out": "回复TD退订"}
-    return SendMessage(req=MessageRequest(key=key, loan_id="L-1", at=NOW, channel="sms", template=template,
-                                          language="zh", recipient="+8613800000000", context=context), guard=guard)
+    return SendMessage(
+        req=MessageRequest(
+            key=key,
+            loan_id="L-1",
+            at=NOW,
+            channel="sms",
+            template=template,
+            language="zh",
+            recipient="+8613800000000",
+            context=context,
+        ),
+        guard=guard,
+    )
 
 
 def audit_event(key: str) -> Audit:
-    return Audit(req=AuditEvent(key=f"L-1/{key}", loan_id="L-1", at=NOW, action="stage_changed", actor="workflow",
-                                stage=Stage.middle))
+    return Audit(
+        req=AuditEvent(
+            key=f"L-1/{key}", loan_id="L-1", at=NOW, action="stage_changed", actor="workflow", stage=Stage.middle
+        )
+    )
 
 
 def test_a_batch_writes_each_effect_once_and_a_bad_template_fails_only_its_own(engine: Engine) -> None:
-    batch = EffectBatch(effects=[fee(1), sms("no_such_template", "L-1/x/sms"), audit_event("stage:middle"),
-                                 sms("reminder_first", "L-1/message@1/sms")])
+    batch = EffectBatch(
+        effects=[
+            fee(1),
+            sms("no_such_template", "L-1/x/sms"),
+            audit_event("stage:middle"),
+            sms("reminder_first", "L-1/message@1/sms"),
+        ]
+    )
     result = ActivityEnvironment().run(effects(engine).perform, batch)
     assert [(r.ok, r.duplicate) for r in result.results] == [
-        (True, False), (False, False), (True, False), (True, False)]
+        (True, False),
+        (False, False),
+        (True, False),
+        (True, False),
+    ]
     assert "no_such_template" in result.results[1].error
     assert [m.key for m in all_rows(engine, OutboxMessage)] == ["L-1/message@1/sms"]
     assert [e.key for e in all_rows(engine, LedgerEntry)] == ["L-1/fee/1"]
@@ -94,17 +121,28 @@ def test_a_delivery_lost_after_the_gateway_is_delivered_again_under_its_key(engi
 
 def test_a_confirmation_asks_the_guard_in_the_batch(engine: Engine) -> None:
     policy = load_policy("default", ROOT / "policies")
-    rules = RecordActivities(engine, ROOT / "policies", ROOT / "rulesets",
-                             ROOT / "templates").load_conduct_rules(policy.conduct)
+    rules = RecordActivities(engine, ROOT / "policies", ROOT / "rulesets", ROOT / "templates").load_conduct_rules(
+        policy.conduct
+    )
 
     def confirmation(key: str, stopped: bool) -> SendMessage:
-        contact = ContactRequest(borrower_id="B-1", loan_id="L-1", channel="sms", purpose="transactional", at=NOW,
-                                 timezone="Asia/Shanghai", key=key)
-        return sms("paid_confirmation", key,
-                   GuardRequest(contact=contact, rules=rules, situation=Situation(stopped=stopped)))
+        contact = ContactRequest(
+            borrower_id="B-1",
+            loan_id="L-1",
+            channel="sms",
+            purpose="transactional",
+            at=NOW,
+            timezone="Asia/Shanghai",
+            key=key,
+        )
+        return sms(
+            "paid_confirmation", key, GuardRequest(contact=contact, rules=rules, situation=Situation(stopped=stopped))
+        )
 
-    result = ActivityEnvironment().run(effects(engine).perform, EffectBatch(effects=[
-        confirmation("L-1/paid/sms", stopped=False), confirmation("L-2/paid/sms", stopped=True)]))
+    result = ActivityEnvironment().run(
+        effects(engine).perform,
+        EffectBatch(effects=[confirmation("L-1/paid/sms", stopped=False), confirmation("L-2/paid/sms", stopped=True)]),
+    )
     sent, refused = result.results
     assert sent.ok and sent.guard is not None and sent.guard.verdict == "allowed"
     assert not refused.ok and refused.guard is not None and refused.guard.rule == "GEN-STOP"

@@ -38,8 +38,9 @@ NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Shanghai
 def wait_until_blocked(engine: Engine, second: Future[Any], passed: threading.Event) -> None:
     """Return once the second transaction waits for the first; fail if it got past the lock."""
     if engine.dialect.name == "postgresql":
-        query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                     " AND wait_event_type = 'Lock'")
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
         for _ in range(600):
             assert not passed.is_set() and not second.done(), "the second transaction did not wait for the first"
             with engine.connect() as conn:
@@ -48,8 +49,6 @@ def wait_until_blocked(engine: Engine, second: Future[Any], passed: threading.Ev
             passed.wait(0.05)
         pytest.fail("the second transaction never showed up waiting for a lock")
     assert not passed.wait(1.0) and not second.done(), "the second transaction did not wait for the first"
-
-
 
 
 def test_two_loans_of_one_person_asking_at_once_are_decided_one_after_the_other(
@@ -92,12 +91,34 @@ def test_a_task_closed_twice_at_once_keeps_the_first_outcome(engine: Engine, mon
     """A retried close running beside the first attempt waits for it and then finds the task
     closed: it reports a duplicate, it neither overwrites the outcome nor fails."""
     tasks, env = TaskActivities(engine, Renderer(settings().templates_dir)), ActivityEnvironment()
-    env.run(tasks.create_task, TaskRequest(
-        key="L-1/call@5/1", loan_id="L-1", at=NOW, workflow_id="collection-L-1", kind="call", queue="q",
-        template="call_first_round", language="en", attempt=1, due_by=NOW + timedelta(days=1),
-        context={"loan_id": "L-1", "borrower_name": "李明", "amount_due": "10,600.00", "currency": "CNY",
-                 "due_date": "2026-11-20", "dpd": "11", "lender_name": "Example Lending", "lender_phone": "400",
-                 "dispute_contact": "d@x", "stage": "early", "attempt": "1"}))
+    env.run(
+        tasks.create_task,
+        TaskRequest(
+            key="L-1/call@5/1",
+            loan_id="L-1",
+            at=NOW,
+            workflow_id="collection-L-1",
+            kind="call",
+            queue="q",
+            template="call_first_round",
+            language="en",
+            attempt=1,
+            due_by=NOW + timedelta(days=1),
+            context={
+                "loan_id": "L-1",
+                "borrower_name": "李明",
+                "amount_due": "10,600.00",
+                "currency": "CNY",
+                "due_date": "2026-11-20",
+                "dpd": "11",
+                "lender_name": "Example Lending",
+                "lender_phone": "400",
+                "dispute_contact": "d@x",
+                "stage": "early",
+                "attempt": "1",
+            },
+        ),
+    )
 
     real_append: Callable[..., Any] = activities.tasks.append_audit
     first_inside, first_may_commit, second_passed = threading.Event(), threading.Event(), threading.Event()

@@ -100,8 +100,11 @@ def execute(url: str, *statements: str, **params: Any) -> None:
     try:
         with engine.begin() as conn:
             for statement in statements:
-                typed = [bindparam(name, type_=UtcDateTime()) for name, value in params.items()
-                         if isinstance(value, datetime) and f":{name}" in statement]
+                typed = [
+                    bindparam(name, type_=UtcDateTime())
+                    for name, value in params.items()
+                    if isinstance(value, datetime) and f":{name}" in statement
+                ]
                 conn.execute(text(statement).bindparams(*typed), params)
     finally:
         engine.dispose()
@@ -142,8 +145,15 @@ def test_workers_starting_together_migrate_once(empty_url: str) -> None:
 def alembic_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The `alembic` command as a person runs it: DATABASE_URL from the environment."""
     env = {**os.environ, "DATABASE_URL": url}
-    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_alembic_by_hand_upgrades_checks_and_downgrades_the_configured_database(empty_url: str) -> None:
@@ -181,18 +191,24 @@ def legacy_schema(url: str, backend: str) -> None:
         at=datetime(2026, 12, 1, 2, 0, tzinfo=UTC),
     )
     for n, loan_id in enumerate(["L-1", "L-2", "L-1"]):
-        execute(url, "INSERT INTO audit (key, loan_id, at, actor, action, stage, detail, recorded_at)"
-                     " VALUES (:key, :loan, :at, 'system', 'fee_posted', 'early', :detail, :at)",
-                key=f"k{n}", loan=loan_id, at=datetime(2026, 12, 1, 2, n, tzinfo=UTC),
-                detail=json.dumps({"n": str(n)}))
+        execute(
+            url,
+            "INSERT INTO audit (key, loan_id, at, actor, action, stage, detail, recorded_at)"
+            " VALUES (:key, :loan, :at, 'system', 'fee_posted', 'early', :detail, :at)",
+            key=f"k{n}",
+            loan=loan_id,
+            at=datetime(2026, 12, 1, 2, n, tzinfo=UTC),
+            detail=json.dumps({"n": str(n)}),
+        )
 
 
 def audit_entries(url: str, loan_id: str) -> list[AuditRow]:
     engine = make_engine(url)
     try:
         with Session(engine) as session:
-            return list(session.exec(select(AuditRow).where(AuditRow.loan_id == loan_id)
-                                     .order_by(col(AuditRow.seq))).all())
+            return list(
+                session.exec(select(AuditRow).where(AuditRow.loan_id == loan_id).order_by(col(AuditRow.seq))).all()
+            )
     finally:
         engine.dispose()
 
@@ -213,8 +229,14 @@ def test_a_database_from_before_migrations_is_upgraded_and_stamped(backend: str,
 
     engine = make_engine(empty_url)  # the application carries on where the old version stopped
     try:
-        fee = FeeRequest(key="L-1/fee/2", loan_id="L-1", at=datetime(2026, 12, 31, 2, 0, tzinfo=UTC),
-                         period=2, amount=Decimal("525.00"), currency="CNY")
+        fee = FeeRequest(
+            key="L-1/fee/2",
+            loan_id="L-1",
+            at=datetime(2026, 12, 31, 2, 0, tzinfo=UTC),
+            period=2,
+            amount=Decimal("525.00"),
+            currency="CNY",
+        )
         assert not ActivityEnvironment().run(LedgerActivities(engine).post_fee, fee).duplicate
         with Session(engine) as session:
             loan = session.get(LoanRow, "L-1")
@@ -244,8 +266,7 @@ def test_a_database_created_just_before_migrations_is_stamped_as_it_is(empty_url
     engine.dispose()
 
 
-def test_a_database_upgraded_by_the_old_ad_hoc_step_gets_the_declared_constraint(backend: str,
-                                                                                 empty_url: str) -> None:
+def test_a_database_upgraded_by_the_old_ad_hoc_step_gets_the_declared_constraint(backend: str, empty_url: str) -> None:
     """Before migrations the worker upgraded an old audit table itself: chain columns with
     defaults and a unique INDEX uq_audit_loan_seq (other tables as `create_all` made them).
     Such a database ends up exactly at head too (the index becomes the declared constraint)."""
@@ -253,12 +274,24 @@ def test_a_database_upgraded_by_the_old_ad_hoc_step_gets_the_declared_constraint
     lines = (LEGACY / f"schema-4692e0a.{backend}.sql").read_text(encoding="utf-8").split(";")
     old_audit = next(part for part in lines if "CREATE TABLE audit" in part)
     execute(empty_url, "DROP TABLE audit", old_audit.split("\n\n")[-1])
-    execute(empty_url, *[f"ALTER TABLE audit ADD COLUMN {name} {kind}" for name, kind in (
-        ("rule_id", "VARCHAR NOT NULL DEFAULT ''"), ("evidence_ref", "VARCHAR NOT NULL DEFAULT ''"),
-        ("seq", "INTEGER NOT NULL DEFAULT 0"), ("prev_hash", "VARCHAR NOT NULL DEFAULT ''"),
-        ("hash", "VARCHAR NOT NULL DEFAULT ''"))])
-    execute(empty_url, "CREATE UNIQUE INDEX uq_audit_loan_seq ON audit (loan_id, seq)",
-            "CREATE INDEX ix_audit_loan_id ON audit (loan_id)")
+    execute(
+        empty_url,
+        *[
+            f"ALTER TABLE audit ADD COLUMN {name} {kind}"
+            for name, kind in (
+                ("rule_id", "VARCHAR NOT NULL DEFAULT ''"),
+                ("evidence_ref", "VARCHAR NOT NULL DEFAULT ''"),
+                ("seq", "INTEGER NOT NULL DEFAULT 0"),
+                ("prev_hash", "VARCHAR NOT NULL DEFAULT ''"),
+                ("hash", "VARCHAR NOT NULL DEFAULT ''"),
+            )
+        ],
+    )
+    execute(
+        empty_url,
+        "CREATE UNIQUE INDEX uq_audit_loan_seq ON audit (loan_id, seq)",
+        "CREATE INDEX ix_audit_loan_id ON audit (loan_id)",
+    )
 
     assert migrate.upgrade(empty_url) is True
     assert revision(empty_url) == migrate.head()

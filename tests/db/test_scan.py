@@ -27,8 +27,14 @@ def fill(engine: Engine) -> set[str]:
     rows, expected = [], set()
     for i in range(120):
         kind = i % 6
-        due = {0: AS_OF - timedelta(days=1 + i), 1: AS_OF + timedelta(days=i), 2: AS_OF,
-               3: AS_OF - timedelta(days=2), 4: AS_OF - timedelta(days=30), 5: AS_OF - timedelta(days=5)}[kind]
+        due = {
+            0: AS_OF - timedelta(days=1 + i),
+            1: AS_OF + timedelta(days=i),
+            2: AS_OF,
+            3: AS_OF - timedelta(days=2),
+            4: AS_OF - timedelta(days=30),
+            5: AS_OF - timedelta(days=5),
+        }[kind]
         row = book_row(f"L{i:04d}", due, grace=3 if kind == 3 else 0, status="closed" if kind == 4 else OPEN)
         rows.append(row)
         if kind in (0, 3, 5):
@@ -37,8 +43,16 @@ def fill(engine: Engine) -> set[str]:
         session.add_all(rows)
         session.commit()
     for i in range(5, 120, 12):  # every other kind-5 row was handed over already
-        record_start(engine, CollectionStart(loan_id=f"L{i:04d}", workflow_id=f"collection-L{i:04d}",
-                                             scan_id="earlier", as_of=AS_OF - timedelta(days=1), outcome="started"))
+        record_start(
+            engine,
+            CollectionStart(
+                loan_id=f"L{i:04d}",
+                workflow_id=f"collection-L{i:04d}",
+                scan_id="earlier",
+                as_of=AS_OF - timedelta(days=1),
+                outcome="started",
+            ),
+        )
         expected.discard(f"L{i:04d}")
     return expected
 
@@ -53,8 +67,10 @@ def walk(engine: Engine, limit: int, record_every: int = 0) -> list[str]:
         cursor, done = next_cursor(cursor, [r.loan_id for r in page], limit)
         seen += [r.loan_id for r in page]
         for row in page[::record_every] if record_every else []:
-            record_start(engine, CollectionStart(loan_id=row.loan_id, workflow_id="w", scan_id="other",
-                                                 as_of=AS_OF, outcome="started"))
+            record_start(
+                engine,
+                CollectionStart(loan_id=row.loan_id, workflow_id="w", scan_id="other", as_of=AS_OF, outcome="started"),
+            )
     return seen
 
 
@@ -90,5 +106,10 @@ def test_a_book_row_makes_the_loan_collection_starts_from(engine: Engine) -> Non
     row = read_page(engine, AS_OF, "", 10)[0]
     loan = overdue_loan(row)
     assert (loan.loan_id, loan.principal, loan.interest, loan.fees, loan.currency) == (
-        "L9", Decimal("1234.56"), Decimal("10.00"), Decimal(0), "CNY")
+        "L9",
+        Decimal("1234.56"),
+        Decimal("10.00"),
+        Decimal(0),
+        "CNY",
+    )
     assert loan.due_date == AS_OF - timedelta(days=3) and loan.borrower.timezone == "Asia/Shanghai"

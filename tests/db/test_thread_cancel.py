@@ -113,9 +113,15 @@ def left_behind(engine: Engine) -> list[str]:
     found = [f"{pool.checkedout()} connection(s) still checked out"] if pool.checkedout() else []
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            found += [f"a session {state}, last statement {query[:60]!r}" for state, query in conn.execute(text(
-                "SELECT state, query FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid() AND state <> 'idle' AND backend_type = 'client backend'"))]
+            found += [
+                f"a session {state}, last statement {query[:60]!r}"
+                for state, query in conn.execute(
+                    text(
+                        "SELECT state, query FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND state <> 'idle' AND backend_type = 'client backend'"
+                    )
+                )
+            ]
     else:
         try:
             with sqlite3.connect(engine.url.database or "", timeout=0) as conn:

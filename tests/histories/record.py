@@ -71,24 +71,40 @@ async def _collection(h: Harness) -> list[tuple[str, str]]:
     for loan in (ladder, paid, reports):
         await h.start(loan)
     await h.at_dpd(paid, 5)
-    await starter.report_task_outcome(h.client, paid.loan_id, TaskReport(
-        task_id=f"{paid.loan_id}/call@5/1", outcome=TaskOutcome.promised, note="promised to pay on day 9"))
+    await starter.report_task_outcome(
+        h.client,
+        paid.loan_id,
+        TaskReport(task_id=f"{paid.loan_id}/call@5/1", outcome=TaskOutcome.promised, note="promised to pay on day 9"),
+    )
     await h.at_dpd(paid, 9, time(14, 0))
-    await starter.register_payment(h.client, paid.loan_id, Payment(
-        payment_id="REC-P1", amount=Decimal("700.00"), currency="CNY", paid_at=datetime.now(UTC)))
-    await starter.send_bank_payment(h.client, paid.loan_id, Payment(
-        payment_id="REC-P2", amount=Decimal("1.00"), currency="USD", paid_at=datetime.now(UTC)))
+    await starter.register_payment(
+        h.client,
+        paid.loan_id,
+        Payment(payment_id="REC-P1", amount=Decimal("700.00"), currency="CNY", paid_at=datetime.now(UTC)),
+    )
+    await starter.send_bank_payment(
+        h.client,
+        paid.loan_id,
+        Payment(payment_id="REC-P2", amount=Decimal("1.00"), currency="USD", paid_at=datetime.now(UTC)),
+    )
     await h.at_dpd(paid, 10)
     rest = (await h.status(paid)).outstanding.total
-    await starter.register_payment(h.client, paid.loan_id, Payment(
-        payment_id="REC-P3", amount=rest, currency="CNY", paid_at=datetime.now(UTC)))
+    await starter.register_payment(
+        h.client, paid.loan_id, Payment(payment_id="REC-P3", amount=rest, currency="CNY", paid_at=datetime.now(UTC))
+    )
     await h.at_dpd(reports, 70)
     placement = (await h.status(reports)).placement
     assert placement is not None
-    await starter.report_agency(h.client, reports.loan_id, AgencyReport(
-        placement_id=placement.placement_id, note="reached borrower", contacted=True))
-    await starter.request_agency_contact(h.client, reports.loan_id, AgencyContactRequest(
-        placement_id=placement.placement_id, channel="phone", agent="agent-9"))
+    await starter.report_agency(
+        h.client,
+        reports.loan_id,
+        AgencyReport(placement_id=placement.placement_id, note="reached borrower", contacted=True),
+    )
+    await starter.request_agency_contact(
+        h.client,
+        reports.loan_id,
+        AgencyContactRequest(placement_id=placement.placement_id, channel="phone", agent="agent-9"),
+    )
     await starter.opt_out(h.client, reports.loan_id, OptOutRequest(channel="email"))
     await h.at_dpd(reports, 140)
     case = (await h.status(reports)).case
@@ -103,8 +119,10 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
     borrower during agency placement, a lapsed then paid settlement, hardship ending in a plan
     that breaks, and a stop."""
     now = await h.now()
-    plan, dispute, settle, hardship, stop = (make_loan(f"REC-{n}", dpd=d, now=now) for n, d in (
-        ("PLAN", 0), ("DISPUTE", 55), ("SETTLE", 95), ("HARDSHIP", 8), ("STOP", 130)))
+    plan, dispute, settle, hardship, stop = (
+        make_loan(f"REC-{n}", dpd=d, now=now)
+        for n, d in (("PLAN", 0), ("DISPUTE", 55), ("SETTLE", 95), ("HARDSHIP", 8), ("STOP", 130))
+    )
     for loan in (plan, dispute, settle, hardship, stop):
         await h.start(loan)
 
@@ -112,13 +130,16 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
         return Payment(payment_id=ref, amount=amount, currency="CNY", paid_at=datetime.now(UTC))
 
     today = await h.today(plan)
-    await starter.promise_to_pay(h.client, plan.loan_id,
-                                 PromiseRequest(amount=Decimal(500), date=today + timedelta(days=3)))
+    await starter.promise_to_pay(
+        h.client, plan.loan_id, PromiseRequest(amount=Decimal(500), date=today + timedelta(days=3))
+    )
     await starter.propose_plan(h.client, plan.loan_id, PlanProposal(instalments=3, first_due=today + timedelta(days=7)))
-    await starter.offer_settlement(h.client, settle.loan_id,
-                                   SettlementOffer(amount=Decimal(9500), deadline=today + timedelta(days=5)))
+    await starter.offer_settlement(
+        h.client, settle.loan_id, SettlementOffer(amount=Decimal(9500), deadline=today + timedelta(days=5))
+    )
     await starter.report_hardship(h.client, hardship.loan_id, HardshipReport(reason="illness", evidence_ref="DOC-1"))
     await starter.stop_collection(h.client, stop.loan_id, StopRequest(reason="cease_contact"))
+
     async def pay_instalment(n: int) -> None:
         arrangement = (await h.status(plan)).arrangement
         assert arrangement is not None and arrangement.next_due_date and arrangement.next_due_amount
@@ -128,17 +149,31 @@ async def _negotiation(h: Harness) -> list[tuple[str, str]]:
     await pay_instalment(0)  # day 7
     await h.at_dpd(dispute, 65)  # day 10
     await starter.raise_dispute(h.client, dispute.loan_id, DisputeRequest(reason="amount wrong"))
-    await starter.review_hardship(h.client, hardship.loan_id, HardshipDecision(
-        outcome="offer_plan", plan=PlanProposal(instalments=2, first_due=await h.today(hardship) + timedelta(days=5))))
+    await starter.review_hardship(
+        h.client,
+        hardship.loan_id,
+        HardshipDecision(
+            outcome="offer_plan",
+            plan=PlanProposal(instalments=2, first_due=await h.today(hardship) + timedelta(days=5)),
+        ),
+    )
     await pay_instalment(1)
     await pay_instalment(2)
     await starter.resolve_dispute(h.client, dispute.loan_id, DisputeResolution(upheld=False))
-    await starter.offer_settlement(h.client, settle.loan_id, SettlementOffer(
-        amount=Decimal(9500), deadline=await h.today(settle) + timedelta(days=5)))
+    await starter.offer_settlement(
+        h.client,
+        settle.loan_id,
+        SettlementOffer(amount=Decimal(9500), deadline=await h.today(settle) + timedelta(days=5)),
+    )
     await starter.register_payment(h.client, settle.loan_id, paid(Decimal(9500), "REC-SETTLE"))
     await h.env.sleep(timedelta(days=700))
-    return [(plan.loan_id, "plan"), (dispute.loan_id, "dispute"), (settle.loan_id, "settlement"),
-            (hardship.loan_id, "hardship"), (stop.loan_id, "stop")]
+    return [
+        (plan.loan_id, "plan"),
+        (dispute.loan_id, "dispute"),
+        (settle.loan_id, "settlement"),
+        (hardship.loan_id, "hardship"),
+        (stop.loan_id, "stop"),
+    ]
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ CAN = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
 
 
 def _payment(n: int, amount: str, source: str = "api") -> Payment:
-    return Payment(payment_id=f"REC-CAN-{n}", amount=Decimal(amount), currency="CNY",
-                   paid_at=datetime.now(UTC), source=source)
+    return Payment(
+        payment_id=f"REC-CAN-{n}", amount=Decimal(amount), currency="CNY", paid_at=datetime.now(UTC), source=source
+    )
 
 
 async def _runs(client: Client, wf_id: str, run_id: str | None) -> list[WorkflowHistory]:
@@ -50,8 +51,11 @@ async def _runs(client: Client, wf_id: str, run_id: str | None) -> list[Workflow
         history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
         runs.append(history)
         last = history.events[-1]
-        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                  if last.event_type == CAN else None)
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.event_type == CAN
+            else None
+        )
     return runs
 
 
@@ -60,8 +64,9 @@ async def _drive(client: Client, queue: str) -> list[WorkflowHistory]:
     wf_id = await starter.start_collection(client, loan, task_queue=queue)
     first_run = (await client.get_workflow_handle(wf_id).describe()).run_id
     today = local_date(datetime.now(UTC), TZ)
-    await starter.promise_to_pay(client, loan.loan_id,
-                                 PromiseRequest(amount=Decimal(300), date=today + timedelta(days=5)))
+    await starter.promise_to_pay(
+        client, loan.loan_id, PromiseRequest(amount=Decimal(300), date=today + timedelta(days=5))
+    )
     n = 0
     while len(await _runs(client, wf_id, first_run)) < 3:
         n += 1
@@ -83,8 +88,10 @@ async def record(suffix: str) -> None:
         dev_server_existing_path=venv_binary("temporal"),
         data_converter=data_converter(),
         dev_server_extra_args=[
-            "--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={THRESHOLD}",
-            "--log-level", "error",
+            "--dynamic-config-value",
+            f"limit.historyCount.suggestContinueAsNew={THRESHOLD}",
+            "--log-level",
+            "error",
         ],
     )
     async with env:

@@ -19,8 +19,19 @@ HISTORY_FILES = sorted(HISTORIES.glob("*.json"))
 
 def test_histories_are_kept() -> None:
     names = {p.stem.rsplit("-", 1)[0] for p in HISTORY_FILES}
-    assert {"ladder", "paid", "reports", "plan", "dispute", "settlement", "hardship", "stop",
-            "continued-run1", "continued-run2", "continued-run3"} <= names
+    assert {
+        "ladder",
+        "paid",
+        "reports",
+        "plan",
+        "dispute",
+        "settlement",
+        "hardship",
+        "stop",
+        "continued-run1",
+        "continued-run2",
+        "continued-run3",
+    } <= names
 
 
 # Recorded on Python 3.11. Python 3.12 rewrote asyncio.wait_for (on asyncio.timeout), which
@@ -28,19 +39,23 @@ def test_histories_are_kept() -> None:
 # a timer's cancellation before an update's completion in one task, and these two no longer
 # replay. Loans on the legacy workflow finish on 3.11 workers (README "Versions and Pythons").
 REPLAY_ON_311_ONLY = {"continued-run2-v4", "continued-run2-v6"}
-_OTHER_PYTHON = pytest.mark.xfail(sys.version_info >= (3, 12), strict=True,
-                                  reason="recorded on 3.11; 3.12 changed asyncio.wait_for, under wait_condition")
+_OTHER_PYTHON = pytest.mark.xfail(
+    sys.version_info >= (3, 12),
+    strict=True,
+    reason="recorded on 3.11; 3.12 changed asyncio.wait_for, under wait_condition",
+)
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=_OTHER_PYTHON) if p.stem in REPLAY_ON_311_ONLY else p
-                                  for p in HISTORY_FILES], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=_OTHER_PYTHON) if p.stem in REPLAY_ON_311_ONLY else p for p in HISTORY_FILES],
+    ids=lambda p: p.stem,
+)
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"collection-{path.stem}", path.read_text())
     replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
-
-
 
 
 @pytest.mark.parametrize("path", [p for p in HISTORY_FILES if p.stem.endswith("-v7")], ids=lambda p: p.stem)

@@ -94,8 +94,11 @@ def test_update_history_shows_the_late_acceptance(file: str) -> None:
 def test_update_sync_handler_issues_no_commands() -> None:
     """The sync-handler history's handler issued nothing: the only activities are the loop's."""
     events = _history("update-sync-handler-minimal.json").events
-    types = {e.activity_task_scheduled_event_attributes.activity_type.name
-             for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED}
+    types = {
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
     assert types == {"work"}
     assert any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED for e in events)
 
@@ -103,22 +106,30 @@ def test_update_sync_handler_issues_no_commands() -> None:
 # ------------------------------------------------------------------------------ the replays
 
 
-@pytest.mark.xfail(strict=True, raises=NondeterminismError,
-                   reason="temporalio 1.35: a query on an uncached worker runs new events live at the previous "
-                          "task's time (timer started again; the replay schedules the activity)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=NondeterminismError,
+    reason="temporalio 1.35: a query on an uncached worker runs new events live at the previous "
+    "task's time (timer started again; the replay schedules the activity)",
+)
 async def test_stale_time_minimal_replays() -> None:
     await _replay(_script("repro_stale_time").StaleTimeWorkflow, "stale-time-minimal.json")
 
 
-@pytest.mark.xfail(strict=True, raises=NondeterminismError,
-                   reason="temporalio 1.35: an update accepted after commands from events a query applied early "
-                          "(sdk-python#1591)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=NondeterminismError,
+    reason="temporalio 1.35: an update accepted after commands from events a query applied early (sdk-python#1591)",
+)
 async def test_update_activity_handler_minimal_replays() -> None:
     await _replay(_script("repro_update_cold_start").ActivityHandlerWorkflow, "update-activity-handler-minimal.json")
 
 
-@pytest.mark.xfail(strict=True, raises=NondeterminismError,
-                   reason="temporalio 1.35: same, with an update handler that issues no commands")
+@pytest.mark.xfail(
+    strict=True,
+    raises=NondeterminismError,
+    reason="temporalio 1.35: same, with an update handler that issues no commands",
+)
 async def test_update_sync_handler_minimal_replays() -> None:
     await _replay(_script("repro_update_cold_start").SyncHandlerWorkflow, "update-sync-handler-minimal.json")
 
@@ -126,18 +137,22 @@ async def test_update_sync_handler_minimal_replays() -> None:
 # ------------------------------------------------------------------------------ the first version's histories
 
 
-
-@pytest.mark.xfail(strict=True, raises=NondeterminismError,
-                   reason="temporalio 1.35: update accepted on a cold-start task does not replay "
-                          "(sdk-python#1591, sdk-rust#943)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=NondeterminismError,
+    reason="temporalio 1.35: update accepted on a cold-start task does not replay (sdk-python#1591, sdk-rust#943)",
+)
 async def test_update_on_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0003", (HERE / "update-on-cold-start.json").read_text())
     replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=data_converter())
     await replayer.replay_workflow(history)
 
 
-@pytest.mark.xfail(strict=True, raises=NondeterminismError, reason="temporalio 1.35: a timer started again on a "
-                                                                  "cold-start task after a sticky timeout")
+@pytest.mark.xfail(
+    strict=True,
+    raises=NondeterminismError,
+    reason="temporalio 1.35: a timer started again on a cold-start task after a sticky timeout",
+)
 async def test_timer_after_cold_start_replays() -> None:
     history = WorkflowHistory.from_json("collection-CRASH-0034", (HERE / "timer-after-cold-start.json").read_text())
     replayer = Replayer(workflows=[LegacyCollectionWorkflow], data_converter=data_converter())

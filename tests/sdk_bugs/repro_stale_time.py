@@ -93,7 +93,9 @@ class StaleTimeWorkflow:
                 await workflow.sleep(deadline - now, summary=f"step {i} now {now.isoformat()}")
             seen.append(now.isoformat())
             await workflow.execute_activity(
-                record, Step(i, now.isoformat()), start_to_close_timeout=timedelta(seconds=30),
+                record,
+                Step(i, now.isoformat()),
+                start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=1.0),
             )
             deadline += step
@@ -116,13 +118,22 @@ def trace_activations() -> None:
 
     def activate(self, act):
         completion = original(self, act)
-        stamp = (datetime.fromtimestamp(act.timestamp.ToNanoseconds() / 1e9, UTC).isoformat()
-                 if act.HasField("timestamp") else "-")
-        commands = ([c.WhichOneof("variant") for c in completion.successful.commands]
-                    if completion.HasField("successful") else ["FAILED"])
-        print(f"ACT {self._info.workflow_id} now={stamp} replaying={act.is_replaying} "
-              f"history_length={act.history_length} "
-              f"jobs={[j.WhichOneof('variant') for j in act.jobs]} -> {commands}", flush=True)
+        stamp = (
+            datetime.fromtimestamp(act.timestamp.ToNanoseconds() / 1e9, UTC).isoformat()
+            if act.HasField("timestamp")
+            else "-"
+        )
+        commands = (
+            [c.WhichOneof("variant") for c in completion.successful.commands]
+            if completion.HasField("successful")
+            else ["FAILED"]
+        )
+        print(
+            f"ACT {self._info.workflow_id} now={stamp} replaying={act.is_replaying} "
+            f"history_length={act.history_length} "
+            f"jobs={[j.WhichOneof('variant') for j in act.jobs]} -> {commands}",
+            flush=True,
+        )
         return completion
 
     wi._WorkflowInstanceImpl.activate = activate  # type: ignore[method-assign]  # tracing every activation is the point
@@ -132,7 +143,8 @@ async def worker_main(args: argparse.Namespace) -> None:
     client = await Client.connect(args.address)
     kinds = args.role  # "worker": workflows (+ activities unless --activity-worker), "activities": only activities
     kwargs: dict = dict(
-        client=client, task_queue=TASK_QUEUE,
+        client=client,
+        task_queue=TASK_QUEUE,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=args.sticky),
         max_cached_workflows=args.cache,
     )
@@ -150,8 +162,9 @@ async def worker_main(args: argparse.Namespace) -> None:
     if args.single_batch and kinds == "worker":
         from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
-        w._set_default_workflow_logic_flag(_WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH,
-                                           enabled=True)
+        w._set_default_workflow_logic_flag(
+            _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH, enabled=True
+        )
     print("ready", flush=True)
     await w.run()
 
@@ -176,8 +189,13 @@ class Proc:
         with open(self.log, "ab") as out:
             out.write(f"\n==== start {self.starts} at {datetime.now(UTC).isoformat()}\n".encode())
             out.flush()
-            self.p = subprocess.Popen(["nice", "-n", "10", *self.argv], stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True, env=self.env)
+            self.p = subprocess.Popen(
+                ["nice", "-n", "10", *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+            )
 
     def kill(self) -> None:
         if self.p and self.p.poll() is None:
@@ -200,8 +218,17 @@ def wait_ready(proc: Proc, timeout: float = 60) -> None:
 
 
 def worker_argv(args: argparse.Namespace, address: str, role: str) -> list[str]:
-    argv = [sys.executable, os.path.abspath(__file__), role, "--address", address, "--sticky", str(args.sticky),
-            "--cache", str(args.cache)]
+    argv = [
+        sys.executable,
+        os.path.abspath(__file__),
+        role,
+        "--address",
+        address,
+        "--sticky",
+        str(args.sticky),
+        "--cache",
+        str(args.cache),
+    ]
     if args.activity_worker:
         argv.append("--activity-worker")
     if args.single_batch:
@@ -235,11 +262,17 @@ def analyse(history: WorkflowHistory) -> list[str]:
         seen_dt = datetime.fromisoformat(seen)
         task_dt = ts(current_started)
         if abs((seen_dt - task_dt).total_seconds()) > 0.001:
-            match = [x.event_id for x in events if x.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
-                     and abs((ts(x) - seen_dt).total_seconds()) <= 0.000001]
-            stale.append(f"event {e.event_id} ({EventType.Name(e.event_type)}) issued by the task started at event "
-                         f"{current_started.event_id} ({task_dt.isoformat()}) saw now={seen}"
-                         f" = time of WorkflowTaskStarted event(s) {match}")
+            match = [
+                x.event_id
+                for x in events
+                if x.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+                and abs((ts(x) - seen_dt).total_seconds()) <= 0.000001
+            ]
+            stale.append(
+                f"event {e.event_id} ({EventType.Name(e.event_type)}) issued by the task started at event "
+                f"{current_started.event_id} ({task_dt.isoformat()}) saw now={seen}"
+                f" = time of WorkflowTaskStarted event(s) {match}"
+            )
     return stale
 
 
@@ -255,11 +288,19 @@ def cold_starts(history: WorkflowHistory) -> list[str]:
             j = i - 1
             while j > 0 and events[j].event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
                 j -= 1
-            why = sorted({EventType.Name(x.event_type).removeprefix("EVENT_TYPE_") for x in events[j + 1:i]
-                          if x.event_type in (EventType.EVENT_TYPE_TIMER_FIRED,
-                                              EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-                                              EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
-                                              EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)})
+            why = sorted(
+                {
+                    EventType.Name(x.event_type).removeprefix("EVENT_TYPE_")
+                    for x in events[j + 1 : i]
+                    if x.event_type
+                    in (
+                        EventType.EVENT_TYPE_TIMER_FIRED,
+                        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+                        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+                        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+                    )
+                }
+            )
             out.append(kind + ("+".join(why) or "nothing"))
     return out
 
@@ -270,10 +311,28 @@ async def drive(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="repro-stale-time-"))
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server = Proc("server", [temporal, "server", "start-dev", "--headless", "--port", str(port), "--ip", "127.0.0.1",
-                             "--db-filename", str(work / "temporal.db"), "--log-level", "error",
-                             "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL"],
-                  work / "server.log")
+    server = Proc(
+        "server",
+        [
+            temporal,
+            "server",
+            "start-dev",
+            "--headless",
+            "--port",
+            str(port),
+            "--ip",
+            "127.0.0.1",
+            "--db-filename",
+            str(work / "temporal.db"),
+            "--log-level",
+            "error",
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
+        ],
+        work / "server.log",
+    )
     env = dict(os.environ, REPRO_ACTIVITY_SECONDS=str(args.activity_seconds))
     worker = Proc("worker", worker_argv(args, address, "worker"), work / "worker.log", env)
     acts = Proc("activities", worker_argv(args, address, "activities"), work / "activities.log", env)
@@ -300,16 +359,21 @@ async def drive(args: argparse.Namespace) -> int:
             wait_ready(acts)
         wait_ready(worker)
         run_id = uuid.uuid4().hex[:6]
-        handles = [await client.start_workflow(WORKFLOW_TYPE, args=[args.steps, args.step_ms], id=f"stale-{run_id}-{n}",
-                                               task_queue=TASK_QUEUE) for n in range(args.workflows)]
+        handles = [
+            await client.start_workflow(
+                WORKFLOW_TYPE, args=[args.steps, args.step_ms], id=f"stale-{run_id}-{n}", task_queue=TASK_QUEUE
+            )
+            for n in range(args.workflows)
+        ]
         stop_queries = asyncio.Event()
         query_tasks: set[asyncio.Task] = set()
         query_count = [0, 0]  # sent, answered
 
         async def one_query(h) -> None:
             try:
-                await asyncio.wait_for(h.query("progress", rpc_timeout=timedelta(seconds=args.query_timeout)),
-                                       args.query_timeout)
+                await asyncio.wait_for(
+                    h.query("progress", rpc_timeout=timedelta(seconds=args.query_timeout)), args.query_timeout
+                )
                 query_count[1] += 1
             except Exception:
                 pass
@@ -330,8 +394,10 @@ async def drive(args: argparse.Namespace) -> int:
                 continue
             worker.kill()
             down = rng.uniform(args.down_min, args.down_max)
-            print(f"[{time.monotonic() - t0:6.1f}s] cycle {cycle + 1}: worker killed, restarting in {down:.1f}s",
-                  flush=True)
+            print(
+                f"[{time.monotonic() - t0:6.1f}s] cycle {cycle + 1}: worker killed, restarting in {down:.1f}s",
+                flush=True,
+            )
             await asyncio.sleep(down)
             downtime += down
             worker.start()
@@ -355,8 +421,10 @@ async def drive(args: argparse.Namespace) -> int:
             await asyncio.gather(*query_tasks)
             print(f"queries: {query_count[0]} sent, {query_count[1]} answered", flush=True)
         if pending:
-            print(f"{len(pending)} workflow(s) still running {args.finish_timeout}s after they should have finished",
-                  flush=True)
+            print(
+                f"{len(pending)} workflow(s) still running {args.finish_timeout}s after they should have finished",
+                flush=True,
+            )
         worker.kill()
         acts.kill()
         # Replay every history with the same workflow; check every recorded now.
@@ -382,12 +450,15 @@ async def drive(args: argparse.Namespace) -> int:
                     saved = hist  # keep the shortest
         if saved is not None and args.out:
             Path(args.out).write_text(json.dumps(saved.to_json_dict(), indent=2) + "\n")
-        print(f"RESULT workflows={len(handles)} kills={0 if args.no_kill else args.cycles} "
-              f"queries={query_count[0]} replay_failures={failures} stale_commands={stale_total} "
-              f"unfinished={len(pending)} task_failures={task_failed} "
-              f"timed_out_tasks={colds} "
-              f"elapsed={time.monotonic() - t0:.0f}s"
-              + (f" saved={saved.workflow_id} -> {args.out}" if saved and args.out else ""), flush=True)
+        print(
+            f"RESULT workflows={len(handles)} kills={0 if args.no_kill else args.cycles} "
+            f"queries={query_count[0]} replay_failures={failures} stale_commands={stale_total} "
+            f"unfinished={len(pending)} task_failures={task_failed} "
+            f"timed_out_tasks={colds} "
+            f"elapsed={time.monotonic() - t0:.0f}s"
+            + (f" saved={saved.workflow_id} -> {args.out}" if saved and args.out else ""),
+            flush=True,
+        )
         return 0 if failures or stale_total else 1
     finally:
         for p in procs:
@@ -410,16 +481,24 @@ def main() -> None:
     ap.add_argument("--down-max", type=float, default=None, help="default: sticky + 2.5 s")
     ap.add_argument("--sticky", type=float, default=2.0, help="sticky_queue_schedule_to_start_timeout, seconds")
     ap.add_argument("--cache", type=int, default=1000, help="max_cached_workflows (0: no sticky queue)")
-    ap.add_argument("--activity-worker", action="store_true",
-                    help="run activities in a separate process that is never killed")
+    ap.add_argument(
+        "--activity-worker", action="store_true", help="run activities in a separate process that is never killed"
+    )
     ap.add_argument("--activity-seconds", type=float, default=0.0, help="how long each activity takes")
-    ap.add_argument("--single-batch", action="store_true",
-                    help="enable _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH on the worker")
+    ap.add_argument(
+        "--single-batch",
+        action="store_true",
+        help="enable _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH on the worker",
+    )
     ap.add_argument("--queries", type=float, default=4.0, help="queries per second to random workflows (0: none)")
     ap.add_argument("--query-timeout", type=float, default=5.0, help="RPC timeout of each query, seconds")
     ap.add_argument("--no-kill", action="store_true", help="never kill the worker (control run)")
-    ap.add_argument("--finish-timeout", type=float, default=20.0,
-                    help="seconds to wait, after the workflows should have finished, before calling them stuck")
+    ap.add_argument(
+        "--finish-timeout",
+        type=float,
+        default=20.0,
+        help="seconds to wait, after the workflows should have finished, before calling them stuck",
+    )
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--temporal", help="path of the temporal CLI (default: next to this python, or on PATH)")
     ap.add_argument("--out", help="save the shortest history that does not replay here (JSON)")

@@ -108,8 +108,9 @@ class ActivityHandlerWorkflow:
 
     @workflow.update
     async def pay(self, p: Pay) -> int:
-        await workflow.execute_activity(record_payment, p, start_to_close_timeout=timedelta(seconds=10),
-                                        retry_policy=RETRY)
+        await workflow.execute_activity(
+            record_payment, p, start_to_close_timeout=timedelta(seconds=10), retry_policy=RETRY
+        )
         self.paid += p.amount
         return self.paid
 
@@ -145,7 +146,9 @@ class SyncHandlerWorkflow:
 
 
 WORKFLOWS: dict[str, type[ActivityHandlerWorkflow] | type[SyncHandlerWorkflow]] = {
-    "activity": ActivityHandlerWorkflow, "sync": SyncHandlerWorkflow}
+    "activity": ActivityHandlerWorkflow,
+    "sync": SyncHandlerWorkflow,
+}
 
 
 # --------------------------------------------------------------------------- worker process
@@ -160,13 +163,22 @@ def trace_activations() -> None:
 
     def activate(self, act):
         completion = original(self, act)
-        stamp = (datetime.fromtimestamp(act.timestamp.ToNanoseconds() / 1e9, UTC).isoformat()
-                 if act.HasField("timestamp") else "-")
-        commands = ([c.WhichOneof("variant") for c in completion.successful.commands]
-                    if completion.HasField("successful") else ["FAILED"])
-        print(f"ACT {self._info.workflow_id} now={stamp} replaying={act.is_replaying} "
-              f"history_length={act.history_length} "
-              f"jobs={[j.WhichOneof('variant') for j in act.jobs]} -> {commands}", flush=True)
+        stamp = (
+            datetime.fromtimestamp(act.timestamp.ToNanoseconds() / 1e9, UTC).isoformat()
+            if act.HasField("timestamp")
+            else "-"
+        )
+        commands = (
+            [c.WhichOneof("variant") for c in completion.successful.commands]
+            if completion.HasField("successful")
+            else ["FAILED"]
+        )
+        print(
+            f"ACT {self._info.workflow_id} now={stamp} replaying={act.is_replaying} "
+            f"history_length={act.history_length} "
+            f"jobs={[j.WhichOneof('variant') for j in act.jobs]} -> {commands}",
+            flush=True,
+        )
         return completion
 
     wi._WorkflowInstanceImpl.activate = activate  # type: ignore[method-assign]  # tracing every activation is the point
@@ -175,7 +187,8 @@ def trace_activations() -> None:
 async def worker_main(args: argparse.Namespace) -> None:
     client = await Client.connect(args.address)
     kwargs: dict = dict(
-        client=client, task_queue=TASK_QUEUE,
+        client=client,
+        task_queue=TASK_QUEUE,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=args.sticky),
         max_cached_workflows=args.cache,
     )
@@ -191,8 +204,9 @@ async def worker_main(args: argparse.Namespace) -> None:
     if args.single_batch and args.role == "worker":
         from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
-        w._set_default_workflow_logic_flag(_WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH,
-                                           enabled=True)
+        w._set_default_workflow_logic_flag(
+            _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH, enabled=True
+        )
     print("ready", flush=True)
     await w.run()
 
@@ -217,8 +231,13 @@ class Proc:
         with open(self.log, "ab") as out:
             out.write(f"\n==== start {self.starts} at {datetime.now(UTC).isoformat()}\n".encode())
             out.flush()
-            self.p = subprocess.Popen(["nice", "-n", "10", *self.argv], stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True, env=self.env)
+            self.p = subprocess.Popen(
+                ["nice", "-n", "10", *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+            )
 
     def kill(self) -> None:
         if self.p and self.p.poll() is None:
@@ -241,8 +260,21 @@ def wait_ready(proc: Proc, timeout: float = 60) -> None:
 
 
 def worker_argv(args: argparse.Namespace, address: str, role: str) -> list[str]:
-    argv = [sys.executable, os.path.abspath(__file__), role, "--address", address, "--sticky", str(args.sticky),
-            "--cache", str(args.cache), "--handler", args.handler, "--loop", args.loop]
+    argv = [
+        sys.executable,
+        os.path.abspath(__file__),
+        role,
+        "--address",
+        address,
+        "--sticky",
+        str(args.sticky),
+        "--cache",
+        str(args.cache),
+        "--handler",
+        args.handler,
+        "--loop",
+        args.loop,
+    ]
     if not args.activity_worker:
         argv.append("--same-worker")
     if args.single_batch:
@@ -253,9 +285,12 @@ def worker_argv(args: argparse.Namespace, address: str, role: str) -> list[str]:
 
 
 COMMAND_EVENTS = {
-    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_TIMER_STARTED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, EventType.EVENT_TYPE_MARKER_RECORDED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_MARKER_RECORDED,
 }
 
 
@@ -276,12 +311,15 @@ def late_accepts(history: WorkflowHistory) -> list[str]:
         if e.event_type not in COMMAND_EVENTS:
             block = []
             continue
-        if (e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
-                and any(x.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                        and x.activity_task_scheduled_event_attributes.activity_type.name == "work"
-                        for x in block[1:])):
-            out.append(f"UpdateAccepted event {e.event_id} after command event(s) "
-                       f"{[x.event_id for x in block[1:]]} of the task completed at event {block[0].event_id}")
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED and any(
+            x.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and x.activity_task_scheduled_event_attributes.activity_type.name == "work"
+            for x in block[1:]
+        ):
+            out.append(
+                f"UpdateAccepted event {e.event_id} after command event(s) "
+                f"{[x.event_id for x in block[1:]]} of the task completed at event {block[0].event_id}"
+            )
         block.append(e)
     return out
 
@@ -303,10 +341,28 @@ async def drive(args: argparse.Namespace) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="repro-update-"))
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server = Proc("server", [temporal, "server", "start-dev", "--headless", "--port", str(port), "--ip", "127.0.0.1",
-                             "--db-filename", str(work_dir / "temporal.db"), "--log-level", "error",
-                             "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL"],
-                  work_dir / "server.log")
+    server = Proc(
+        "server",
+        [
+            temporal,
+            "server",
+            "start-dev",
+            "--headless",
+            "--port",
+            str(port),
+            "--ip",
+            "127.0.0.1",
+            "--db-filename",
+            str(work_dir / "temporal.db"),
+            "--log-level",
+            "error",
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
+        ],
+        work_dir / "server.log",
+    )
     env = dict(os.environ, REPRO_ACTIVITY_SECONDS=str(args.activity_seconds))
     worker = Proc("worker", worker_argv(args, address, "worker"), work_dir / "worker.log", env)
     acts = Proc("activities", worker_argv(args, address, "activities"), work_dir / "activities.log", env)
@@ -334,9 +390,12 @@ async def drive(args: argparse.Namespace) -> int:
         wait_ready(worker)
         wf = WORKFLOWS[args.handler]
         run_id = uuid.uuid4().hex[:6]
-        handles = [await client.start_workflow(wf.run, args=[args.steps, args.loop == "local"], id=f"upd-{run_id}-{n}",
-                                               task_queue=TASK_QUEUE)
-                   for n in range(args.workflows)]
+        handles = [
+            await client.start_workflow(
+                wf.run, args=[args.steps, args.loop == "local"], id=f"upd-{run_id}-{n}", task_queue=TASK_QUEUE
+            )
+            for n in range(args.workflows)
+        ]
         stop = asyncio.Event()
         calls: set[asyncio.Task] = set()
         counts = {"updates": 0, "updates_ok": 0, "queries": 0, "queries_ok": 0}
@@ -344,8 +403,11 @@ async def drive(args: argparse.Namespace) -> int:
         async def one(kind: str, h) -> None:
             try:
                 if kind == "updates":  # (execute_update polls for the result until it has one: bound it)
-                    call = h.execute_update(wf.pay, Pay(uuid.uuid4().hex[:8], rng.randrange(1, 100)),
-                                            rpc_timeout=timedelta(seconds=args.call_timeout))
+                    call = h.execute_update(
+                        wf.pay,
+                        Pay(uuid.uuid4().hex[:8], rng.randrange(1, 100)),
+                        rpc_timeout=timedelta(seconds=args.call_timeout),
+                    )
                 else:
                     call = h.query(wf.progress, rpc_timeout=timedelta(seconds=args.call_timeout))
                 await asyncio.wait_for(call, args.call_timeout)
@@ -361,8 +423,11 @@ async def drive(args: argparse.Namespace) -> int:
                 calls.add(t)
                 t.add_done_callback(calls.discard)
 
-        callers = [asyncio.create_task(caller(kind, rate))
-                   for kind, rate in (("updates", args.updates), ("queries", args.queries)) if rate > 0]
+        callers = [
+            asyncio.create_task(caller(kind, rate))
+            for kind, rate in (("updates", args.updates), ("queries", args.queries))
+            if rate > 0
+        ]
         started, downtime = time.monotonic(), 0.0
         for cycle in range(args.cycles):
             await asyncio.sleep(rng.uniform(args.up_min, args.up_max))
@@ -370,8 +435,10 @@ async def drive(args: argparse.Namespace) -> int:
                 continue
             worker.kill()
             down = rng.uniform(args.down_min, args.down_max)
-            print(f"[{time.monotonic() - t0:6.1f}s] cycle {cycle + 1}: worker killed, restarting in {down:.1f}s",
-                  flush=True)
+            print(
+                f"[{time.monotonic() - t0:6.1f}s] cycle {cycle + 1}: worker killed, restarting in {down:.1f}s",
+                flush=True,
+            )
             await asyncio.sleep(down)
             downtime += down
             worker.start()
@@ -396,8 +463,10 @@ async def drive(args: argparse.Namespace) -> int:
             c.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
         if pending:
-            print(f"{len(pending)} workflow(s) still running {args.finish_timeout}s after they should have finished",
-                  flush=True)
+            print(
+                f"{len(pending)} workflow(s) still running {args.finish_timeout}s after they should have finished",
+                flush=True,
+            )
         worker.kill()
         acts.kill()
         replayer = Replayer(workflows=[wf], workflow_runner=UnsandboxedWorkflowRunner())
@@ -408,8 +477,9 @@ async def drive(args: argparse.Namespace) -> int:
         for h in handles:
             hist = await h.fetch_history()
             task_failed += any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in hist.events)
-            accepted += sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
-                            for e in hist.events)
+            accepted += sum(
+                e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED for e in hist.events
+            )
             for k in timed_out_tasks(hist):
                 timeouts[k] = timeouts.get(k, 0) + 1
             res = await replayer.replay_workflow(hist, raise_on_replay_failure=False)
@@ -425,13 +495,16 @@ async def drive(args: argparse.Namespace) -> int:
                     saved = hist  # keep the shortest
         if saved is not None and args.out:
             Path(args.out).write_text(json.dumps(saved.to_json_dict(), indent=2) + "\n")
-        print(f"RESULT handler={args.handler} loop={args.loop} workflows={len(handles)} "
-              f"kills={0 if args.no_kill else args.cycles} "
-              f"updates={counts['updates']} accepted={accepted} queries={counts['queries']} "
-              f"replay_failures={failures} late_accepts={late_total} unfinished={len(pending)} "
-              f"task_failures={task_failed} timed_out_tasks={timeouts} "
-              f"elapsed={time.monotonic() - t0:.0f}s"
-              + (f" saved={saved.workflow_id} -> {args.out}" if saved and args.out else ""), flush=True)
+        print(
+            f"RESULT handler={args.handler} loop={args.loop} workflows={len(handles)} "
+            f"kills={0 if args.no_kill else args.cycles} "
+            f"updates={counts['updates']} accepted={accepted} queries={counts['queries']} "
+            f"replay_failures={failures} late_accepts={late_total} unfinished={len(pending)} "
+            f"task_failures={task_failed} timed_out_tasks={timeouts} "
+            f"elapsed={time.monotonic() - t0:.0f}s"
+            + (f" saved={saved.workflow_id} -> {args.out}" if saved and args.out else ""),
+            flush=True,
+        )
         return 0 if failures else 1
     finally:
         for p in procs:
@@ -445,8 +518,12 @@ def main() -> None:
     ap.add_argument("role", nargs="?", default="drive", choices=["drive", "worker", "activities"])
     ap.add_argument("--address", help="(worker roles) server address")
     ap.add_argument("--handler", choices=sorted(WORKFLOWS), default="activity")
-    ap.add_argument("--loop", choices=["activity", "local"], default="activity",
-                    help="what the main loop runs: activities, or local activities")
+    ap.add_argument(
+        "--loop",
+        choices=["activity", "local"],
+        default="activity",
+        help="what the main loop runs: activities, or local activities",
+    )
     ap.add_argument("--workflows", type=int, default=10)
     ap.add_argument("--steps", type=int, default=150, help="activities the main loop runs")
     ap.add_argument("--activity-seconds", type=float, default=0.3, help="how long each activity takes")
@@ -460,13 +537,24 @@ def main() -> None:
     ap.add_argument("--down-max", type=float, default=None, help="default: sticky + 2.5 s")
     ap.add_argument("--sticky", type=float, default=2.0, help="sticky_queue_schedule_to_start_timeout, seconds")
     ap.add_argument("--cache", type=int, default=1000, help="max_cached_workflows (0: no sticky queue)")
-    ap.add_argument("--same-worker", dest="activity_worker", action="store_false",
-                    help="run activities in the workflow worker (killed with it) instead of a separate process")
-    ap.add_argument("--single-batch", action="store_true",
-                    help="enable _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH on the worker")
+    ap.add_argument(
+        "--same-worker",
+        dest="activity_worker",
+        action="store_false",
+        help="run activities in the workflow worker (killed with it) instead of a separate process",
+    )
+    ap.add_argument(
+        "--single-batch",
+        action="store_true",
+        help="enable _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH on the worker",
+    )
     ap.add_argument("--no-kill", action="store_true", help="never kill the worker (control run)")
-    ap.add_argument("--finish-timeout", type=float, default=20.0,
-                    help="seconds to wait, after the workflows should have finished, before calling them stuck")
+    ap.add_argument(
+        "--finish-timeout",
+        type=float,
+        default=20.0,
+        help="seconds to wait, after the workflows should have finished, before calling them stuck",
+    )
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--temporal", help="path of the temporal CLI (default: on PATH, or next to this python)")
     ap.add_argument("--out", help="save the shortest history that does not replay here (JSON)")

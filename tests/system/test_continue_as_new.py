@@ -141,8 +141,9 @@ async def stream_payments(
     async def sender(kind: str, number: int) -> None:
         for i in range(senders["each"]):
             amount = Decimal((number * senders["each"] + i) % 7 + 1) + Decimal("0.25")
-            p = payment(f"{loan.loan_id}-{phase}-{kind}-{number}-{i:02d}", amount,
-                        "platform" if kind == "update" else "bank")
+            p = payment(
+                f"{loan.loan_id}-{phase}-{kind}-{number}-{i:02d}", amount, "platform" if kind == "update" else "bank"
+            )
             sent.append(p)
             sent_at[p.payment_id] = datetime.now(UTC)
             if kind == "update":
@@ -213,15 +214,17 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
         # payments sent before a boundary that a later run took in: the boundary was crossed
         # with requests in flight (reported, not required: it depends on timing)
         for k, r in enumerate(runs[:-1]):
-            later = {pid for rr in runs[k + 1:] for pid in rr.payments}
+            later = {pid for rr in runs[k + 1 :] for pid in rr.payments}
             assert r.continued_at is not None
             carried_over += [pid for pid in later if pid in sent_at and sent_at[pid] < r.continued_at]
         # every run, the ones that started from a carried state included, replays
         for r in runs:
             result = await replayer.replay_workflow(r.history, raise_on_replay_failure=False)
             assert result.replay_failure is None, f"{lid} run {r.run_id}: {result.replay_failure}"
-    print(f"\ncontinue-as-new boundaries per loan: {boundaries}; "
-          f"payments sent before a boundary and taken in after it: {len(carried_over)}")
+    print(
+        f"\ncontinue-as-new boundaries per loan: {boundaries}; "
+        f"payments sent before a boundary and taken in after it: {len(carried_over)}"
+    )
 
     # The ids applied in the first run are still known after the boundaries: refused again.
     for loan in loans:
@@ -260,8 +263,11 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
         assert not [r for r in rows if r.kind in ("overpayment", "fee")]
 
     # No run ended with a handler still running (the SDK warns about each such run).
-    unfinished = [w.message for w in recwarn.list
-                  if isinstance(w.message, (UnfinishedUpdateHandlersWarning, UnfinishedSignalHandlersWarning))]
+    unfinished = [
+        w.message
+        for w in recwarn.list
+        if isinstance(w.message, (UnfinishedUpdateHandlersWarning, UnfinishedSignalHandlersWarning))
+    ]
     assert not unfinished, unfinished
 
 
@@ -274,9 +280,12 @@ async def test_status_polls_alone_continue_as_new(dev_server: DevServer) -> None
     for _ in range(3 * HISTORY_COUNT_LIMIT // 5):  # each fresh status is about 5 events
         await starter.get_status(client, loan.loan_id)
     runs = await runs_of(client, wf_id, first)
-    suggested = [e.event_id for e in runs[0].history.events
-                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
-                 and e.workflow_task_started_event_attributes.suggest_continue_as_new]
+    suggested = [
+        e.event_id
+        for e in runs[0].history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+        and e.workflow_task_started_event_attributes.suggest_continue_as_new
+    ]
     assert suggested, "the server never suggested continue-as-new: the threshold did not apply"
     assert len(runs) >= 2, (
         f"one run of {len(runs[0].history.events)} events; continue-as-new suggested {len(suggested)} times "

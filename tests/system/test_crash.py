@@ -98,9 +98,18 @@ DEADLOCK = "[TMPRL1101]"  # the SDK's deadlock detector: a starved CPU can trip 
 # Workflow task failures the server records when the task raced with something (a new event, a
 # reset, a sticky queue reset): the next attempt goes on. Every other cause is the workflow's own
 # (nondeterminism, an exception, a bad command) and repeats on every attempt.
-TRANSIENT_CAUSES = {getattr(WorkflowTaskFailedCause, f"WORKFLOW_TASK_FAILED_CAUSE_{name}") for name in (
-    "UNHANDLED_COMMAND", "UNHANDLED_UPDATE", "RESET_STICKY_TASK_QUEUE", "RESET_WORKFLOW", "FORCE_CLOSE_COMMAND",
-    "FAILOVER_CLOSE_COMMAND", "WORKFLOW_PAUSE_REQUESTED_BEFORE_TASK_STARTED")}
+TRANSIENT_CAUSES = {
+    getattr(WorkflowTaskFailedCause, f"WORKFLOW_TASK_FAILED_CAUSE_{name}")
+    for name in (
+        "UNHANDLED_COMMAND",
+        "UNHANDLED_UPDATE",
+        "RESET_STICKY_TASK_QUEUE",
+        "RESET_WORKFLOW",
+        "FORCE_CLOSE_COMMAND",
+        "FAILOVER_CLOSE_COMMAND",
+        "WORKFLOW_PAUSE_REQUESTED_BEFORE_TASK_STARTED",
+    )
+}
 
 
 def workflow_classes() -> list[type]:
@@ -143,8 +152,10 @@ class Params:
 
     def rerun(self) -> str:
         """The environment that repeats this run's choices."""
-        return (f"CRASH_SEED={self.seed} CRASH_DB={self.db} CRASH_LOANS={self.loans} "
-                f"CRASH_WORKER_KILLS={self.worker_kills} CRASH_SERVER_KILLS={self.server_kills}")
+        return (
+            f"CRASH_SEED={self.seed} CRASH_DB={self.db} CRASH_LOANS={self.loans} "
+            f"CRASH_WORKER_KILLS={self.worker_kills} CRASH_SERVER_KILLS={self.server_kills}"
+        )
 
 
 # Problem categories; the summary counts each (the soak's columns), the failure lists them.
@@ -225,9 +236,14 @@ class Summary:
     failure: str = ""
 
     NAMED: ClassVar[dict[str, str]] = {
-        STUCK: "stuck_loans", REPLAY: "non_replaying_histories", DUP_FEE: "duplicate_fees",
-        DUP_MESSAGE: "duplicate_messages", DUP_LEDGER: "duplicate_ledger_rows", DUP_TASK: "duplicate_tasks",
-        LOST_PAYMENT: "lost_payments"}
+        STUCK: "stuck_loans",
+        REPLAY: "non_replaying_histories",
+        DUP_FEE: "duplicate_fees",
+        DUP_MESSAGE: "duplicate_messages",
+        DUP_LEDGER: "duplicate_ledger_rows",
+        DUP_TASK: "duplicate_tasks",
+        LOST_PAYMENT: "lost_payments",
+    }
 
     def count(self, problems: Problems) -> None:
         """The named figures from the problems' categories; the rest summed as other_problems."""
@@ -263,8 +279,10 @@ class Progress:
         if now - self.began > self.cap:
             raise CapReached(f"safety cap of {self.cap:.0f}s reached; {context()}")
         if now - self.last > self.stall:
-            raise Stalled(f"nothing moved for {now - self.last:.0f}s (stall window {self.stall:.0f}s; "
-                          f"last progress: {self.what}); {context()}")
+            raise Stalled(
+                f"nothing moved for {now - self.last:.0f}s (stall window {self.stall:.0f}s; "
+                f"last progress: {self.what}); {context()}"
+            )
 
 
 class Stalled(AssertionError):
@@ -294,8 +312,9 @@ class Process:
     def start(self) -> None:
         with self.log.open("ab") as out:
             out.write(f"\n===== start {self.starts + 1} at {datetime.now(UTC).isoformat()} =====\n".encode())
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.starts += 1
 
     @property
@@ -480,12 +499,29 @@ async def system(params: Params, summary: Summary, database: str, tmp_path: Path
     address = f"127.0.0.1:{port}"
     policy = fast_policy(tmp_path / "policies", datetime.now(UTC).replace(microsecond=0))
     gateway = Gateway()
-    server = Process("dev server", [
-        venv_binary("temporal"), "server", "start-dev", "--headless",
-        "--ip", "127.0.0.1", "--port", str(port), "--db-filename", str(tmp_path / "temporal.db"),
-        "--sqlite-pragma", "journal_mode=WAL", "--sqlite-pragma", "synchronous=NORMAL",
-        "--log-level", "error",
-    ], dict(os.environ), tmp_path / "server.log")
+    server = Process(
+        "dev server",
+        [
+            venv_binary("temporal"),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db-filename",
+            str(tmp_path / "temporal.db"),
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
+            "--log-level",
+            "error",
+        ],
+        dict(os.environ),
+        tmp_path / "server.log",
+    )
     worker_env = {
         **os.environ,
         **codec_env(),
@@ -575,8 +611,10 @@ class Watch:
         elif attempt >= TIMEOUT_ATTEMPTS and (quiet := self.quiet_since(loan_id, self.began)) > self.progress.stall / 2:
             end = history.events[-1]
             last = failure or f"{EventType.Name(end.event_type)} (event {end.event_id})"
-            why = (f"workflow task attempt {attempt}, timing out again and again, no new event for {quiet:.0f}s; "
-                   f"last: {last}")
+            why = (
+                f"workflow task attempt {attempt}, timing out again and again, no new event for {quiet:.0f}s; "
+                f"last: {last}"
+            )
         else:
             return
         self.stuck[wf_id] = why
@@ -612,22 +650,30 @@ def failing_task(history: WorkflowHistory) -> str | None:
     completed or timed out. (Later attempts of a failing task are not written to the history.)"""
     failure = None
     for event in history.events:
-        if event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
-                                EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT):
+        if event.event_type in (
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+        ):
             failure = None
         elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             attrs = event.workflow_task_failed_event_attributes
-            failure = None if attrs.cause in TRANSIENT_CAUSES else (
-                f"{WorkflowTaskFailedCause.Name(attrs.cause)} (event {event.event_id}): {attrs.failure.message}")
+            failure = (
+                None
+                if attrs.cause in TRANSIENT_CAUSES
+                else (f"{WorkflowTaskFailedCause.Name(attrs.cause)} (event {event.event_id}): {attrs.failure.message}")
+            )
     return failure
 
 
 def task_failures(history: WorkflowHistory) -> list[str]:
     """Workflow task failures of the workflow's own (not a transient cause) in a history,
     whether or not a later task completed: an informative figure for closed loans."""
-    return [e.workflow_task_failed_event_attributes.failure.message[:200] for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-            and e.workflow_task_failed_event_attributes.cause not in TRANSIENT_CAUSES]
+    return [
+        e.workflow_task_failed_event_attributes.failure.message[:200]
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        and e.workflow_task_failed_event_attributes.cause not in TRANSIENT_CAUSES
+    ]
 
 
 def short_error(text: str) -> str:
@@ -659,8 +705,12 @@ async def watch_until_closed(watch: Watch, loans: Callable[[], set[str]], driven
         wanted = {workflow_id(lid) for lid in loans()}
         try:
             async for wf in client.list_workflows("ExecutionStatus != 'Running'"):
-                if wf.id in wanted and wf.id not in watch.closed and wf.status is not None \
-                        and wf.status != WorkflowExecutionStatus.CONTINUED_AS_NEW:
+                if (
+                    wf.id in wanted
+                    and wf.id not in watch.closed
+                    and wf.status is not None
+                    and wf.status != WorkflowExecutionStatus.CONTINUED_AS_NEW
+                ):
                     watch.closed[wf.id] = wf.status
                     progress.mark(f"{wf.id} closed")
         except RPCError:
@@ -676,8 +726,12 @@ async def watch_until_closed(watch: Watch, loans: Callable[[], set[str]], driven
         except Stalled as stall:
             if not driven.is_set() or isinstance(stall, CapReached):
                 raise
-            watch.stalled.update({wf: f"no progress for {progress.idle():.0f}s, still open ({watch.last_seen(wf)})"
-                                  for wf in watch.open_loans(wanted)})
+            watch.stalled.update(
+                {
+                    wf: f"no progress for {progress.idle():.0f}s, still open ({watch.last_seen(wf)})"
+                    for wf in watch.open_loans(wanted)
+                }
+            )
             watch.sys.note(f"stalled: {watch.describe_open(wanted)}")
             return
         watch.sys.note(f"{len(set(watch.closed) & wanted)} closed, {len(watch.stuck)} stuck")
@@ -743,8 +797,10 @@ class Driver:
                     raise LoanStuck(loan_id) from exc
                 self.retried_calls += 1
                 if self.watch.quiet_since(loan_id, began) > self.sys.stall:
-                    raise AssertionError(f"{what}: still failing and {loan_id} made no progress for "
-                                         f"{self.sys.stall:.0f}s: {exc!r} (logs in {self.sys.logs})") from exc
+                    raise AssertionError(
+                        f"{what}: still failing and {loan_id} made no progress for "
+                        f"{self.sys.stall:.0f}s: {exc!r} (logs in {self.sys.logs})"
+                    ) from exc
                 await asyncio.sleep(0.5 + self.rng.random())
             else:
                 self.watch.progress.mark(what)
@@ -765,15 +821,26 @@ class Driver:
                 zone = rng.choice(ZONES)
                 lang = "zh" if zone == "Asia/Shanghai" else "en"
                 borrower = Borrower(
-                    borrower_id=f"CB-{n:04d}", name="李明" if lang == "zh" else "Jane Doe", phone=f"+86138{n:08d}",
-                    email=f"b{n}@example.cn", address=f"{n} Example Road", timezone=zone, language=lang,
+                    borrower_id=f"CB-{n:04d}",
+                    name="李明" if lang == "zh" else "Jane Doe",
+                    phone=f"+86138{n:08d}",
+                    email=f"b{n}@example.cn",
+                    address=f"{n} Example Road",
+                    timezone=zone,
+                    language=lang,
                 )
                 borrowers.append(borrower)
-            loans.append(OverdueLoan(
-                loan_id=f"CRASH-{n:04d}", borrower=borrower, currency="CNY",
-                principal=Decimal(rng.randrange(1000, 5000)), interest=Decimal(rng.randrange(0, 20000)) / 100,
-                fees=Decimal(rng.randrange(0, 5000)) / 100, due_date=local_date(self.virtual_now(), borrower.timezone),
-            ))
+            loans.append(
+                OverdueLoan(
+                    loan_id=f"CRASH-{n:04d}",
+                    borrower=borrower,
+                    currency="CNY",
+                    principal=Decimal(rng.randrange(1000, 5000)),
+                    interest=Decimal(rng.randrange(0, 20000)) / 100,
+                    fees=Decimal(rng.randrange(0, 5000)) / 100,
+                    due_date=local_date(self.virtual_now(), borrower.timezone),
+                )
+            )
         return loans
 
     async def start_all(self) -> None:
@@ -785,8 +852,11 @@ class Driver:
             async with sem:
                 loan = loan.model_copy(update={"due_date": local_date(self.virtual_now(), loan.borrower.timezone)})
                 self.loans[loan.loan_id] = loan
-                await self.retry(f"start {loan.loan_id}", lambda: starter.start_collection(
-                    self.client, loan, "fast", task_queue="crash-test"), loan.loan_id)
+                await self.retry(
+                    f"start {loan.loan_id}",
+                    lambda: starter.start_collection(self.client, loan, "fast", task_queue="crash-test"),
+                    loan.loan_id,
+                )
 
         async with asyncio.TaskGroup() as tg:
             for loan in loans:
@@ -831,11 +901,15 @@ class Driver:
         began = time.monotonic()
         while True:
             try:
-                decision = await asyncio.wait_for(starter.promise_to_pay(self.client, loan.loan_id, request),
-                                                  ATTEMPT_TIMEOUT)
+                decision = await asyncio.wait_for(
+                    starter.promise_to_pay(self.client, loan.loan_id, request), ATTEMPT_TIMEOUT
+                )
             except Exception:  # server or worker down: as a payment, try again while it progresses
-                if (await self.completed(loan.loan_id) or self.watch.is_stuck(loan.loan_id)
-                        or self.watch.quiet_since(loan.loan_id, began) > self.sys.stall):
+                if (
+                    await self.completed(loan.loan_id)
+                    or self.watch.is_stuck(loan.loan_id)
+                    or self.watch.quiet_since(loan.loan_id, began) > self.sys.stall
+                ):
                     self.promises["gave up"] += 1
                     return
                 self.retried_calls += 1
@@ -854,9 +928,11 @@ class Driver:
             if await self.completed(loan.loan_id):
                 return
             try:
-                status = await self.retry(f"status {loan.loan_id}",
-                                          lambda: starter.get_status(self.client, loan.loan_id, fresh=False),
-                                          loan.loan_id)
+                status = await self.retry(
+                    f"status {loan.loan_id}",
+                    lambda: starter.get_status(self.client, loan.loan_id, fresh=False),
+                    loan.loan_id,
+                )
             except LoanStuck:
                 return
             if status.closed:
@@ -864,8 +940,13 @@ class Driver:
             amount = status.outstanding.total
         else:
             amount = Decimal(self.rng.randrange(1000, 30000)) / 100
-        payment = Payment(payment_id=pid, amount=amount, currency="CNY", paid_at=self.virtual_now(),
-                          source="platform" if via == "update" else "bank")
+        payment = Payment(
+            payment_id=pid,
+            amount=amount,
+            currency="CNY",
+            paid_at=self.virtual_now(),
+            source="platform" if via == "update" else "bank",
+        )
         sent = await self.send(loan.loan_id, payment, via)
         if self.rng.random() < 0.12:  # the platform sends it again (same id): must change nothing
             await asyncio.sleep(self.rng.uniform(0.2, 2.0))
@@ -983,7 +1064,8 @@ async def together(*coros: Coroutine[Any, Any, Any]) -> None:
 
 
 async def final_states(
-    client: Client, loan_ids: list[str],
+    client: Client,
+    loan_ids: list[str],
 ) -> tuple[dict[str, CollectionStatus], list[WorkflowHistory]]:
     """Each completed loan's status (its result) and every run's history (earlier runs of a
     loan that continued as new too), each fetched once."""
@@ -1011,6 +1093,7 @@ async def history_chain(client: Client, wf_id: str) -> list[WorkflowHistory]:
 
 async def replay_all(histories: list[WorkflowHistory]) -> dict[str, str]:
     """Replay every history on the current code: run id -> the failure, for those that fail."""
+
     async def each() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
             yield history
@@ -1024,6 +1107,7 @@ def read_rows(db_url: str, loan_ids: list[str]) -> dict[str, dict[str, list[Any]
     engine = make_engine(db_url)
     out: dict[str, dict[str, list[Any]]] = {lid: defaultdict(list) for lid in loan_ids}
     with Session(engine) as session:
+
         def collect(name: str, rows: Sequence[LedgerEntry | OutboxMessage | TaskRow | LoanRow]) -> None:
             for row in rows:
                 if row.loan_id in out:
@@ -1069,8 +1153,9 @@ def plan_key(entry_key: str, action: str, loan_id: str, plan: list[PlannedAction
     return None
 
 
-def check_course(loan: OverdueLoan, status: CollectionStatus, policy: Policy, plan: list[PlannedAction],
-                 problems: Problems) -> Course:
+def check_course(
+    loan: OverdueLoan, status: CollectionStatus, policy: Policy, plan: list[PlannedAction], problems: Problems
+) -> Course:
     """The loan's course, and every check of it: where it joined its plan (a loan whose workflow
     began a few virtual days after the driver asked, on a busy or restarting system, joins where
     it is due at its start, `catch_up_at`, as any late hand-over), the plan actions it ran in the
@@ -1092,9 +1177,10 @@ def check_course(loan: OverdueLoan, status: CollectionStatus, policy: Policy, pl
     course = Course(executed, plan[cursor:], caught_up, closed_as, closed_at)
 
     order = [a.key for a in course.ahead]
-    if course.executed != order[:len(course.executed)]:
-        problems.add(COURSE, lid,
-                     f"plan actions out of order or skipped: {course.executed}, plan from the start {order}")
+    if course.executed != order[: len(course.executed)]:
+        problems.add(
+            COURSE, lid, f"plan actions out of order or skipped: {course.executed}, plan from the start {order}"
+        )
     for a in course.ahead:
         if a.key in course.executed:
             first = next(e.at for e in status.timeline if plan_key(e.key, e.action, lid, plan) == a.key)
@@ -1112,14 +1198,22 @@ def check_duplicates(lid: str, rows: dict[str, list[Any]], problems: Problems) -
     a task (key, or kind/template/attempt) twice."""
     ledger: list[LedgerEntry] = rows["ledger"]
     for (kind, component, ref), keys in repeated(ledger, lambda r: (r.kind, r.component, r.reference)):
-        problems.add(DUP_FEE if kind == "fee" else DUP_LEDGER, lid,
-                     f"{len(keys)} ledger rows {kind} {component} {ref!r}: {keys}", len(keys) - 1)
+        problems.add(
+            DUP_FEE if kind == "fee" else DUP_LEDGER,
+            lid,
+            f"{len(keys)} ledger rows {kind} {component} {ref!r}: {keys}",
+            len(keys) - 1,
+        )
     outbox: list[OutboxMessage] = rows["outbox"]
     for key, keys in repeated(outbox, lambda m: m.key):
         problems.add(DUP_MESSAGE, lid, f"outbox key {key} {len(keys)} times", len(keys) - 1)
     for (template, channel), keys in repeated(outbox, lambda m: (m.template, m.channel)):
-        problems.add(DUP_MESSAGE, lid, f"{template} by {channel} sent {len(keys)} times under different keys: {keys}",
-                     len(keys) - 1)
+        problems.add(
+            DUP_MESSAGE,
+            lid,
+            f"{template} by {channel} sent {len(keys)} times under different keys: {keys}",
+            len(keys) - 1,
+        )
     tasks: list[TaskRow] = rows["tasks"]
     for what, by in (("task id", lambda t: t.task_id), ("task", lambda t: (t.kind, t.template, t.attempt))):
         for key, keys in repeated(tasks, by):
@@ -1135,8 +1229,13 @@ def repeated(rows: list[Any], by: Callable[[Any], Any]) -> list[tuple[Any, list[
 
 
 def check_loan(
-    loan: OverdueLoan, status: CollectionStatus, policy: Policy, rows: dict[str, list[Any]], sent: list[Sent],
-    gateway: Gateway, problems: Problems,
+    loan: OverdueLoan,
+    status: CollectionStatus,
+    policy: Policy,
+    rows: dict[str, list[Any]],
+    sent: list[Sent],
+    gateway: Gateway,
+    problems: Problems,
 ) -> None:
     """Every check for one closed loan beyond `check_duplicates`; problems name the loan."""
     plan = build_plan(policy, loan)
@@ -1151,8 +1250,14 @@ def check_loan(
     check_stage(loan, status, course, rows, problems)
 
 
-def check_fees(loan: OverdueLoan, status: CollectionStatus, policy: Policy, course: Course,
-               by_kind: dict[str, list[LedgerEntry]], problems: Problems) -> None:
+def check_fees(
+    loan: OverdueLoan,
+    status: CollectionStatus,
+    policy: Policy,
+    course: Course,
+    by_kind: dict[str, list[LedgerEntry]],
+    problems: Problems,
+) -> None:
     """Exactly the fee periods the course reached (an extra one is a duplicate effect), each for
     the policy's amount, the same on the timeline as in the ledger."""
     lid, fees = loan.loan_id, by_kind["fee"]
@@ -1160,22 +1265,28 @@ def check_fees(loan: OverdueLoan, status: CollectionStatus, policy: Policy, cour
     implied = [a for a in course.ahead if a.kind == "fee" and a.key in course.executed]
     expected = {f"{lid}/fee/{a.period}" for a in implied}
     if fee_keys - expected:
-        problems.add(DUP_FEE, lid, f"fees {sorted(fee_keys - expected)} beyond the course's "
-                                   f"{[a.key for a in implied]}", len(fee_keys - expected))
+        problems.add(
+            DUP_FEE,
+            lid,
+            f"fees {sorted(fee_keys - expected)} beyond the course's {[a.key for a in implied]}",
+            len(fee_keys - expected),
+        )
     if expected - fee_keys:
         problems.add(FEES, lid, f"fees {sorted(expected - fee_keys)} of the course missing from the ledger")
     if any(r.amount != policy.late_fee.amount for r in fees):
         problems.add(FEES, lid, f"fee amounts {[r.amount for r in fees]}")
     posted_on_timeline = sorted(e.key for e in status.timeline if e.action == "late_fee" and e.outcome == "posted")
     if posted_on_timeline != sorted(r.key for r in fees):
-        problems.add(FEES, lid,
-                     f"ledger fees {sorted(r.key for r in fees)} differ from the timeline's {posted_on_timeline}")
+        problems.add(
+            FEES, lid, f"ledger fees {sorted(r.key for r in fees)} differ from the timeline's {posted_on_timeline}"
+        )
     if "write_off" in course.executed and len(implied) != len([a for a in course.ahead if a.kind == "fee"]):
         problems.add(FEES, lid, "written off without every fee period")
 
 
-def check_messages(loan: OverdueLoan, status: CollectionStatus, rows: dict[str, list[Any]], gateway: Gateway,
-                   problems: Problems) -> None:
+def check_messages(
+    loan: OverdueLoan, status: CollectionStatus, rows: dict[str, list[Any]], gateway: Gateway, problems: Problems
+) -> None:
     """Every message delivered to the gateway under its key, the same set as the timeline's;
     every task closed."""
     lid = loan.loan_id
@@ -1186,8 +1297,9 @@ def check_messages(loan: OverdueLoan, status: CollectionStatus, rows: dict[str, 
     missing = [m.key for m in outbox if m.key not in gateway.bodies]
     if missing:
         problems.add(MESSAGES, lid, f"outbox messages the gateway never received: {missing}")
-    sent_on_timeline = {e.key for e in status.timeline
-                        if e.channel in ("sms", "email", "letter") and e.outcome == "sent"}
+    sent_on_timeline = {
+        e.key for e in status.timeline if e.channel in ("sms", "email", "letter") and e.outcome == "sent"
+    }
     if sent_on_timeline != {m.key for m in outbox}:
         problems.add(MESSAGES, lid, f"timeline sent {sorted(sent_on_timeline)}, outbox {sorted(m.key for m in outbox)}")
     tasks: list[TaskRow] = rows["tasks"]
@@ -1196,15 +1308,21 @@ def check_messages(loan: OverdueLoan, status: CollectionStatus, rows: dict[str, 
         problems.add(TASKS, lid, f"tasks left open after the loan closed: {left_open}")
 
 
-def check_payments(loan: OverdueLoan, status: CollectionStatus, by_kind: dict[str, list[LedgerEntry]],
-                   sent: list[Sent], problems: Problems) -> None:
+def check_payments(
+    loan: OverdueLoan,
+    status: CollectionStatus,
+    by_kind: dict[str, list[LedgerEntry]],
+    sent: list[Sent],
+    problems: Problems,
+) -> None:
     """What the driver was told against the ledger and the timeline: a payment answered with a
     receipt, refused as already applied, or sent by signal and not rejected is in the ledger
     exactly once with its amount (else lost); nothing else is."""
     lid, payments = loan.loan_id, by_kind["payment"]
     in_ledger = Counter(r.reference for r in payments)
-    applied = Counter(e.key.rsplit("/", 1)[1] for e in status.timeline
-                      if e.action == "payment" and e.outcome == "applied")
+    applied = Counter(
+        e.key.rsplit("/", 1)[1] for e in status.timeline if e.action == "payment" and e.outcome == "applied"
+    )
     if applied != in_ledger:
         problems.add(PAYMENTS, lid, f"ledger payments {dict(in_ledger)} but timeline {dict(applied)}")
     rejected_text = " ".join(e.detail for e in status.timeline if e.action == "payment" and e.outcome == "rejected")
@@ -1226,8 +1344,9 @@ def check_payments(loan: OverdueLoan, status: CollectionStatus, by_kind: dict[st
             check_send(lid, pid, s, s is mine[0], in_ledger[pid], rejected_text, problems)
 
 
-def check_send(lid: str, pid: str, s: Sent, first: bool, in_ledger: int, rejected_text: str,
-               problems: Problems) -> None:
+def check_send(
+    lid: str, pid: str, s: Sent, first: bool, in_ledger: int, rejected_text: str, problems: Problems
+) -> None:
     """One send of a payment against the ledger (see check_payments)."""
     if s.outcome == "rejected" and "already applied" in s.detail and in_ledger == 0:
         problems.add(LOST_PAYMENT, lid, f"{pid}: refused as already applied, but not in the ledger")
@@ -1239,8 +1358,13 @@ def check_send(lid: str, pid: str, s: Sent, first: bool, in_ledger: int, rejecte
         problems.add(LOST_PAYMENT, lid, f"{pid}: signalled, neither applied nor rejected (lost)")
 
 
-def check_balances(loan: OverdueLoan, status: CollectionStatus, course: Course,
-                   by_kind: dict[str, list[LedgerEntry]], problems: Problems) -> None:
+def check_balances(
+    loan: OverdueLoan,
+    status: CollectionStatus,
+    course: Course,
+    by_kind: dict[str, list[LedgerEntry]],
+    problems: Problems,
+) -> None:
     """The money adds up in Decimal: payments = allocations + overpayment, owed = allocated +
     outstanding, one charge-off exactly when written off."""
     lid = loan.loan_id
@@ -1259,8 +1383,9 @@ def check_balances(loan: OverdueLoan, status: CollectionStatus, course: Course,
         problems.add(DUP_LEDGER if charge_offs > 1 else BALANCES, lid, f"{charge_offs} charge-offs")
 
 
-def check_stage(loan: OverdueLoan, status: CollectionStatus, course: Course, rows: dict[str, list[Any]],
-                problems: Problems) -> None:
+def check_stage(
+    loan: OverdueLoan, status: CollectionStatus, course: Course, rows: dict[str, list[Any]], problems: Problems
+) -> None:
     """The loans table, the workflow's answer and what the money and timeline imply agree."""
     lid = loan.loan_id
     implied = Stage.paid if status.outstanding.total == 0 else Stage.written_off
@@ -1279,11 +1404,15 @@ def check_stage(loan: OverdueLoan, status: CollectionStatus, course: Course, row
 
 
 async def test_loans_survive_killed_workers_and_a_killed_server(
-    system: System, params: Params, summary: Summary,
+    system: System,
+    params: Params,
+    summary: Summary,
 ) -> None:
-    print(f"\ncrash test seed {params.seed} (CRASH_SEED={params.seed} to repeat), {params.loans} loans on "
-          f"{params.db}, {params.worker_kills} worker and {params.server_kills} server kills, logs in {system.tmp} "
-          f"(copied to {system.logs} if it fails)")
+    print(
+        f"\ncrash test seed {params.seed} (CRASH_SEED={params.seed} to repeat), {params.loans} loans on "
+        f"{params.db}, {params.worker_kills} worker and {params.server_kills} server kills, logs in {system.tmp} "
+        f"(copied to {system.logs} if it fails)"
+    )
     try:
         await crash_run(system, params, summary)
     except AssertionError as exc:  # a stall, a process that died, a call given up: name the run
@@ -1317,8 +1446,9 @@ async def crash_run(system: System, params: Params, summary: Summary) -> None:
         driven.set()
 
     try:
-        await together(chaos(system, chaos_rng, turns), drive(),
-                       watch_until_closed(watch, lambda: set(driver.loans), driven))
+        await together(
+            chaos(system, chaos_rng, turns), drive(), watch_until_closed(watch, lambda: set(driver.loans), driven)
+        )
         system.note(f"all loans closed or stuck ({len(watch.stuck)} stuck)")
     finally:
         summary.sends, summary.calls_retried = len(driver.sent), driver.retried_calls
@@ -1335,11 +1465,14 @@ async def crash_run(system: System, params: Params, summary: Summary) -> None:
     if problems.found:  # every problem fails the run, whatever its cause (the module docstring)
         pytest.fail(
             f"{len(problems.found)} problem(s) in {len(problems.loans())} loan(s)/run(s), seed {params.seed} "
-            f"({params.rerun()}), logs in {system.logs}:\n{problems.report()}", pytrace=False)
+            f"({params.rerun()}), logs in {system.logs}:\n{problems.report()}",
+            pytrace=False,
+        )
 
 
-async def check_run(system: System, params: Params, client: Client, driver: Driver, watch: Watch,
-                    rng: random.Random, summary: Summary) -> Problems:
+async def check_run(
+    system: System, params: Params, client: Client, driver: Driver, watch: Watch, rng: random.Random, summary: Summary
+) -> Problems:
     """Every check of the finished run: stuck and failed loans, the closed loans' effects and
     courses, every closed history replayed, a sample queried, the kills delivered."""
     problems = Problems()
@@ -1365,8 +1498,9 @@ async def check_run(system: System, params: Params, client: Client, driver: Driv
             check_loan(loan, results[lid], system.policy, rows[lid], sent_by_loan[lid], system.gateway, problems)
     outbox_keys = {m.key for r in rows.values() for m in r["outbox"]}  # all loans, the stuck ones too
     for key in sorted(set(system.gateway.bodies) - outbox_keys):
-        problems.add(MESSAGES, system.gateway.bodies[key].get("loan_id", "?"),
-                     f"the gateway got {key}, not in the outbox")
+        problems.add(
+            MESSAGES, system.gateway.bodies[key].get("loan_id", "?"), f"the gateway got {key}, not in the outbox"
+        )
 
     failures = await replay_all(histories)
     by_run = {h.run_id: h for h in histories}
@@ -1380,23 +1514,41 @@ async def check_run(system: System, params: Params, client: Client, driver: Driv
     await check_sample(client, driver, results, {by_run[r].workflow_id for r in failures}, rng, problems)
     system.note("sample queried")
     if (system.worker.kills, system.server.kills) != (params.worker_kills, params.server_kills):
-        problems.add(HARNESS, "chaos", f"{system.worker.kills} worker and {system.server.kills} server kills "
-                                       f"delivered, {params.worker_kills} and {params.server_kills} asked")
+        problems.add(
+            HARNESS,
+            "chaos",
+            f"{system.worker.kills} worker and {system.server.kills} server kills "
+            f"delivered, {params.worker_kills} and {params.server_kills} asked",
+        )
     return problems
 
 
-async def check_sample(client: Client, driver: Driver, results: dict[str, CollectionStatus], broken: set[str],
-                       rng: random.Random, problems: Problems) -> None:
+async def check_sample(
+    client: Client,
+    driver: Driver,
+    results: dict[str, CollectionStatus],
+    broken: set[str],
+    rng: random.Random,
+    problems: Problems,
+) -> None:
     """The workflow's own answer by query (the worker replays a closed loan for it) for a sample
     of the loans whose history replays, against the result it completed with."""
     replaying = sorted(lid for lid in results if workflow_id(lid) not in broken)
     sample = rng.sample(replaying, min(20, len(replaying)))
-    queried = await asyncio.gather(*(driver.retry(f"query {lid}", functools.partial(
-        starter.get_status, client, lid, fresh=False), lid) for lid in sample))
+    queried = await asyncio.gather(
+        *(
+            driver.retry(f"query {lid}", functools.partial(starter.get_status, client, lid, fresh=False), lid)
+            for lid in sample
+        )
+    )
     for lid, answer in zip(sample, queried, strict=True):
         if answer.stage != results[lid].stage or answer.outstanding != results[lid].outstanding:
-            problems.add(STAGE, lid, f"query says {answer.stage} {answer.outstanding}, result {results[lid].stage} "
-                                     f"{results[lid].outstanding}")
+            problems.add(
+                STAGE,
+                lid,
+                f"query says {answer.stage} {answer.outstanding}, result {results[lid].stage} "
+                f"{results[lid].outstanding}",
+            )
 
 
 def print_figures(system: System, driver: Driver, summary: Summary, ran: float) -> None:
@@ -1405,13 +1557,17 @@ def print_figures(system: System, driver: Driver, summary: Summary, ran: float) 
     redelivered = sum(n - 1 for n in system.gateway.posts.values())
     print(f"ran {ran:.0f}s to the last close, {summary.seconds:.0f}s with the checks; after the close:")
     print("\n".join(f"  {e}" for e in system.events[-3:]))
-    print(f"payments sent {summary.payments_sent} ids in {summary.sends} sends {dict(outcomes)}; calls retried "
-          f"{driver.retried_calls}; promises {dict(driver.promises)}; messages {len(system.gateway.bodies)}, "
-          f"gateway re-posts (same key) {redelivered}; "
-          f"worker starts {system.worker.starts} ({system.worker.kills} kills), server starts {system.server.starts} "
-          f"({system.server.kills} kills); histories replayed {summary.histories_replayed}; workflow task failures "
-          f"in closed histories {summary.recovered_task_failures}")
-    print(f"stuck {summary.stuck_loans}, non-replaying {summary.non_replaying_histories}, duplicate fees "
-          f"{summary.duplicate_fees}, messages {summary.duplicate_messages}, ledger rows "
-          f"{summary.duplicate_ledger_rows}, tasks {summary.duplicate_tasks}, lost payments {summary.lost_payments}, "
-          f"other problems {summary.other_problems}")
+    print(
+        f"payments sent {summary.payments_sent} ids in {summary.sends} sends {dict(outcomes)}; calls retried "
+        f"{driver.retried_calls}; promises {dict(driver.promises)}; messages {len(system.gateway.bodies)}, "
+        f"gateway re-posts (same key) {redelivered}; "
+        f"worker starts {system.worker.starts} ({system.worker.kills} kills), server starts {system.server.starts} "
+        f"({system.server.kills} kills); histories replayed {summary.histories_replayed}; workflow task failures "
+        f"in closed histories {summary.recovered_task_failures}"
+    )
+    print(
+        f"stuck {summary.stuck_loans}, non-replaying {summary.non_replaying_histories}, duplicate fees "
+        f"{summary.duplicate_fees}, messages {summary.duplicate_messages}, ledger rows "
+        f"{summary.duplicate_ledger_rows}, tasks {summary.duplicate_tasks}, lost payments {summary.lost_payments}, "
+        f"other problems {summary.other_problems}"
+    )

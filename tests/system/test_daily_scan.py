@@ -80,19 +80,31 @@ class Book:
 
     async def expect_collections(self, loan_ids: set[str]) -> None:
         """Exactly these loans have a collection workflow, each exactly one run."""
+
         async def check() -> None:
             runs = await self.collection_runs()
             assert set(runs) == loan_ids, (sorted(set(runs) - loan_ids), sorted(loan_ids - set(runs)))
             assert set(runs.values()) == {1}
+
         await eventually(check, timeout=60)
 
 
-def row(loan_id: str, due: date, *, grace: int = 0, status: str = OPEN, principal: str = "800.00",
-        tz: str = TZ) -> BookLoan:
+def row(
+    loan_id: str, due: date, *, grace: int = 0, status: str = OPEN, principal: str = "800.00", tz: str = TZ
+) -> BookLoan:
     return BookLoan(
-        loan_id=loan_id, borrower_id=f"B-{loan_id}", borrower_name="张伟", phone="+8613700000000",
-        email="zw@example.cn", timezone=tz, currency="CNY", principal=Decimal(principal),
-        interest=Decimal("20.00"), due_date=due, grace_days=grace, status=status,
+        loan_id=loan_id,
+        borrower_id=f"B-{loan_id}",
+        borrower_name="张伟",
+        phone="+8613700000000",
+        email="zw@example.cn",
+        timezone=tz,
+        currency="CNY",
+        principal=Decimal(principal),
+        interest=Decimal("20.00"),
+        due_date=due,
+        grace_days=grace,
+        status=status,
     )
 
 
@@ -120,28 +132,46 @@ async def test_a_scan_starts_exactly_the_newly_overdue_loans_and_a_second_scan_n
     not_due = [row(f"LATER-{i:03d}", day + timedelta(days=i % 25)) for i in range(150)]  # incl. due today
     closed = [row(f"CLOSED-{i:02d}", day - timedelta(days=5), status="closed") for i in range(40)]
     recorded = [row(f"HANDED-{i:02d}", day - timedelta(days=6)) for i in range(30)]  # by an earlier scan
-    invalid = [row("BAD-zone", day - timedelta(days=3), tz="Mars/Olympus"), row("BAD-zero", day - timedelta(days=3),
-                                                                              principal="0")]
+    invalid = [
+        row("BAD-zone", day - timedelta(days=3), tz="Mars/Olympus"),
+        row("BAD-zero", day - timedelta(days=3), principal="0"),
+    ]
     invalid[1].interest = Decimal(0)
     running, paid = row("EXT-running", day - timedelta(days=2)), row("EXT-paid", day - timedelta(days=2))
     book.add([*due, *in_grace, *not_due, *closed, *recorded, *invalid, running, paid])
     with Session(book.engine, expire_on_commit=False) as session:
-        session.add_all(CollectionStart(loan_id=r.loan_id, workflow_id=workflow_id(r.loan_id), scan_id="earlier",
-                                        as_of=day - timedelta(days=1), outcome="started") for r in recorded)
+        session.add_all(
+            CollectionStart(
+                loan_id=r.loan_id,
+                workflow_id=workflow_id(r.loan_id),
+                scan_id="earlier",
+                as_of=day - timedelta(days=1),
+                outcome="started",
+            )
+            for r in recorded
+        )
         session.commit()
     # Two loans the platform put into collection itself (no record): one still in collection,
     # one that has been paid in full and whose collection has ended.
     for ext in (running, paid):
         await starter.start_collection(book.client, make_loan(ext.loan_id, dpd=2), task_queue=book.queue)
-    await starter.register_payment(book.client, paid.loan_id, Payment(
-        payment_id="EXT-paid-1", amount=Decimal("10600.00"), currency="CNY", paid_at=datetime.now(UTC)))
+    await starter.register_payment(
+        book.client,
+        paid.loan_id,
+        Payment(payment_id="EXT-paid-1", amount=Decimal("10600.00"), currency="CNY", paid_at=datetime.now(UTC)),
+    )
     ended = await book.client.get_workflow_handle(workflow_id(paid.loan_id), result_type=CollectionStatus).result()
     assert ended.stage == "paid"
 
     first = await book.scan("scan-1", page_size=50)
 
     assert first.model_dump(exclude={"pages", "runs"}) == {
-        "scanned": 40 + 30 + 2 + 2, "started": 40, "already_started": 2, "in_grace": 30, "invalid": 2}
+        "scanned": 40 + 30 + 2 + 2,
+        "started": 40,
+        "already_started": 2,
+        "in_grace": 30,
+        "invalid": 2,
+    }
     starts = book.starts()
     new_ids = {r.loan_id for r in due}
     assert set(starts) == new_ids | {r.loan_id for r in recorded} | {"EXT-running", "EXT-paid"}
@@ -153,7 +183,12 @@ async def test_a_scan_starts_exactly_the_newly_overdue_loans_and_a_second_scan_n
     second = await book.scan("scan-1", page_size=50)  # the same id again, after the first finished
 
     assert second.model_dump(exclude={"pages", "runs"}) == {
-        "scanned": 30 + 2, "started": 0, "already_started": 0, "in_grace": 30, "invalid": 2}
+        "scanned": 30 + 2,
+        "started": 0,
+        "already_started": 0,
+        "in_grace": 30,
+        "invalid": 2,
+    }
     assert book.starts() == starts
     await book.expect_collections(new_ids | {"EXT-running", "EXT-paid"})
 
@@ -208,6 +243,7 @@ async def test_a_scheduled_run_scans_for_its_scheduled_date(book: Book) -> None:
         action = desc.info.recent_actions[-1].action
         assert isinstance(action, ScheduleActionExecutionStartWorkflow)
         return action.workflow_id
+
     scan_id = await eventually(finished, timeout=60)
     totals = await book.client.get_workflow_handle(scan_id, result_type=ScanTotals).result()
     assert scan_id.startswith(f"{SCHEDULE_ID}-") and (totals.started, totals.runs) == (5, 2)
@@ -225,9 +261,13 @@ def worker_env(address: str, db_file: Path, **settings: str) -> dict[str, str]:
     database are tests/db/test_migrations.py's subject)."""
     keys = ",".join(codec.encode_key(k) for k in codec_keys())
     return {
-        **os.environ, "TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": "scan-workers",
-        "DATABASE_URL": f"sqlite:///{db_file}", "COLLECTIONS_CODEC_KEYS": keys,
-        "CODEC_KEY_FILE": str(db_file.with_suffix(".absent-key")), **settings,
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": "scan-workers",
+        "DATABASE_URL": f"sqlite:///{db_file}",
+        "COLLECTIONS_CODEC_KEYS": keys,
+        "CODEC_KEY_FILE": str(db_file.with_suffix(".absent-key")),
+        **settings,
     }
 
 
@@ -236,8 +276,14 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env,
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "worker.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     async def serving(self, timeout: float = 90) -> str:
         deadline = time.monotonic() + timeout
@@ -272,7 +318,9 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 
 async def test_the_schedule_exists_once_after_two_workers_start_and_follows_the_settings(
-    book: Book, workers: list[WorkerProcess], tmp_path: Path,
+    book: Book,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     address = book.env.client.service_client.config.target_host
 

@@ -51,12 +51,14 @@ NDE = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_NON_DETERMINISTIC_ERROR
 # ------------------------------------------------------------------------- the pure part
 
 
-def event(event_id: int, kind: EventType.ValueType, cause: WorkflowTaskFailedCause.ValueType = NDE,
-          message: str = "") -> HistoryEvent:
+def event(
+    event_id: int, kind: EventType.ValueType, cause: WorkflowTaskFailedCause.ValueType = NDE, message: str = ""
+) -> HistoryEvent:
     e = HistoryEvent(event_id=event_id, event_type=kind)
     if kind == FAILED:
         e.workflow_task_failed_event_attributes.CopyFrom(
-            WorkflowTaskFailedEventAttributes(cause=cause, failure=Failure(message=message)))
+            WorkflowTaskFailedEventAttributes(cause=cause, failure=Failure(message=message))
+        )
     return e
 
 
@@ -80,9 +82,11 @@ async def test_reset_point_is_the_latest_completed_task_that_replays_found_by_bi
 def replaying_up_to(candidates: list[int], clean_up_to: int, asked: list[int]) -> Callable[[int], Awaitable[bool]]:
     """A replay check under which the candidates up to index `clean_up_to` replay; each event id
     it is asked about goes into `asked`."""
+
     async def replays(event_id: int) -> bool:
         asked.append(event_id)
         return candidates.index(event_id) <= clean_up_to
+
     return replays
 
 
@@ -90,29 +94,41 @@ def test_failure_streak_starts_after_the_last_completed_task_and_skips_server_ca
     reset_mark = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
     unhandled = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
     events = [
-        event(1, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED), event(4, FAILED, reset_mark, "reset"),
-        event(8, COMPLETED), event(11, FAILED, NDE, "[TMPRL1100] old"), event(14, COMPLETED),
-        event(17, FAILED, unhandled, "signal raced"), event(20, FAILED, NDE, "[TMPRL1100] first"),
+        event(1, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED),
+        event(4, FAILED, reset_mark, "reset"),
+        event(8, COMPLETED),
+        event(11, FAILED, NDE, "[TMPRL1100] old"),
+        event(14, COMPLETED),
+        event(17, FAILED, unhandled, "signal raced"),
+        event(20, FAILED, NDE, "[TMPRL1100] first"),
         event(23, FAILED, NDE, "[TMPRL1100] Nondeterminism error: HistoryEvent(id: 9, TimerStarted)"),
     ]
     streak = doctor.failure_streak(events)
     assert streak.last_completed == 14 and streak.first is not None and streak.first.event_id == 20
     assert streak.failure is not None and streak.failure.event_id == 23
     assert doctor.describe_failure(streak.failure) == (
-        "NON_DETERMINISTIC_ERROR", "[TMPRL1100] Nondeterminism error: HistoryEvent(id: 9, TimerStarted)")
+        "NON_DETERMINISTIC_ERROR",
+        "[TMPRL1100] Nondeterminism error: HistoryEvent(id: 9, TimerStarted)",
+    )
     assert doctor.named_event_id(doctor.describe_failure(streak.failure)[1]) == 9
     healthy = doctor.failure_streak(events[:5])
     assert healthy.first is None and healthy.last_completed == 14
 
 
 def test_only_the_sdk_text_of_a_failure_is_kept() -> None:
-    sdk = Failure(message="[TMPRL1100] Nondeterminism error: Activity type of scheduled event 'post_fee' does not "
-                          "match activity type of activity command 'send_message'\nmore detail")
-    assert doctor.sdk_message(sdk) == ("[TMPRL1100] Nondeterminism error: Activity type of scheduled event "
-                                       "'post_fee' does not match activity type of activity command 'send_message'")
-    own = Failure(message="cannot reach borrower at +8613812345678, li.ming@example.cn",
-                  stack_trace='Traceback:\n  File "/srv/app/workflows/collection.py", line 412, in _contact\n',
-                  application_failure_info=ApplicationFailureInfo(type="ValueError"))
+    sdk = Failure(
+        message="[TMPRL1100] Nondeterminism error: Activity type of scheduled event 'post_fee' does not "
+        "match activity type of activity command 'send_message'\nmore detail"
+    )
+    assert doctor.sdk_message(sdk) == (
+        "[TMPRL1100] Nondeterminism error: Activity type of scheduled event "
+        "'post_fee' does not match activity type of activity command 'send_message'"
+    )
+    own = Failure(
+        message="cannot reach borrower at +8613812345678, li.ming@example.cn",
+        stack_trace='Traceback:\n  File "/srv/app/workflows/collection.py", line 412, in _contact\n',
+        application_failure_info=ApplicationFailureInfo(type="ValueError"),
+    )
     text = doctor.sdk_message(own)
     assert text.startswith("ValueError raised by the workflow code at collection.py:412 in _contact")
     assert "13812345678" not in text and "example.cn" not in text and "borrower" not in text
@@ -153,8 +169,14 @@ FEE = Decimal("25.00")
 
 
 def fee(loan_id: str, period: int) -> FeeRequest:
-    return FeeRequest(key=f"{loan_id}/doctor-fee/{period}", loan_id=loan_id, at=workflow.now(), period=period,
-                      amount=FEE, currency="CNY")
+    return FeeRequest(
+        key=f"{loan_id}/doctor-fee/{period}",
+        loan_id=loan_id,
+        at=workflow.now(),
+        period=period,
+        amount=FEE,
+        currency="CNY",
+    )
 
 
 @workflow.defn(name="LoanCollection", sandboxed=False)
@@ -173,8 +195,9 @@ class ReleasedLoan:
         return {"first_duplicate": first.duplicate, "second_duplicate": second.duplicate, "notes": len(self.notes)}
 
     async def post(self, loan_id: str, period: int) -> Recorded:
-        return await workflow.execute_activity("post_fee", fee(loan_id, period), result_type=Recorded,
-                                               start_to_close_timeout=timedelta(seconds=10))
+        return await workflow.execute_activity(
+            "post_fee", fee(loan_id, period), result_type=Recorded, start_to_close_timeout=timedelta(seconds=10)
+        )
 
     @workflow.signal
     def go_on(self) -> None:
@@ -208,9 +231,14 @@ class Stage:
         return self.env.client
 
     def worker(self, workflow_class: type, **options: Any) -> Worker:
-        return Worker(self.client, task_queue=self.queue, workflows=[workflow_class],
-                      activities=[LedgerActivities(self.engine).post_fee],
-                      activity_executor=ThreadPoolExecutor(max_workers=2), **options)
+        return Worker(
+            self.client,
+            task_queue=self.queue,
+            workflows=[workflow_class],
+            activities=[LedgerActivities(self.engine).post_fee],
+            activity_executor=ThreadPoolExecutor(max_workers=2),
+            **options,
+        )
 
     def rows(self, loan_id: str) -> dict[str, int]:
         """Ledger and audit rows of the loan, by key."""
@@ -284,8 +312,9 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
     stuck_id, healthy_id = f"DOC-{uuid.uuid4().hex[:8]}", f"DOC-{uuid.uuid4().hex[:8]}"
     await make_stuck(s, stuck_id)
     async with s.worker(CurrentLoan):
-        healthy = await s.client.start_workflow(CurrentLoan.run, healthy_id, id=workflow_id(healthy_id),
-                                                task_queue=s.queue)
+        healthy = await s.client.start_workflow(
+            CurrentLoan.run, healthy_id, id=workflow_id(healthy_id), task_queue=s.queue
+        )
         stuck = s.client.get_workflow_handle(workflow_id(stuck_id))
 
         # doctor: the stuck loan with its error and events; the healthy one is not listed
@@ -293,6 +322,7 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
             report = await doctor.find_stuck(s.client)
             ready = report.examined == 2 and report.stuck and report.stuck[0].reported_problems
             return report if ready else None
+
         report = await until(listed)
         [found] = report.stuck
         events = await events_of(s.client, stuck.id)
@@ -337,8 +367,9 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
         await until(lambda: waiting(s.client, healthy.id))
         forced = await doctor.reset_loan(s.client, healthy_id, force=True, dry_run=True, workflows=[CurrentLoan])
         assert forced.reset_event_id == ids(await events_of(s.client, healthy.id), COMPLETED)[-1]
-        outcome = await doctor.reset_loan(s.client, stuck_id, reason="deploy 42 moved the first fee",
-                                          workflows=[CurrentLoan])
+        outcome = await doctor.reset_loan(
+            s.client, stuck_id, reason="deploy 42 moved the first fee", workflows=[CurrentLoan]
+        )
         assert outcome.reset_event_id == first_task and outcome.new_run_id and outcome.new_run_id != found.run_id
         assert "ops.doctor" in outcome.reason and "NON_DETERMINISTIC_ERROR" in outcome.reason
 
@@ -346,7 +377,8 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
         # the first fee redone without a second row, the second fee posted, completed
         assert await stuck.result() == {"first_duplicate": True, "second_duplicate": False, "notes": 1}
         assert s.rows(stuck_id) == {
-            f"{stuck_id}/doctor-fee/{n}{suffix}": 1 for n in (1, 2) for suffix in ("", "#audit")}
+            f"{stuck_id}/doctor-fee/{n}{suffix}": 1 for n in (1, 2) for suffix in ("", "#audit")
+        }
         new_events = await events_of(s.client, stuck.id, outcome.new_run_id)
         mark = next(e for e in new_events if e.event_type == FAILED)
         assert mark.workflow_task_failed_event_attributes.failure.message == outcome.reason
@@ -356,4 +388,3 @@ async def test_doctor_finds_a_stuck_loan_and_reset_puts_it_back_on_track(
         await healthy.signal(CurrentLoan.go_on)
         assert (await healthy.result())["first_duplicate"] is False
         assert (await doctor.find_stuck(s.client)).stuck == []
-

@@ -38,8 +38,12 @@ class Running:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
         self.proc = subprocess.Popen(
-            [sys.executable, "worker.py", "--embedded"], cwd=ROOT, env=env,
-            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "worker.py", "--embedded"],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_for(self, text: str, timeout: float = 90) -> str:
@@ -119,8 +123,14 @@ def negotiate_through_the_cli(env: dict[str, str]) -> None:
     assert shown["SAMPLE-017"]["arrangement"]["kind"] == "settlement"
     assert shown["SAMPLE-015"]["placement"] is None  # recalled when the dispute opened
     assert shown["SAMPLE-019"]["stop"]["route"] == "legal_review"
-    text = subprocess.run([sys.executable, "starter.py", "status", "SAMPLE-004"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60).stdout
+    text = subprocess.run(
+        [sys.executable, "starter.py", "status", "SAMPLE-004"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "arrangement: plan" in text
 
 
@@ -147,11 +157,24 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(
     negotiate_through_the_cli(run_env)
 
     loan_file = tmp_path / "loan.json"
-    loan_file.write_text(json.dumps({
-        "loan_id": "CLI-1", "currency": "CNY", "principal": "2000.00", "interest": "50.00",
-        "due_date": "2026-01-20", "borrower": {"borrower_id": "B-CLI", "name": "测试", "phone": "+8613800009999",
-                                               "timezone": "Asia/Shanghai", "language": "zh"},
-    }))
+    loan_file.write_text(
+        json.dumps(
+            {
+                "loan_id": "CLI-1",
+                "currency": "CNY",
+                "principal": "2000.00",
+                "interest": "50.00",
+                "due_date": "2026-01-20",
+                "borrower": {
+                    "borrower_id": "B-CLI",
+                    "name": "测试",
+                    "phone": "+8613800009999",
+                    "timezone": "Asia/Shanghai",
+                    "language": "zh",
+                },
+            }
+        )
+    )
     started = cli(run_env, "start", str(loan_file))
     assert json.loads(started.stdout) == {"workflow_id": "collection-CLI-1"}
 

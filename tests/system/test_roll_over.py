@@ -30,13 +30,16 @@ async def test_roll_over_by_start_time_uses_visibility(dev_env: WorkflowEnvironm
             asked = await starter.roll_over(client, started_before=cutoff)
             assert set(asked) >= {loan.loan_id for loan in loans}
             return asked
+
         await eventually(all_asked)
 
         async def all_rolled() -> None:
             for loan in loans:
                 assert (await run_ids(client, loan.loan_id))[1] != firsts[loan.loan_id]
+
         await eventually(all_rolled)
 
         async def nothing_left() -> None:  # the new runs started after the cutoff
             assert not set(await starter.roll_over(client, started_before=cutoff)) & {ln.loan_id for ln in loans}
+
         await eventually(nothing_left)

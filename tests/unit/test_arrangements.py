@@ -69,8 +69,15 @@ InstalmentStatus = Literal["pending", "kept", "missed", "caught_up"]  # Instalme
 # ---------------------------------------------------------------------------------------------
 
 
-def loan(*, currency: str = "CNY", tz: str = SHANGHAI, principal: str = "10000.00",
-         interest: str = "500.00", fees: str = "100.00", penalties: str = "525.00") -> OverdueLoan:
+def loan(
+    *,
+    currency: str = "CNY",
+    tz: str = SHANGHAI,
+    principal: str = "10000.00",
+    interest: str = "500.00",
+    fees: str = "100.00",
+    penalties: str = "525.00",
+) -> OverdueLoan:
     """A loan with fixed figures (total 11125.00) and a fixed due date."""
     return OverdueLoan(
         loan_id="L-1",
@@ -99,17 +106,35 @@ def custom(policy: Policy, **sections: dict[str, Any]) -> Policy:
 
 def state(policy: Policy, ln: OverdueLoan | None = None, **kw: Any) -> CollectionState:
     ln = ln or loan()
-    data: dict[str, Any] = {"loan": ln, "policy": policy, "started_at": NOW, "balance": ln.balance(),
-                            "counts": NegotiationCounts()}
+    data: dict[str, Any] = {
+        "loan": ln,
+        "policy": policy,
+        "started_at": NOW,
+        "balance": ln.balance(),
+        "counts": NegotiationCounts(),
+    }
     data.update(kw)
     return CollectionState(**data)
 
 
-def promise(*, amount: str = "1000.00", due: date = date(2024, 4, 20), paid_at_start: str = "0",
-            held_at_start: int = 0, status: str = "open") -> Promise:
-    return Promise(promise_id="L-1/promise/1", amount=D(amount), due=due, made_at=NOW,
-                   paid_at_start=D(paid_at_start), held_at_start=held_at_start, made_by="agent",
-                   status=status)
+def promise(
+    *,
+    amount: str = "1000.00",
+    due: date = date(2024, 4, 20),
+    paid_at_start: str = "0",
+    held_at_start: int = 0,
+    status: str = "open",
+) -> Promise:
+    return Promise(
+        promise_id="L-1/promise/1",
+        amount=D(amount),
+        due=due,
+        made_at=NOW,
+        paid_at_start=D(paid_at_start),
+        held_at_start=held_at_start,
+        made_by="agent",
+        status=status,
+    )
 
 
 def instalments(*amounts: str, first_due: date = date(2024, 4, 20), start: int = 1) -> list[Instalment]:
@@ -117,30 +142,53 @@ def instalments(*amounts: str, first_due: date = date(2024, 4, 20), start: int =
     result, cumulative = [], D("0")
     for i, amount in enumerate(amounts):
         cumulative += D(amount)
-        result.append(Instalment(number=start + i, due=add_periods(first_due, "monthly", i),
-                                 amount=D(amount), cumulative=cumulative))
+        result.append(
+            Instalment(
+                number=start + i, due=add_periods(first_due, "monthly", i), amount=D(amount), cumulative=cumulative
+            )
+        )
     return result
 
 
-def plan(*, paid_at_start: str = "0", status: str = "active", missed: int = 0,
-         items: list[Instalment] | None = None) -> Plan:
+def plan(
+    *, paid_at_start: str = "0", status: str = "active", missed: int = 0, items: list[Instalment] | None = None
+) -> Plan:
     """The 11125.00 plan in three monthly instalments from 20 April."""
     items = items if items is not None else instalments("3708.33", "3708.33", "3708.34")
-    return Plan(plan_id="L-1/plan/2", total=sum((i.amount for i in items), D("0")), frequency="monthly",
-                instalments=items, made_at=NOW, paid_at_start=D(paid_at_start), held_at_start=0,
-                made_by="agent", missed=missed, status=status)
+    return Plan(
+        plan_id="L-1/plan/2",
+        total=sum((i.amount for i in items), D("0")),
+        frequency="monthly",
+        instalments=items,
+        made_at=NOW,
+        paid_at_start=D(paid_at_start),
+        held_at_start=0,
+        made_by="agent",
+        missed=missed,
+        status=status,
+    )
 
 
-def settlement(*, amount: str = "10012.50", deadline: date = date(2024, 5, 1), paid_at_start: str = "0",
-               status: str = "open") -> Settlement:
-    return Settlement(offer_id="L-1/settlement/3", amount=D(amount), deadline=deadline, discount=D("0.1000"),
-                      made_at=NOW, paid_at_start=D(paid_at_start), held_at_start=0, made_by="agent",
-                      status=status)
+def settlement(
+    *, amount: str = "10012.50", deadline: date = date(2024, 5, 1), paid_at_start: str = "0", status: str = "open"
+) -> Settlement:
+    return Settlement(
+        offer_id="L-1/settlement/3",
+        amount=D(amount),
+        deadline=deadline,
+        discount=D("0.1000"),
+        made_at=NOW,
+        paid_at_start=D(paid_at_start),
+        held_at_start=0,
+        made_by="agent",
+        status=status,
+    )
 
 
 def hold(kind: str, started_at: datetime = NOW) -> Hold:
-    return Hold(kind=kind, reason="lost job" if kind == "hardship" else "not my loan",
-                started_at=started_at, by="agent")
+    return Hold(
+        kind=kind, reason="lost job" if kind == "hardship" else "not my loan", started_at=started_at, by="agent"
+    )
 
 
 def rejected(exc: pytest.ExceptionInfo[BaseException]) -> str:
@@ -182,12 +230,28 @@ class TestRefuseArrangement:
 
 
 class TestCheckPromise:
-    def check(self, policy: Policy, amount: str = "1000.00", day: date = date(2024, 4, 20), *,
-              currency: str = "CNY", outstanding: Decimal = OUTSTANDING, broken: int = 0,
-              promise_open: bool = False, plan_active: bool = False) -> None:
-        check_promise(PromiseRequest(amount=D(amount), date=day), today=TODAY, outstanding=outstanding,
-                      currency=currency, broken=broken, promise_open=promise_open,
-                      plan_active=plan_active, policy=policy)
+    def check(
+        self,
+        policy: Policy,
+        amount: str = "1000.00",
+        day: date = date(2024, 4, 20),
+        *,
+        currency: str = "CNY",
+        outstanding: Decimal = OUTSTANDING,
+        broken: int = 0,
+        promise_open: bool = False,
+        plan_active: bool = False,
+    ) -> None:
+        check_promise(
+            PromiseRequest(amount=D(amount), date=day),
+            today=TODAY,
+            outstanding=outstanding,
+            currency=currency,
+            broken=broken,
+            promise_open=promise_open,
+            plan_active=plan_active,
+            policy=policy,
+        )
 
     def test_good_promise_passes(self, policy: Policy) -> None:
         self.check(policy)  # raises if it refuses
@@ -317,13 +381,24 @@ def rows(schedule: list[Instalment]) -> list[tuple[int, date, str, str, str]]:
 
 
 class TestPlanSchedule:
-    def schedule(self, policy: Policy, *, instalments: int = 3, frequency: str = "monthly",
-                 first_due: date = date(2024, 4, 20), down_payment: str = "0", total: Decimal = OUTSTANDING,
-                 currency: str = "CNY", renegotiations: int = 0) -> list[Instalment]:
-        req = PlanProposal(instalments=instalments, frequency=frequency, first_due=first_due,
-                           down_payment=D(down_payment))
-        return plan_schedule(req, total=total, currency=currency, today=TODAY, policy=policy,
-                             renegotiations=renegotiations)
+    def schedule(
+        self,
+        policy: Policy,
+        *,
+        instalments: int = 3,
+        frequency: str = "monthly",
+        first_due: date = date(2024, 4, 20),
+        down_payment: str = "0",
+        total: Decimal = OUTSTANDING,
+        currency: str = "CNY",
+        renegotiations: int = 0,
+    ) -> list[Instalment]:
+        req = PlanProposal(
+            instalments=instalments, frequency=frequency, first_due=first_due, down_payment=D(down_payment)
+        )
+        return plan_schedule(
+            req, total=total, currency=currency, today=TODAY, policy=policy, renegotiations=renegotiations
+        )
 
     def test_equal_instalments_remainder_on_the_last(self, policy: Policy) -> None:
         assert rows(self.schedule(policy)) == [
@@ -363,19 +438,30 @@ class TestPlanSchedule:
         sched = self.schedule(policy, first_due=date(2024, 4, 30), instalments=3, total=D("300.00"))
         assert [i.due for i in sched] == [date(2024, 4, 30), date(2024, 5, 30), date(2024, 6, 30)]
         from_jan = plan_schedule(
-            PlanProposal(instalments=4, first_due=date(2024, 1, 31)), total=D("400.00"), currency="CNY",
-            today=date(2024, 1, 10), policy=policy)
+            PlanProposal(instalments=4, first_due=date(2024, 1, 31)),
+            total=D("400.00"),
+            currency="CNY",
+            today=date(2024, 1, 10),
+            policy=policy,
+        )
         assert [i.due for i in from_jan] == [date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30)]
 
     def test_year_rollover(self, policy: Policy) -> None:
-        sched = plan_schedule(PlanProposal(instalments=3, first_due=date(2024, 12, 15)), total=D("900.00"),
-                              currency="CNY", today=date(2024, 12, 1), policy=policy)
+        sched = plan_schedule(
+            PlanProposal(instalments=3, first_due=date(2024, 12, 15)),
+            total=D("900.00"),
+            currency="CNY",
+            today=date(2024, 12, 1),
+            policy=policy,
+        )
         assert [i.due for i in sched] == [date(2024, 12, 15), date(2025, 1, 15), date(2025, 2, 15)]
 
     def test_jpy_rounds_to_whole_yen(self, policy: Policy) -> None:
         sched = self.schedule(policy, total=D("10000"), currency="JPY")
         assert [(str(i.amount), str(i.cumulative)) for i in sched] == [
-            ("3333", "3333"), ("3333", "6666"), ("3334", "10000"),
+            ("3333", "3333"),
+            ("3333", "6666"),
+            ("3334", "10000"),
         ]
 
     def test_jpy_down_payment_with_decimals(self, policy: Policy) -> None:
@@ -437,8 +523,9 @@ class TestPlanSchedule:
         # from 11 May (a first due date one day further than the default allows) 366 days ahead
         assert self.schedule(policy, instalments=12, first_due=date(2024, 5, 10))[-1].due == date(2025, 4, 10)
         later_start = custom(policy, plan={"max_first_due_days": 31})
-        with pytest.raises(ArrangementRejected,
-                           match=r"^the plan would end on 2025-04-11, beyond the longest term of 365 days$"):
+        with pytest.raises(
+            ArrangementRejected, match=r"^the plan would end on 2025-04-11, beyond the longest term of 365 days$"
+        ):
             self.schedule(later_start, instalments=12, first_due=date(2024, 5, 11))
 
     def test_instalment_below_min(self, policy: Policy) -> None:
@@ -478,11 +565,26 @@ class TestPlanSchedule:
 
 
 class TestCheckSettlement:
-    def check(self, policy: Policy, amount: str, *, stage: str = "middle", deadline: date = date(2024, 5, 1),
-              outstanding: Decimal = OUTSTANDING, currency: str = "CNY", settlement_open: bool = False) -> Decimal:
-        return check_settlement(SettlementOffer(amount=D(amount), deadline=deadline), today=TODAY,
-                                outstanding=outstanding, currency=currency, stage=stage,
-                                settlement_open=settlement_open, policy=policy)
+    def check(
+        self,
+        policy: Policy,
+        amount: str,
+        *,
+        stage: str = "middle",
+        deadline: date = date(2024, 5, 1),
+        outstanding: Decimal = OUTSTANDING,
+        currency: str = "CNY",
+        settlement_open: bool = False,
+    ) -> Decimal:
+        return check_settlement(
+            SettlementOffer(amount=D(amount), deadline=deadline),
+            today=TODAY,
+            outstanding=outstanding,
+            currency=currency,
+            stage=stage,
+            settlement_open=settlement_open,
+            policy=policy,
+        )
 
     def test_discount_returned_quantized(self, policy: Policy) -> None:
         result = self.check(policy, "2800.00", outstanding=D("3000.00"))  # 0.0666...
@@ -496,15 +598,26 @@ class TestCheckSettlement:
         ("stage", "at_limit", "discount", "over_limit", "message"),
         [
             ("early", "11125.00", "0.0000", "11124.99", "a discount of 0.00% exceeds the 0% allowed at stage early"),
-            ("middle", "10012.50", "0.1000", "10012.49",
-             "a discount of 10.00% exceeds the 10% allowed at stage middle"),
+            (
+                "middle",
+                "10012.50",
+                "0.1000",
+                "10012.49",
+                "a discount of 10.00% exceeds the 10% allowed at stage middle",
+            ),
             ("late", "7787.50", "0.3000", "7787.49", "a discount of 30.00% exceeds the 30% allowed at stage late"),
-            ("written_off", "5562.50", "0.5000", "5562.49",
-             "a discount of 50.00% exceeds the 50% allowed at stage written_off"),
+            (
+                "written_off",
+                "5562.50",
+                "0.5000",
+                "5562.49",
+                "a discount of 50.00% exceeds the 50% allowed at stage written_off",
+            ),
         ],
     )
-    def test_limits_per_stage(self, policy: Policy, stage: str, at_limit: str, discount: str, over_limit: str,
-                              message: str) -> None:
+    def test_limits_per_stage(
+        self, policy: Policy, stage: str, at_limit: str, discount: str, over_limit: str, message: str
+    ) -> None:
         assert str(self.check(policy, at_limit, stage=stage)) == discount
         with pytest.raises(ArrangementRejected) as exc:
             self.check(policy, over_limit, stage=stage)
@@ -547,8 +660,9 @@ class TestCheckSettlement:
         assert rejected(exc) == "settlement amount 11125.01 exceeds the outstanding 11125.00"
 
     def test_too_many_decimals(self, policy: Policy) -> None:
-        with pytest.raises(ArrangementRejected,
-                           match=r"^settlement amount 10500\.005 has more decimals than CNY allows$"):
+        with pytest.raises(
+            ArrangementRejected, match=r"^settlement amount 10500\.005 has more decimals than CNY allows$"
+        ):
             self.check(policy, "10500.005")
 
     def test_jpy(self, policy: Policy) -> None:
@@ -589,7 +703,9 @@ class TestPauseReason:
             policy,
             stop=StopInfo(reason="bankruptcy", route="legal_review", at=NOW, by="agent"),
             holds=[hold("hardship"), hold("dispute")],
-            settlement=settlement(), plan=plan(), promise=promise(),
+            settlement=settlement(),
+            plan=plan(),
+            promise=promise(),
         )
 
     def test_priority(self, policy: Policy) -> None:
@@ -622,8 +738,9 @@ class TestPauseReason:
         assert pause_reason(s) == "stopped: death (write_off)"
 
     def test_finished_arrangements_do_not_pause(self, policy: Policy) -> None:
-        s = state(policy, settlement=settlement(status="lapsed"), plan=plan(status="broken"),
-                  promise=promise(status="kept"))
+        s = state(
+            policy, settlement=settlement(status="lapsed"), plan=plan(status="broken"), promise=promise(status="kept")
+        )
         assert pause_reason(s) is None
         s.promise = promise(status="open")
         assert pause_reason(s) == "promise to pay"
@@ -888,8 +1005,13 @@ class TestCreditPayments:
         assert statuses(p) == ["missed", "pending", "pending"]
 
     def test_down_payment_instalment(self, policy: Policy) -> None:
-        items = plan_schedule(PlanProposal(instalments=3, first_due=date(2024, 4, 20), down_payment=D("1125.00")),
-                              total=OUTSTANDING, currency="CNY", today=TODAY, policy=policy)
+        items = plan_schedule(
+            PlanProposal(instalments=3, first_due=date(2024, 4, 20), down_payment=D("1125.00")),
+            total=OUTSTANDING,
+            currency="CNY",
+            today=TODAY,
+            policy=policy,
+        )
         s = state(policy, plan=plan(items=items), paid_total=D("1125.00"))
         assert credit_payments(s) == [("instalment", "kept", "#0 of 1125.00 due 2024-04-10")]
         assert s.plan is not None and statuses(s.plan) == ["kept", "pending", "pending", "pending"]
@@ -976,16 +1098,28 @@ class TestArrangementInfo:
         assert arrangement_info(state(policy), NOW) is None
 
     def test_none_when_all_finished(self, policy: Policy) -> None:
-        s = state(policy, settlement=settlement(status="lapsed"), plan=plan(status="completed"),
-                  promise=promise(status="kept"))
+        s = state(
+            policy,
+            settlement=settlement(status="lapsed"),
+            plan=plan(status="completed"),
+            promise=promise(status="kept"),
+        )
         assert arrangement_info(s, NOW) is None
 
     def test_open_settlement_first(self, policy: Policy) -> None:
-        s = state(policy, settlement=settlement(paid_at_start="500.00"), plan=plan(), promise=promise(),
-                  paid_total=D("3500.00"))
+        s = state(
+            policy,
+            settlement=settlement(paid_at_start="500.00"),
+            plan=plan(),
+            promise=promise(),
+            paid_total=D("3500.00"),
+        )
         assert arrangement_info(s, NOW) == ArrangementInfo(
-            kind="settlement", ref="L-1/settlement/3", next_due_date=date(2024, 5, 1),
-            next_due_amount=D("7012.50"), status="open",
+            kind="settlement",
+            ref="L-1/settlement/3",
+            next_due_date=date(2024, 5, 1),
+            next_due_amount=D("7012.50"),
+            status="open",
         )
 
     def test_settlement_overpaid_shows_zero(self, policy: Policy) -> None:
@@ -994,11 +1128,19 @@ class TestArrangementInfo:
         assert info is not None and info.next_due_amount == D("0")
 
     def test_active_plan_next(self, policy: Policy) -> None:
-        s = state(policy, settlement=settlement(status="lapsed"), plan=plan(paid_at_start="200.00"),
-                  promise=promise(), paid_total=D("1200.00"))
+        s = state(
+            policy,
+            settlement=settlement(status="lapsed"),
+            plan=plan(paid_at_start="200.00"),
+            promise=promise(),
+            paid_total=D("1200.00"),
+        )
         assert arrangement_info(s, NOW) == ArrangementInfo(
-            kind="plan", ref="L-1/plan/2", next_due_date=date(2024, 4, 20),
-            next_due_amount=D("2708.33"), status="0 missed",
+            kind="plan",
+            ref="L-1/plan/2",
+            next_due_date=date(2024, 4, 20),
+            next_due_amount=D("2708.33"),
+            status="0 missed",
         )
 
     def test_plan_with_a_missed_instalment(self, policy: Policy) -> None:
@@ -1007,8 +1149,11 @@ class TestArrangementInfo:
         s = state(policy, plan=p, paid_total=D("1200.00"))
         # the next open one is #2; what is due by then includes the missed #1
         assert arrangement_info(s, NOW) == ArrangementInfo(
-            kind="plan", ref="L-1/plan/2", next_due_date=date(2024, 5, 20),
-            next_due_amount=D("6416.66"), status="1 missed",
+            kind="plan",
+            ref="L-1/plan/2",
+            next_due_date=date(2024, 5, 20),
+            next_due_amount=D("6416.66"),
+            status="1 missed",
         )
 
     def test_plan_without_open_instalment(self, policy: Policy) -> None:
@@ -1017,15 +1162,24 @@ class TestArrangementInfo:
         for inst, status in zip(p.instalments, done, strict=True):
             inst.status = status
         info = arrangement_info(state(policy, plan=p, paid_total=D("7416.66")), NOW)
-        assert info == ArrangementInfo(kind="plan", ref="L-1/plan/2", next_due_date=None,
-                                       next_due_amount=None, status="1 missed")
+        assert info == ArrangementInfo(
+            kind="plan", ref="L-1/plan/2", next_due_date=None, next_due_amount=None, status="1 missed"
+        )
 
     def test_open_promise_last(self, policy: Policy) -> None:
-        s = state(policy, settlement=settlement(status="cancelled"), plan=plan(status="broken"),
-                  promise=promise(amount="1000.00", paid_at_start="300.00"), paid_total=D("700.00"))
+        s = state(
+            policy,
+            settlement=settlement(status="cancelled"),
+            plan=plan(status="broken"),
+            promise=promise(amount="1000.00", paid_at_start="300.00"),
+            paid_total=D("700.00"),
+        )
         assert arrangement_info(s, NOW) == ArrangementInfo(
-            kind="promise", ref="L-1/promise/1", next_due_date=date(2024, 4, 20),
-            next_due_amount=D("600.00"), status="open",
+            kind="promise",
+            ref="L-1/promise/1",
+            next_due_date=date(2024, 4, 20),
+            next_due_amount=D("600.00"),
+            status="open",
         )
 
     def test_promise_overpaid_shows_zero(self, policy: Policy) -> None:
@@ -1049,6 +1203,7 @@ def test_states_do_not_share_default_counts(policy: Policy) -> None:
 
 
 def test_balance_total_of_the_helper_loan() -> None:
-    assert loan().balance() == Balance(principal=D("10000.00"), interest=D("500.00"), fees=D("100.00"),
-                                       penalties=D("525.00"))
+    assert loan().balance() == Balance(
+        principal=D("10000.00"), interest=D("500.00"), fees=D("100.00"), penalties=D("525.00")
+    )
     assert loan().balance().total == OUTSTANDING

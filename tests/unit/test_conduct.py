@@ -104,8 +104,7 @@ def ask(
     holidays: frozenset[date] = frozenset(),
     loan_id: str = "L-1",
 ) -> GuardDecision:
-    req = ContactRequest(borrower_id="B-1", loan_id=loan_id, channel=channel, purpose=purpose,
-                         at=at, timezone=tz)
+    req = ContactRequest(borrower_id="B-1", loan_id=loan_id, channel=channel, purpose=purpose, at=at, timezone=tz)
     return decide(req, list(history), rules, situation or Situation(), holidays)
 
 
@@ -135,10 +134,18 @@ def assert_refused(d: GuardDecision, rule: str) -> None:
     assert (d.verdict, d.rule) == ("refused", rule), d
 
 
-def ruleset(start: time, end: time, caps: tuple[CapRule, ...] = (), quiet: tuple[QuietRule, ...] = (),
-            channels: list[str] | None = None) -> RuleSet:
-    hours = HoursRule(id="T-HOURS", start=start, end=end) if channels is None else \
-        HoursRule(id="T-HOURS", start=start, end=end, channels=channels)
+def ruleset(
+    start: time,
+    end: time,
+    caps: tuple[CapRule, ...] = (),
+    quiet: tuple[QuietRule, ...] = (),
+    channels: list[str] | None = None,
+) -> RuleSet:
+    hours = (
+        HoursRule(id="T-HOURS", start=start, end=end)
+        if channels is None
+        else HoursRule(id="T-HOURS", start=start, end=end, channels=channels)
+    )
     return RuleSet(name="t", retention_years=1, hours=hours, caps=list(caps), quiet=list(quiet))
 
 
@@ -175,15 +182,18 @@ def test_load_ruleset_and_holidays_errors() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("h", "mi", "expected"), [
-    (21, 59, None),
-    (8, 0, None),
-    (12, 0, None),
-    (22, 0, (2026, 3, 4, 8, 0)),
-    (23, 30, (2026, 3, 4, 8, 0)),
-    (0, 0, (2026, 3, 3, 8, 0)),
-    (7, 59, (2026, 3, 3, 8, 0)),
-])
+@pytest.mark.parametrize(
+    ("h", "mi", "expected"),
+    [
+        (21, 59, None),
+        (8, 0, None),
+        (12, 0, None),
+        (22, 0, (2026, 3, 4, 8, 0)),
+        (23, 30, (2026, 3, 4, 8, 0)),
+        (0, 0, (2026, 3, 3, 8, 0)),
+        (7, 59, (2026, 3, 3, 8, 0)),
+    ],
+)
 def test_cn_hours_08_to_22_shanghai(h: int, mi: int, expected: tuple[int, ...] | None) -> None:
     at = wall(SHANGHAI, 2026, 3, 3, h, mi)  # a Tuesday, no holiday
     for channel in ("phone", "sms", "email", "visit", "agency"):
@@ -247,8 +257,11 @@ def test_cn_cap_freeing_at_night_or_on_a_holiday_waits_for_the_next_opening() ->
 
 
 def test_cn_fourth_message_in_24h_is_deferred_and_attempts_count() -> None:
-    history = [sent("sms", wall(SHANGHAI, 2026, 3, 3, 9)), sent("email", wall(SHANGHAI, 2026, 3, 3, 10)),
-               sent("sms", wall(SHANGHAI, 2026, 3, 3, 11))]
+    history = [
+        sent("sms", wall(SHANGHAI, 2026, 3, 3, 9)),
+        sent("email", wall(SHANGHAI, 2026, 3, 3, 10)),
+        sent("sms", wall(SHANGHAI, 2026, 3, 3, 11)),
+    ]
     history += [call(wall(SHANGHAI, 2026, 3, 3, 12))]  # calls do not count as messages
     for channel in ("sms", "email"):
         d = ask(CN, wall(SHANGHAI, 2026, 3, 3, 15), SHANGHAI, channel, history)
@@ -260,14 +273,17 @@ def test_cn_fourth_message_in_24h_is_deferred_and_attempts_count() -> None:
 
 def test_cn_three_loans_share_the_per_person_call_cap() -> None:
     # each loan's ladder wants a call at ~10:00 and ~14:00; everybody answers
-    requests = [(wall(SHANGHAI, 2026, 3, 3, h, i), f"L-{i}", "phone", "escalation", True)
-                for h in (10, 14) for i in range(3)]
+    requests = [
+        (wall(SHANGHAI, 2026, 3, 3, h, i), f"L-{i}", "phone", "escalation", True) for h in (10, 14) for i in range(3)
+    ]
     history, log = simulate(CN, SHANGHAI, frozenset(), requests)
     times = [c.at for c in history]
-    assert times == [wall(SHANGHAI, 2026, 3, 3, 10, i) for i in range(3)] + \
-        [wall(SHANGHAI, 2026, 3, 4, 10, i) + MARGIN for i in range(3)]
-    assert [(loan, verdict, rule) for loan, verdict, rule, _ in log[3:6]] == \
-        [(f"L-{i}", "deferred", CN_CALLS) for i in range(3)]
+    assert times == [wall(SHANGHAI, 2026, 3, 3, 10, i) for i in range(3)] + [
+        wall(SHANGHAI, 2026, 3, 4, 10, i) + MARGIN for i in range(3)
+    ]
+    assert [(loan, verdict, rule) for loan, verdict, rule, _ in log[3:6]] == [
+        (f"L-{i}", "deferred", CN_CALLS) for i in range(3)
+    ]
     assert violations(history, CN, SHANGHAI, frozenset()) == []
 
 
@@ -279,8 +295,9 @@ def test_cn_three_loans_share_the_per_person_call_cap() -> None:
 def test_us_hours_08_to_21_new_york_and_letters_any_time() -> None:
     at = wall(NEW_YORK, 2026, 4, 14, 20, 59)
     assert_allowed(ask(US, at, NEW_YORK), at)
-    assert_deferred(ask(US, wall(NEW_YORK, 2026, 4, 14, 21), NEW_YORK, "email"), US_HOURS,
-                    wall(NEW_YORK, 2026, 4, 15, 8))
+    assert_deferred(
+        ask(US, wall(NEW_YORK, 2026, 4, 14, 21), NEW_YORK, "email"), US_HOURS, wall(NEW_YORK, 2026, 4, 15, 8)
+    )
     night = wall(NEW_YORK, 2026, 4, 14, 3)
     assert_deferred(ask(US, night, NEW_YORK, "sms"), US_HOURS, wall(NEW_YORK, 2026, 4, 14, 8))
     assert_allowed(ask(US, night, NEW_YORK, "letter"), night)
@@ -308,8 +325,7 @@ def test_us_eighth_call_in_seven_days_is_refused() -> None:
 
 def test_us_call_within_seven_days_after_a_conversation_is_refused() -> None:
     history = [call(wall(NEW_YORK, 2026, 4, 13, 10), connected=True)]
-    for at in (wall(NEW_YORK, 2026, 4, 13, 10, 1), wall(NEW_YORK, 2026, 4, 15, 10),
-               wall(NEW_YORK, 2026, 4, 20, 9, 59)):
+    for at in (wall(NEW_YORK, 2026, 4, 13, 10, 1), wall(NEW_YORK, 2026, 4, 15, 10), wall(NEW_YORK, 2026, 4, 20, 9, 59)):
         assert_refused(ask(US, at, NEW_YORK, history=history), US_AFTER_TALK)
     at = wall(NEW_YORK, 2026, 4, 20, 10)
     assert_allowed(ask(US, at, NEW_YORK, history=history), at)
@@ -347,9 +363,14 @@ def test_uk_hours_08_to_20_london() -> None:
 
 
 def test_uk_sixth_contact_in_a_week_is_deferred_letters_do_not_count() -> None:
-    history = [sent("sms", wall(LONDON, 2026, 6, 15, 9)), sent("email", wall(LONDON, 2026, 6, 16, 9)),
-               call(wall(LONDON, 2026, 6, 17, 9), connected=False), sent("sms", wall(LONDON, 2026, 6, 18, 9)),
-               sent("letter", wall(LONDON, 2026, 6, 18, 10)), sent("email", wall(LONDON, 2026, 6, 19, 9))]
+    history = [
+        sent("sms", wall(LONDON, 2026, 6, 15, 9)),
+        sent("email", wall(LONDON, 2026, 6, 16, 9)),
+        call(wall(LONDON, 2026, 6, 17, 9), connected=False),
+        sent("sms", wall(LONDON, 2026, 6, 18, 9)),
+        sent("letter", wall(LONDON, 2026, 6, 18, 10)),
+        sent("email", wall(LONDON, 2026, 6, 19, 9)),
+    ]
     at = wall(LONDON, 2026, 6, 19, 12)
     d = ask(UK, at, LONDON, "sms", history)
     assert_deferred(d, UK_WEEK, wall(LONDON, 2026, 6, 22, 9) + MARGIN)  # 15 June 09:00 + 168 h
@@ -372,13 +393,16 @@ def test_holiday_override_keeps_the_rest_of_the_rule_set() -> None:
     assert date(2026, 10, 8) not in CN_HOLIDAYS
 
 
-@pytest.mark.parametrize(("at", "expected"), [
-    (wall(SHANGHAI, 2026, 9, 30, 22), wall(SHANGHAI, 2026, 10, 8, 8)),  # evening before National Day
-    (wall(SHANGHAI, 2026, 10, 3, 10), wall(SHANGHAI, 2026, 10, 8, 8)),  # on a holiday, in hours
-    (wall(SHANGHAI, 2026, 10, 7, 23, 59), wall(SHANGHAI, 2026, 10, 8, 8)),
-    (wall(SHANGHAI, 2026, 2, 15, 23), wall(SHANGHAI, 2026, 2, 23, 8)),  # Spring Festival
-    (wall(SHANGHAI, 2026, 1, 1, 7), wall(SHANGHAI, 2026, 1, 2, 8)),
-])
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (wall(SHANGHAI, 2026, 9, 30, 22), wall(SHANGHAI, 2026, 10, 8, 8)),  # evening before National Day
+        (wall(SHANGHAI, 2026, 10, 3, 10), wall(SHANGHAI, 2026, 10, 8, 8)),  # on a holiday, in hours
+        (wall(SHANGHAI, 2026, 10, 7, 23, 59), wall(SHANGHAI, 2026, 10, 8, 8)),
+        (wall(SHANGHAI, 2026, 2, 15, 23), wall(SHANGHAI, 2026, 2, 23, 8)),  # Spring Festival
+        (wall(SHANGHAI, 2026, 1, 1, 7), wall(SHANGHAI, 2026, 1, 2, 8)),
+    ],
+)
 def test_cn_holidays_defer_to_the_next_working_day_at_opening(at: datetime, expected: datetime) -> None:
     assert_deferred(ask(CN_WITH_HOLIDAYS, at, SHANGHAI, "sms", holidays=CN_HOLIDAYS), CN_HOURS, expected)
 
@@ -426,20 +450,26 @@ def test_situation_refusals(rules: RuleSet, tz: str) -> None:
     night = wall(tz, 2026, 6, 16, 3)
     for at in (day, night):
         for purpose in ("escalation", "arrangement", "transactional", "agency", "locate"):
-            d = ask(rules, at, tz, "sms", situation=Situation(stopped=True, held=True, paused=True,
-                                                                 opted_out=["sms"]), purpose=purpose)
+            d = ask(
+                rules,
+                at,
+                tz,
+                "sms",
+                situation=Situation(stopped=True, held=True, paused=True, opted_out=["sms"]),
+                purpose=purpose,
+            )
             assert_refused(d, GEN_STOP)
             assert utc(d.at) == utc(at)
         for purpose in ("escalation", "arrangement", "agency"):
             assert_refused(ask(rules, at, tz, situation=Situation(held=True), purpose=purpose), GEN_HOLD)
-            assert_refused(ask(rules, at, tz, situation=Situation(held=True, paused=True), purpose=purpose),
-                           GEN_HOLD)
+            assert_refused(ask(rules, at, tz, situation=Situation(held=True, paused=True), purpose=purpose), GEN_HOLD)
     paused = Situation(paused=True)
     assert_refused(ask(rules, day, tz, situation=paused, purpose="escalation"), GEN_PAUSED)
     assert_allowed(ask(rules, day, tz, situation=paused, purpose="arrangement"), day)
     # an arrangement message is still bound to the hours
-    assert_deferred(ask(rules, night, tz, "sms", situation=paused, purpose="arrangement"),
-                    rules.hours.id, wall(tz, 2026, 6, 16, 8))
+    assert_deferred(
+        ask(rules, night, tz, "sms", situation=paused, purpose="arrangement"), rules.hours.id, wall(tz, 2026, 6, 16, 8)
+    )
     out = Situation(opted_out=["sms", "email"])
     assert_refused(ask(rules, day, tz, "sms", situation=out), OPT_OUT_IDS[rules.name])
     assert_refused(ask(rules, day, tz, "email", situation=out, purpose="arrangement"), OPT_OUT_IDS[rules.name])
@@ -454,8 +484,11 @@ def test_transactional_is_allowed_at_any_hour_and_beyond_caps(rules: RuleSet, tz
     for channel in ("sms", "email", "phone"):
         assert_allowed(ask(rules, at, tz, channel, full, purpose="transactional"), at, GEN_TRANSACTIONAL)
         # confirmations are not collection contacts: a hold or a pause does not stop them
-        assert_allowed(ask(rules, at, tz, channel, full, purpose="transactional",
-                           situation=Situation(held=True, paused=True)), at, GEN_TRANSACTIONAL)
+        assert_allowed(
+            ask(rules, at, tz, channel, full, purpose="transactional", situation=Situation(held=True, paused=True)),
+            at,
+            GEN_TRANSACTIONAL,
+        )
 
 
 def test_opt_out_without_a_rule_set_id_cites_the_general_rule() -> None:
@@ -472,8 +505,12 @@ def test_opt_out_without_a_rule_set_id_cites_the_general_rule() -> None:
 def test_new_york_spring_forward_night() -> None:
     # 8 March 2026: 02:00 EST -> 03:00 EDT; 08:00 EDT is 12:00 UTC (not 13:00)
     morning = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
-    for at in (wall(NEW_YORK, 2026, 3, 7, 21), datetime(2026, 3, 8, 6, 59, tzinfo=UTC),  # 01:59 EST
-               datetime(2026, 3, 8, 7, 0, tzinfo=UTC), datetime(2026, 3, 8, 11, 59, tzinfo=UTC)):  # 03:00, 07:59 EDT
+    for at in (
+        wall(NEW_YORK, 2026, 3, 7, 21),
+        datetime(2026, 3, 8, 6, 59, tzinfo=UTC),  # 01:59 EST
+        datetime(2026, 3, 8, 7, 0, tzinfo=UTC),
+        datetime(2026, 3, 8, 11, 59, tzinfo=UTC),
+    ):  # 03:00, 07:59 EDT
         assert_deferred(ask(US, at, NEW_YORK), US_HOURS, morning)
     assert_allowed(ask(US, morning, NEW_YORK), morning)
     evening = datetime(2026, 3, 9, 0, 59, tzinfo=UTC)  # 20:59 EDT on the 8th
@@ -484,8 +521,11 @@ def test_new_york_spring_forward_night() -> None:
 def test_new_york_fall_back_night() -> None:
     # 1 November 2026: 02:00 EDT -> 01:00 EST; 08:00 EST is 13:00 UTC
     morning = datetime(2026, 11, 1, 13, 0, tzinfo=UTC)
-    for at in (datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC),  # 01:30 twice
-               datetime(2026, 11, 1, 12, 59, tzinfo=UTC)):
+    for at in (
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, 30, tzinfo=UTC),  # 01:30 twice
+        datetime(2026, 11, 1, 12, 59, tzinfo=UTC),
+    ):
         assert_deferred(ask(US, at, NEW_YORK), US_HOURS, morning)
     assert_allowed(ask(US, morning, NEW_YORK), morning)
 
@@ -590,8 +630,12 @@ def test_windows_do_not_depend_on_the_tzinfo_of_the_instants(case: str) -> None:
         rules, tz, zone = US, NEW_YORK, ZoneInfo(NEW_YORK)
         past = call(datetime(2026, 3, 5, 10, 0, tzinfo=zone), connected=True)  # 10:00 EST
         at = datetime(2026, 3, 12, 10, 30, tzinfo=zone)  # 10:30 EDT = 6 d 23.5 h later
-    in_utc = ask(rules, at.astimezone(UTC), tz, history=[PastContact(channel="phone", at=past.at.astimezone(UTC),
-                                                                     connected=past.connected)])
+    in_utc = ask(
+        rules,
+        at.astimezone(UTC),
+        tz,
+        history=[PastContact(channel="phone", at=past.at.astimezone(UTC), connected=past.connected)],
+    )
     assert in_utc.verdict != "allowed"
     in_local = ask(rules, at, tz, history=[past])
     assert (in_local.verdict, in_local.rule, utc(in_local.at)) == (in_utc.verdict, in_utc.rule, utc(in_utc.at))
@@ -612,10 +656,16 @@ class Oracle:
 
     def __init__(self, rules: RuleSet, tz: str, history: list[PastContact], holidays: frozenset[date]) -> None:
         self.rules, self.zone, self.holidays = rules, ZoneInfo(tz), holidays
-        self.caps = [(cap, timedelta(hours=cap.window_hours) + MARGIN,
-                      sorted(utc(c.at) for c in history
-                             if c.channel in cap.channels and (cap.count == "attempts" or c.connected)))
-                     for cap in rules.caps]
+        self.caps = [
+            (
+                cap,
+                timedelta(hours=cap.window_hours) + MARGIN,
+                sorted(
+                    utc(c.at) for c in history if c.channel in cap.channels and (cap.count == "attempts" or c.connected)
+                ),
+            )
+            for cap in rules.caps
+        ]
         talks = [utc(c.at) for c in history if c.connected]
         self.latest_talk = max(talks) if talks else None
 
@@ -632,14 +682,22 @@ class Oracle:
             if channel in cap.channels and len(times) - bisect_right(times, moment - window) >= cap.max:
                 out.append(cap.id)
         for quiet in self.rules.quiet:
-            if channel in quiet.channels and self.latest_talk is not None \
-                    and moment < self.latest_talk + timedelta(days=quiet.days):
+            if (
+                channel in quiet.channels
+                and self.latest_talk is not None
+                and moment < self.latest_talk + timedelta(days=quiet.days)
+            ):
                 out.append(quiet.id)
         return out
 
 
-def violations(history: list[PastContact], rules: RuleSet, tz: str, holidays: frozenset[date],
-               delivered: list[datetime] | None = None) -> list[str]:
+def violations(
+    history: list[PastContact],
+    rules: RuleSet,
+    tz: str,
+    holidays: frozenset[date],
+    delivered: list[datetime] | None = None,
+) -> list[str]:
     """Every rule a finished contact history breaks: a contact stamped outside hours or on a
     holiday; a rolling window of `window_hours` (no margin: this is the rule itself) holding more
     than a cap's max, by stamp and, if given, by delivery time; a contact stamped inside a quiet
@@ -659,8 +717,11 @@ def violations(history: list[PastContact], rules: RuleSet, tz: str, holidays: fr
     for cap in rules.caps:
         window = timedelta(hours=cap.window_hours)
         for clock, times in clocks.items():
-            counted = [t for c, t in zip(history, times, strict=True)
-                       if c.channel in cap.channels and (cap.count == "attempts" or c.connected)]
+            counted = [
+                t
+                for c, t in zip(history, times, strict=True)
+                if c.channel in cap.channels and (cap.count == "attempts" or c.connected)
+            ]
             for end in counted:  # the fullest windows end on a contact
                 n = sum(1 for t in counted if end - window < t <= end)
                 if n > cap.max:
@@ -672,12 +733,15 @@ def violations(history: list[PastContact], rules: RuleSet, tz: str, holidays: fr
             for talk in history[:j]:
                 if talk.connected and utc(talk.at) <= utc(c.at) < utc(talk.at) + timedelta(days=quiet.days):
                     out.append(
-                        f"{quiet.id}: {c.channel} at {c.at.isoformat()} after conversation {talk.at.isoformat()}")
+                        f"{quiet.id}: {c.channel} at {c.at.isoformat()} after conversation {talk.at.isoformat()}"
+                    )
     return out
 
 
 def simulate(
-    rules: RuleSet, tz: str, holidays: frozenset[date],
+    rules: RuleSet,
+    tz: str,
+    holidays: frozenset[date],
     requests: list[tuple[datetime, str, str, str, bool]],
     skews: dict[str, timedelta] | None = None,
 ) -> tuple[list[PastContact], list[tuple[str, str, str, datetime]]]:
@@ -702,8 +766,7 @@ def simulate(
         _, loan, channel, purpose, answers = requests[i]
         skew = skews.get(loan, timedelta(0))
         at = true_time + skew
-        req = ContactRequest(borrower_id="B-1", loan_id=loan, channel=channel, purpose=purpose,
-                             at=at, timezone=tz)
+        req = ContactRequest(borrower_id="B-1", loan_id=loan, channel=channel, purpose=purpose, at=at, timezone=tz)
         d = decide(req, history, rules, Situation(), holidays)
         log.append((loan, d.verdict, d.rule, d.at))
         if seen == len(history):
@@ -711,8 +774,7 @@ def simulate(
             assert d.verdict == "allowed", (d, history)
         if d.verdict == "allowed":
             assert utc(d.at) == at
-            history.append(PastContact(channel=channel, at=at,
-                                       connected=answers and channel in ("phone", "visit")))
+            history.append(PastContact(channel=channel, at=at, connected=answers and channel in ("phone", "visit")))
         elif d.verdict == "deferred":
             assert utc(d.at) > at
             heapq.heappush(heap, (utc(d.at) - skew, i, len(history)))
@@ -724,9 +786,21 @@ def simulate(
 # ---------------------------------------------------------------------------------------------
 
 ZONES = [
-    "UTC", SHANGHAI, KOLKATA, "Asia/Kathmandu", NEW_YORK, LOS_ANGELES, LONDON, AUCKLAND,
-    "Australia/Adelaide", "America/St_Johns", "Pacific/Chatham", "America/Santiago", "Australia/Lord_Howe",
-    "Pacific/Kiritimati", "Pacific/Pago_Pago",
+    "UTC",
+    SHANGHAI,
+    KOLKATA,
+    "Asia/Kathmandu",
+    NEW_YORK,
+    LOS_ANGELES,
+    LONDON,
+    AUCKLAND,
+    "Australia/Adelaide",
+    "America/St_Johns",
+    "Pacific/Chatham",
+    "America/Santiago",
+    "Australia/Lord_Howe",
+    "Pacific/Kiritimati",
+    "Pacific/Pago_Pago",
 ]
 FIRST = datetime(2026, 1, 1, tzinfo=UTC)
 LAST = datetime(2028, 12, 31, 23, 59, tzinfo=UTC)
@@ -783,8 +857,9 @@ def hours_rules(draw: st.DrawFn, tz: str = "UTC") -> HoursRule:
     else:
         start = draw(st.integers(0, 1430))
         end = start + draw(st.integers(1, 9))
-    channels = draw(st.one_of(st.just(DEFAULT_HOURS_CHANNELS),
-                              st.lists(st.sampled_from(CHANNELS), unique=True, max_size=6)))
+    channels = draw(
+        st.one_of(st.just(DEFAULT_HOURS_CHANNELS), st.lists(st.sampled_from(CHANNELS), unique=True, max_size=6))
+    )
     return HoursRule(id="R-HOURS", start=minute_of(start), end=minute_of(end), channels=channels)
 
 
@@ -797,15 +872,28 @@ def random_rulesets(draw: st.DrawFn, tz: str = "UTC") -> RuleSet:
     for i in range(draw(st.integers(0, 3))):
         cap_max = draw(st.integers(0, 5))
         action = draw(st.sampled_from(["defer", "refuse"]))
-        caps.append(CapRule(
-            id=f"R-CAP-{i}", channels=draw(channel_sets), max=cap_max,
-            window_hours=draw(st.one_of(st.integers(1, 48), st.integers(1, 200))),
-            count=draw(st.sampled_from(["attempts", "connected"])), action=action))
-    quiet = [QuietRule(id=f"R-QUIET-{i}", channels=draw(channel_sets), days=draw(st.integers(1, 8)),
-                       action=draw(st.sampled_from(["defer", "refuse"])))
-             for i in range(draw(st.integers(0, 2)))]
-    return RuleSet(name="random", retention_years=1, hours=draw(hours_rules(tz)), caps=caps, quiet=quiet,
-                   opt_out_id="R-OPT-OUT")
+        caps.append(
+            CapRule(
+                id=f"R-CAP-{i}",
+                channels=draw(channel_sets),
+                max=cap_max,
+                window_hours=draw(st.one_of(st.integers(1, 48), st.integers(1, 200))),
+                count=draw(st.sampled_from(["attempts", "connected"])),
+                action=action,
+            )
+        )
+    quiet = [
+        QuietRule(
+            id=f"R-QUIET-{i}",
+            channels=draw(channel_sets),
+            days=draw(st.integers(1, 8)),
+            action=draw(st.sampled_from(["defer", "refuse"])),
+        )
+        for i in range(draw(st.integers(0, 2)))
+    ]
+    return RuleSet(
+        name="random", retention_years=1, hours=draw(hours_rules(tz)), caps=caps, quiet=quiet, opt_out_id="R-OPT-OUT"
+    )
 
 
 @st.composite
@@ -839,12 +927,15 @@ def histories(draw: st.DrawFn, before: datetime) -> list[PastContact]:
     """Contacts before `before` and, now and then, one or two stamped up to 10 minutes after it
     (another loan whose clock runs ahead)."""
     channels = st.sampled_from(["phone", "phone", "sms", "email", "visit", "letter", "agency"])
-    contacts = draw(st.lists(st.tuples(
-        st.one_of(st.integers(0, 36 * 60), st.integers(0, 10 * 24 * 60)), channels, st.booleans()), max_size=12))
+    contacts = draw(
+        st.lists(
+            st.tuples(st.one_of(st.integers(0, 36 * 60), st.integers(0, 10 * 24 * 60)), channels, st.booleans()),
+            max_size=12,
+        )
+    )
     if draw(st.integers(0, 5)) == 0:
         contacts += draw(st.lists(st.tuples(st.integers(-10, -1), channels, st.booleans()), min_size=1, max_size=2))
-    return [PastContact(channel=ch, at=before - timedelta(minutes=back), connected=conn)
-            for back, ch, conn in contacts]
+    return [PastContact(channel=ch, at=before - timedelta(minutes=back), connected=conn) for back, ch, conn in contacts]
 
 
 @dataclass
@@ -858,8 +949,14 @@ class Scenario:
     purpose: str
 
     def request(self, at: datetime | None = None) -> ContactRequest:
-        return ContactRequest(borrower_id="B-1", loan_id="L-1", channel=self.channel,
-                              purpose=self.purpose, at=at or self.at, timezone=self.tz)
+        return ContactRequest(
+            borrower_id="B-1",
+            loan_id="L-1",
+            channel=self.channel,
+            purpose=self.purpose,
+            at=at or self.at,
+            timezone=self.tz,
+        )
 
     def decide(self, at: datetime | None = None, situation: Situation | None = None) -> GuardDecision:
         return decide(self.request(at), self.history, self.rules, situation or Situation(), self.holidays)
@@ -878,9 +975,15 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     if draw(st.booleans()):
         # the request instant written in some fixed offset (the guard must compare instants)
         at = at.astimezone(timezone(timedelta(minutes=draw(st.integers(-12 * 60, 14 * 60)))))
-    return Scenario(rules=rules, tz=tz, at=at, history=history, holidays=draw(holiday_sets(tz, at)),
-                    channel=draw(st.sampled_from(CHANNELS)),
-                    purpose=draw(st.sampled_from(["escalation", "arrangement", "agency", "locate"])))
+    return Scenario(
+        rules=rules,
+        tz=tz,
+        at=at,
+        history=history,
+        holidays=draw(holiday_sets(tz, at)),
+        channel=draw(st.sampled_from(CHANNELS)),
+        purpose=draw(st.sampled_from(["escalation", "arrangement", "agency", "locate"])),
+    )
 
 
 DST_ZONES = [tz for tz in ZONES if transitions(tz)]
@@ -898,18 +1001,26 @@ def dst_nights(draw: st.DrawFn) -> Scenario:
         start, end = t, draw(st.integers(t + 1, 1439))
     else:
         start, end = draw(st.integers(0, t - 1)), t
-    rules = draw(random_rulesets(tz)).model_copy(update={
-        "hours": HoursRule(id="R-HOURS", start=minute_of(start), end=minute_of(end))})
+    rules = draw(random_rulesets(tz)).model_copy(
+        update={"hours": HoursRule(id="R-HOURS", start=minute_of(start), end=minute_of(end))}
+    )
     at = tr + timedelta(minutes=draw(st.integers(-30 * 60, 30 * 60)))
-    return Scenario(rules=rules, tz=tz, at=at, history=draw(histories(at)),
-                    holidays=draw(st.one_of(st.just(frozenset()), holiday_sets(tz, at))),
-                    channel=draw(st.sampled_from(["phone", "sms", "email", "visit"])), purpose="escalation")
+    return Scenario(
+        rules=rules,
+        tz=tz,
+        at=at,
+        history=draw(histories(at)),
+        holidays=draw(st.one_of(st.just(frozenset()), holiday_sets(tz, at))),
+        channel=draw(st.sampled_from(["phone", "sms", "email", "visit"])),
+        purpose="escalation",
+    )
 
 
 # CI replays the same examples every run (a red build means a change broke something, not that
 # the dice found a new corner); developers' runs explore new ones each time.
-PROPERTY = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow],
-                    derandomize=bool(os.environ.get("CI")))
+PROPERTY = settings(
+    deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow], derandomize=bool(os.environ.get("CI"))
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -935,8 +1046,9 @@ def check_decision(sc: Scenario) -> None:
     d = sc.decide()
     oracle = Oracle(sc.rules, sc.tz, sc.history, sc.holidays)
     event(d.verdict)
-    refusing = {c.id for c in sc.rules.caps if c.action == "refuse" or c.max == 0} | \
-        {q.id for q in sc.rules.quiet if q.action == "refuse"}
+    refusing = {c.id for c in sc.rules.caps if c.action == "refuse" or c.max == 0} | {
+        q.id for q in sc.rules.quiet if q.action == "refuse"
+    }
     blocked_now = oracle.blocking(sc.at, sc.channel)
     if d.verdict == "refused":
         assert d.rule in refusing and d.rule in blocked_now
@@ -971,10 +1083,21 @@ def check_decision(sc: Scenario) -> None:
 
 
 @settings(PROPERTY, max_examples=200)
-@given(scenarios(), st.booleans(), st.booleans(), st.booleans(), st.lists(st.sampled_from(CHANNELS), max_size=3),
-       st.sampled_from(["escalation", "arrangement", "transactional", "agency", "locate"]))
+@given(
+    scenarios(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.sampled_from(CHANNELS), max_size=3),
+    st.sampled_from(["escalation", "arrangement", "transactional", "agency", "locate"]),
+)
 def test_property_situation_comes_first_then_the_rules(
-    sc: Scenario, stopped: bool, held: bool, paused: bool, opted_out: list[str], purpose: str,
+    sc: Scenario,
+    stopped: bool,
+    held: bool,
+    paused: bool,
+    opted_out: list[str],
+    purpose: str,
 ) -> None:
     sc.purpose = purpose
     d = sc.decide(situation=Situation(stopped=stopped, held=held, paused=paused, opted_out=opted_out))
@@ -1006,11 +1129,18 @@ def simulations(draw: st.DrawFn) -> tuple[RuleSet, str, frozenset[date], list[tu
     at = draw(instants(tz, rules))
     holidays = draw(holiday_sets(tz, at))
     requests = []
-    for gap, channel, purpose, answers in draw(st.lists(st.tuples(
-            st.one_of(st.integers(0, 90), st.integers(0, 36 * 60)),
-            st.sampled_from(["phone", "phone", "phone", "sms", "email", "visit", "letter", "agency"]),
-            st.sampled_from(["escalation", "escalation", "arrangement", "locate"]),
-            st.booleans()), min_size=2, max_size=25)):
+    for gap, channel, purpose, answers in draw(
+        st.lists(
+            st.tuples(
+                st.one_of(st.integers(0, 90), st.integers(0, 36 * 60)),
+                st.sampled_from(["phone", "phone", "phone", "sms", "email", "visit", "letter", "agency"]),
+                st.sampled_from(["escalation", "escalation", "arrangement", "locate"]),
+                st.booleans(),
+            ),
+            min_size=2,
+            max_size=25,
+        )
+    ):
         at += timedelta(minutes=gap)
         requests.append((at, "L-1", channel, purpose, answers))
     return rules, tz, holidays, requests
@@ -1019,7 +1149,8 @@ def simulations(draw: st.DrawFn) -> tuple[RuleSet, str, frozenset[date], list[tu
 @settings(PROPERTY, max_examples=300)
 @given(simulations(), st.lists(st.integers(0, int(MARGIN.total_seconds())), min_size=25, max_size=25))
 def test_property_simulated_history_never_breaks_a_rule(
-    sim: tuple[RuleSet, str, frozenset[date], list[tuple[datetime, str, str, str, bool]]], delays: list[int],
+    sim: tuple[RuleSet, str, frozenset[date], list[tuple[datetime, str, str, str, bool]]],
+    delays: list[int],
 ) -> None:
     rules, tz, holidays, requests = sim
     history, log = simulate(rules, tz, holidays, requests)
@@ -1036,8 +1167,9 @@ LOCAL_TIMES = [time(9), time(10), time(10), time(10, 30), time(14), time(20, 30)
 
 
 @st.composite
-def three_loans(draw: st.DrawFn) -> tuple[RuleSet, str, frozenset[date], list[tuple[datetime, str, str, str, bool]],
-                                          dict[str, timedelta]]:
+def three_loans(
+    draw: st.DrawFn,
+) -> tuple[RuleSet, str, frozenset[date], list[tuple[datetime, str, str, str, bool]], dict[str, timedelta]]:
     if draw(st.booleans()):
         rules, tz = draw(st.sampled_from(SHIPPED))
         holidays = SHIPPED_HOLIDAYS[rules.name] if draw(st.booleans()) else frozenset()
@@ -1050,16 +1182,27 @@ def three_loans(draw: st.DrawFn) -> tuple[RuleSet, str, frozenset[date], list[tu
     requests = []
     for loan in ("L-1", "L-2", "L-3"):
         # each loan's ladder runs on its own, mostly at the same local hours as the others'
-        for day, clock, jitter, channel, answers in draw(st.lists(st.tuples(
-                st.integers(0, 6), st.sampled_from(LOCAL_TIMES), st.integers(0, 5),
-                st.sampled_from(["phone", "phone", "phone", "sms", "email", "visit"]), st.booleans()),
-                min_size=1, max_size=10)):
+        for day, clock, jitter, channel, answers in draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, 6),
+                    st.sampled_from(LOCAL_TIMES),
+                    st.integers(0, 5),
+                    st.sampled_from(["phone", "phone", "phone", "sms", "email", "visit"]),
+                    st.booleans(),
+                ),
+                min_size=1,
+                max_size=10,
+            )
+        ):
             local = datetime.combine(day0 + timedelta(days=day), clock, tzinfo=zone)
             requests.append((local.astimezone(UTC) + timedelta(minutes=jitter), loan, channel, "escalation", answers))
     requests.sort(key=lambda r: r[0])
     # the loans' workflows may run on clocks a few minutes apart (or not)
-    skews = {loan: timedelta(minutes=draw(st.integers(-3, 3))) if draw(st.booleans()) else timedelta(0)
-             for loan in ("L-1", "L-2", "L-3")}
+    skews = {
+        loan: timedelta(minutes=draw(st.integers(-3, 3))) if draw(st.booleans()) else timedelta(0)
+        for loan in ("L-1", "L-2", "L-3")
+    }
     return rules, tz, holidays, requests, skews
 
 
@@ -1073,8 +1216,9 @@ def test_property_three_loans_share_the_per_person_caps(
     assert violations(history, rules, tz, holidays) == []
     # the caps hold for the person, whichever loan asked
     for cap in rules.caps:
-        counted = sorted(utc(c.at) for c in history
-                         if c.channel in cap.channels and (cap.count == "attempts" or c.connected))
+        counted = sorted(
+            utc(c.at) for c in history if c.channel in cap.channels and (cap.count == "attempts" or c.connected)
+        )
         window = timedelta(hours=cap.window_hours)
         for t in counted:
             assert bisect_right(counted, t) - bisect_right(counted, t - window) <= cap.max

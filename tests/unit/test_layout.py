@@ -63,11 +63,24 @@ def test_the_models_check_catches_a_third_party_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("import json\nfrom pydantic import BaseModel\n\ndef f():\n    from jinja2 import Template\n")
     assert [name for _, name in imports_of(sample) if name not in MODELS_MAY_IMPORT | set(sys.stdlib_module_names)] == [
-        "jinja2"]
+        "jinja2"
+    ]
 
 
-FILE_CALLS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "glob", "rglob", "iterdir", "is_file",
-              "exists", "mkdir", "unlink"}
+FILE_CALLS = {
+    "open",
+    "read_text",
+    "read_bytes",
+    "write_text",
+    "write_bytes",
+    "glob",
+    "rglob",
+    "iterdir",
+    "is_file",
+    "exists",
+    "mkdir",
+    "unlink",
+}
 
 
 def test_models_read_no_files() -> None:
@@ -85,9 +98,7 @@ def test_models_read_no_files() -> None:
 
 def modules_of(package: str) -> list[str]:
     path = ROOT / package
-    return [package, *sorted(
-        name for _, name, _ in pkgutil.walk_packages([str(path)], prefix=f"{package}.")
-    )]
+    return [package, *sorted(name for _, name, _ in pkgutil.walk_packages([str(path)], prefix=f"{package}."))]
 
 
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
@@ -96,12 +107,23 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
     call and schedule) each first on their own."""
     scripts = {name: f"import {name}" for name in ENTRY_POINTS}
     scripts |= {package: "; ".join(f"import {module}" for module in modules_of(package)) for package in PACKAGES}
-    scripts |= {module: f"import {module}" for module in
-                ("activities.scan", "workflows.scan", "client.scan", "client.loans", "infra.schedules", "ops.sample",
-                 "workflows.registry", "workflows.legacy.collection_v1")}
+    scripts |= {
+        module: f"import {module}"
+        for module in (
+            "activities.scan",
+            "workflows.scan",
+            "client.scan",
+            "client.loans",
+            "infra.schedules",
+            "ops.sample",
+            "workflows.registry",
+            "workflows.legacy.collection_v1",
+        )
+    }
     running = {
-        name: subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+        name: subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for name, script in scripts.items()
     }
     failed = {}
@@ -159,13 +181,40 @@ def test_the_config_shim_re_exports_the_infra_objects() -> None:
     assert config.DATA_CONVERTER is temporal.data_converter()
 
 
-@pytest.mark.parametrize("name", [
-    "connect", "start_collection", "hand_over", "register_payment", "send_bank_payment", "server_now", "get_status",
-    "wait_quiet", "list_loans", "roll_over", "portfolio_stats", "scan_overdue", "promise_to_pay", "propose_plan",
-    "offer_settlement", "report_hardship", "review_hardship", "raise_dispute", "resolve_dispute", "stop_collection",
-    "opt_out", "request_agency_contact", "report_task_outcome", "report_agency", "report_court", "LoanNotFound",
-    "RequestRejected", "RequestPending", "StartOutcome",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "connect",
+        "start_collection",
+        "hand_over",
+        "register_payment",
+        "send_bank_payment",
+        "server_now",
+        "get_status",
+        "wait_quiet",
+        "list_loans",
+        "roll_over",
+        "portfolio_stats",
+        "scan_overdue",
+        "promise_to_pay",
+        "propose_plan",
+        "offer_settlement",
+        "report_hardship",
+        "review_hardship",
+        "raise_dispute",
+        "resolve_dispute",
+        "stop_collection",
+        "opt_out",
+        "request_agency_contact",
+        "report_task_outcome",
+        "report_agency",
+        "report_court",
+        "LoanNotFound",
+        "RequestRejected",
+        "RequestPending",
+        "StartOutcome",
+    ],
+)
 def test_starter_re_exports_the_client_api(name: str) -> None:
     import client
     import starter

@@ -68,11 +68,23 @@ def at(dpd: int, clock: time = time(12, 0)) -> datetime:
 
 def make_loan(third_party: bool = False, principal: str = "10000.00") -> OverdueLoan:
     borrower = Borrower(
-        borrower_id="B-1", name="李明", phone="+8613800000000", email="b@example.cn", address="上海市",
-        timezone=TZ, third_parties=[ThirdParty(phone="+8613900000000")] if third_party else [],
+        borrower_id="B-1",
+        name="李明",
+        phone="+8613800000000",
+        email="b@example.cn",
+        address="上海市",
+        timezone=TZ,
+        third_parties=[ThirdParty(phone="+8613900000000")] if third_party else [],
     )
-    return OverdueLoan(loan_id="L-1", borrower=borrower, currency="CNY", principal=Decimal(principal),
-                       interest=Decimal("500.00"), fees=Decimal("100.00"), due_date=DUE)
+    return OverdueLoan(
+        loan_id="L-1",
+        borrower=borrower,
+        currency="CNY",
+        principal=Decimal(principal),
+        interest=Decimal("500.00"),
+        fees=Decimal("100.00"),
+        due_date=DUE,
+    )
 
 
 class Loan:
@@ -111,8 +123,7 @@ class Loan:
 
     def _decide(self, ask: AskGuard) -> GuardDecision:
         c = ask.req.contact
-        decision = decide(c, self.history, ask.req.rules.ruleset, ask.req.situation,
-                          frozenset(ask.req.rules.holidays))
+        decision = decide(c, self.history, ask.req.rules.ruleset, ask.req.situation, frozenset(ask.req.rules.holidays))
         if decision.verdict == "allowed":
             self.history.append(PastContact(channel=c.channel, at=c.at))
         return decision.model_copy(update={"decided_at": c.at})
@@ -129,8 +140,12 @@ class Loan:
         return outcome.reply
 
     def pay(self, amount: str, pid: str = "P-1", when: datetime | None = None) -> Any:
-        return self.tell(lifecycle.PaymentReceived(payment=Payment(
-            payment_id=pid, amount=Decimal(amount), currency="CNY", paid_at=when or self.now)), when)
+        return self.tell(
+            lifecycle.PaymentReceived(
+                payment=Payment(payment_id=pid, amount=Decimal(amount), currency="CNY", paid_at=when or self.now)
+            ),
+            when,
+        )
 
     def rows(self) -> list[tuple[int, str, str, str]]:
         return [(days_past_due(e.at, DUE, TZ), e.action, e.channel, e.outcome) for e in self.s.timeline]
@@ -197,7 +212,10 @@ def test_a_hand_over_before_the_days_step_runs_the_earlier_step_and_keeps_the_da
     assert loan.s.catch_up_key == "step:message@1"
     loan.until(at(3, time(12, 0)))
     assert [a for _d, a, _c, o in loan.rows() if o == "sent"] == [
-        "reminder_first", "reminder_second", "reminder_second"]
+        "reminder_first",
+        "reminder_second",
+        "reminder_second",
+    ]
 
 
 def test_a_loan_past_its_write_off_day_is_written_off_at_once() -> None:
@@ -210,8 +228,9 @@ def test_a_loan_past_its_write_off_day_is_written_off_at_once() -> None:
 def test_a_deferred_contact_is_asked_again_at_its_moment() -> None:
     loan = Loan(at(0))
     later = at(1, time(15, 0))
-    loan.guard = lambda ask: (GuardDecision(verdict="deferred", rule="CN-CAP", at=later, reason="cap")
-                              if ask.req.contact.at < later else None)
+    loan.guard = lambda ask: (
+        GuardDecision(verdict="deferred", rule="CN-CAP", at=later, reason="cap") if ask.req.contact.at < later else None
+    )
     loan.until(at(1, time(12, 0)))
     assert actions(loan)[-1] == ("reminder_first", "deferred") and loan.s.deferred[0].at == later
     assert lifecycle.next_wake(loan.s) == later
@@ -270,8 +289,13 @@ def test_a_payment_in_full_closes_everything_in_the_same_decision() -> None:
     loan = Loan(at(55))
     loan.until(at(61))  # placed with the agency at DPD 60
     assert loan.s.placement is not None
-    outcome = lifecycle.decide(loan.s, lifecycle.PaymentReceived(payment=Payment(
-        payment_id="P-9", amount=loan.s.balance.total, currency="CNY", paid_at=at(61))), at(61))
+    outcome = lifecycle.decide(
+        loan.s,
+        lifecycle.PaymentReceived(
+            payment=Payment(payment_id="P-9", amount=loan.s.balance.total, currency="CNY", paid_at=at(61))
+        ),
+        at(61),
+    )
     assert isinstance(outcome.reply, PaymentReceipt)
     assert outcome.reply.closed and loan.s.closed_as is Stage.paid
     kinds = [c.kind for c in outcome.commands]
@@ -283,14 +307,21 @@ def test_a_payment_in_full_closes_everything_in_the_same_decision() -> None:
     assert actions(loan)[-2:] == [("paid_confirmation", "sent"), ("collection_closed", "paid")]
 
 
-@pytest.mark.parametrize(("amount", "currency", "reason"), [
-    ("0", "CNY", "positive"), ("-5", "CNY", "positive"), ("1.001", "CNY", "decimals"), ("10", "USD", "currency"),
-])
+@pytest.mark.parametrize(
+    ("amount", "currency", "reason"),
+    [
+        ("0", "CNY", "positive"),
+        ("-5", "CNY", "positive"),
+        ("1.001", "CNY", "decimals"),
+        ("10", "USD", "currency"),
+    ],
+)
 def test_a_bad_payment_is_refused_and_changes_nothing(amount: str, currency: str, reason: str) -> None:
     loan = Loan(at(2))
     before = loan.s.model_dump_json()
-    event = lifecycle.PaymentReceived(payment=Payment(
-        payment_id="P-1", amount=Decimal(amount), currency=currency, paid_at=at(2)))
+    event = lifecycle.PaymentReceived(
+        payment=Payment(payment_id="P-1", amount=Decimal(amount), currency=currency, paid_at=at(2))
+    )
     with pytest.raises(lifecycle.Rejected, match=reason) as refused:
         lifecycle.check(loan.s, event, at(2))
     assert refused.value.kind == "PaymentRejected"
@@ -311,8 +342,9 @@ def test_a_payment_twice_or_after_the_close_is_refused() -> None:
 
 def test_a_bank_feed_payment_that_cannot_be_applied_is_recorded_as_rejected() -> None:
     loan = Loan(at(2))
-    event = lifecycle.PaymentReceived(payment=Payment(payment_id="P-1", amount=Decimal(5), currency="USD",
-                                                      paid_at=at(2)), answer=False)
+    event = lifecycle.PaymentReceived(
+        payment=Payment(payment_id="P-1", amount=Decimal(5), currency="USD", paid_at=at(2)), answer=False
+    )
     assert loan.tell(event) is None
     assert actions(loan)[-1] == ("payment", "rejected") and loan.audits()[-1] == "payment_rejected"
     assert loan.s.paid_total == 0
@@ -379,8 +411,11 @@ def test_agency_and_court_reports_are_recorded_and_checked() -> None:
     placed = Loan(at(55))
     placed.until(at(61))
     assert placed.s.placement is not None
-    placed.tell(lifecycle.AgencyReported(report=AgencyReport(placement_id=placed.s.placement.placement_id,
-                                                             note="reached", contacted=True)))
+    placed.tell(
+        lifecycle.AgencyReported(
+            report=AgencyReport(placement_id=placed.s.placement.placement_id, note="reached", contacted=True)
+        )
+    )
     assert actions(placed)[-1] == ("agency_report", "contacted")
 
 
@@ -422,8 +457,9 @@ def test_opting_out_refuses_that_channel_from_then_on() -> None:
 
 def test_a_promise_pauses_escalation_and_a_broken_one_resumes_it() -> None:
     loan = Loan(at(2))
-    decision = loan.tell(lifecycle.PromiseMade(
-        request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4))))
+    decision = loan.tell(
+        lifecycle.PromiseMade(request=PromiseRequest(amount=Decimal(500), date=DUE + timedelta(days=4)))
+    )
     assert decision.accepted and loan.s.paused_reason == "promise to pay"
     assert ("paused", "promise to pay") in actions(loan)
     loan.until(at(8))
@@ -470,8 +506,9 @@ def test_a_paid_settlement_waives_the_rest_and_a_lapsed_one_resumes() -> None:
     lapsed.until(at(47))
     assert ("settlement", "lapsed") in actions(lapsed) and lapsed.s.paused_reason is None
     with pytest.raises(lifecycle.Rejected, match="exceeds"):
-        lapsed.tell(lifecycle.SettlementOffered(
-            request=SettlementOffer(amount=total / 2, deadline=DUE + timedelta(days=50))))
+        lapsed.tell(
+            lifecycle.SettlementOffered(request=SettlementOffer(amount=total / 2, deadline=DUE + timedelta(days=50)))
+        )
 
 
 def test_hardship_holds_everything_and_its_review_decides() -> None:
@@ -498,11 +535,19 @@ def test_each_hardship_review_outcome(outcome: str) -> None:
     loan = Loan(at(10))
     loan.tell(lifecycle.HardshipReported(request=HardshipReport(reason="illness")))
     plan = PlanProposal(instalments=3, first_due=DUE + timedelta(days=20)) if outcome == "offer_plan" else None
-    decision = loan.tell(lifecycle.HardshipReviewed(request=HardshipDecision(
-        outcome=outcome, plan=plan, extend_days=30 if outcome == "extend_term" else None)))
+    decision = loan.tell(
+        lifecycle.HardshipReviewed(
+            request=HardshipDecision(outcome=outcome, plan=plan, extend_days=30 if outcome == "extend_term" else None)
+        )
+    )
     assert decision.accepted
-    expected = {"offer_plan": "instalment plan", "waive_interest": None, "extend_term": "hardship breathing space",
-                "resume": None, "refer_to_write_off": None}[outcome]
+    expected = {
+        "offer_plan": "instalment plan",
+        "waive_interest": None,
+        "extend_term": "hardship breathing space",
+        "resume": None,
+        "refer_to_write_off": None,
+    }[outcome]
     assert loan.s.paused_reason == expected
     assert (loan.s.charged_off_at is not None) == (outcome == "refer_to_write_off")
 
@@ -554,9 +599,11 @@ def test_a_refused_request_changes_nothing() -> None:
     loan = Loan(at(20))
     loan.tell(lifecycle.DisputeRaised(request=DisputeRequest(reason="identity")))
     before = loan.s.model_dump_json()
-    for event in (lifecycle.PlanProposed(request=PlanProposal(instalments=2, first_due=DUE + timedelta(days=25))),
-                  lifecycle.DisputeRaised(request=DisputeRequest(reason="again")),
-                  lifecycle.HardshipReviewed(request=HardshipDecision(outcome="resume"))):
+    for event in (
+        lifecycle.PlanProposed(request=PlanProposal(instalments=2, first_due=DUE + timedelta(days=25))),
+        lifecycle.DisputeRaised(request=DisputeRequest(reason="again")),
+        lifecycle.HardshipReviewed(request=HardshipDecision(outcome="resume")),
+    ):
         with pytest.raises(lifecycle.Rejected):
             lifecycle.decide(loan.s, event, at(21))
     assert loan.s.model_dump_json() == before
@@ -585,6 +632,17 @@ def test_every_event_type_is_covered_here() -> None:
     kinds = {t.__name__ for t in typing.get_args(typing.get_args(lifecycle.Event)[0])}
     source = Path(__file__).read_text(encoding="utf-8")
     assert {k for k in kinds if f"lifecycle.{k}(" not in source} == set()
-    for effect in (PostFee, RecordPayment, ChargeOff, Waive, Audit, SendMessage, CreateTask, CloseTask,
-                   RecordConversation, Place, Recall):
+    for effect in (
+        PostFee,
+        RecordPayment,
+        ChargeOff,
+        Waive,
+        Audit,
+        SendMessage,
+        CreateTask,
+        CloseTask,
+        RecordConversation,
+        Place,
+        Recall,
+    ):
         assert effect.__name__ in source

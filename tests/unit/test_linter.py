@@ -80,10 +80,22 @@ def ruleset_channels(name: str) -> list[str]:
     return list(load_ruleset(name, RULESETS).opt_out_required)
 
 
-def check(source: str, *, language: str = "en", kind: str = "sms", opt_out_required: bool = False,
-          banned: list[str] | None = None) -> list[str]:
-    return lint(source, language=language, kind=kind, purpose=purpose_of(source),
-                opt_out_required=opt_out_required, banned=banned if banned is not None else [])
+def check(
+    source: str,
+    *,
+    language: str = "en",
+    kind: str = "sms",
+    opt_out_required: bool = False,
+    banned: list[str] | None = None,
+) -> list[str]:
+    return lint(
+        source,
+        language=language,
+        kind=kind,
+        purpose=purpose_of(source),
+        opt_out_required=opt_out_required,
+        banned=banned if banned is not None else [],
+    )
 
 
 GOOD_EN = "{{ lender_name }}: {{ amount_due }} {{ currency }} due. Dispute: {{ dispute_contact }}. {{ opt_out }}"
@@ -148,11 +160,15 @@ def test_every_shipped_text_and_email_carries_the_opt_out_and_its_fallback_match
     for key, source in load_templates(TEMPLATES).items():
         if key.split(".")[-2] not in ("sms", "email"):
             continue
-        filters = [f for f in env.parse(source).find_all(nodes.Filter)
-                   if f.name == "default" and isinstance(f.node, nodes.Name) and f.node.name == "opt_out"]
+        filters = [
+            f
+            for f in env.parse(source).find_all(nodes.Filter)
+            if f.name == "default" and isinstance(f.node, nodes.Name) and f.node.name == "opt_out"
+        ]
         assert len(filters) == 1, key
         assert [a.value if isinstance(a, nodes.Const) else a for a in filters[0].args] == [
-            OPT_OUT[key.split("/")[0]]], key
+            OPT_OUT[key.split("/")[0]]
+        ], key
 
 
 def full_context(name: str = "李明") -> dict[str, str]:
@@ -170,8 +186,15 @@ def test_locate_request_asks_for_a_call_back_and_says_nothing_about_the_debt(lan
     assert "小红" in body and "张小红" not in body
     assert context["lender_phone"] in body
     assert OPT_OUT["zh"] in body  # the borrower's language decides the opt-out line
-    for secret in ("L-TPL", context["amount_due"], context["lender_name"], "Lending", context["dispute_contact"],
-                   context["due_date"], context["borrower_address"]):
+    for secret in (
+        "L-TPL",
+        context["amount_due"],
+        context["lender_name"],
+        "Lending",
+        context["dispute_contact"],
+        context["due_date"],
+        context["borrower_address"],
+    ):
         assert secret not in body, secret
     assert find_words(body, DEBT_WORDS[language], language) == []
 
@@ -188,8 +211,17 @@ def test_template_context_gives_the_opt_out_and_the_first_name() -> None:
 
 @pytest.mark.parametrize(
     ("name", "first"),
-    [("李明", "明"), ("张小红", "小红"), ("欧阳娜娜", "娜娜"), ("李 明", "明"), ("王", "王"),
-     ("阿依古丽·买买提", "阿依古丽"), ("Jane Q. Doe", "Jane"), ("  John   Smith ", "John"), ("Cher", "Cher")],
+    [
+        ("李明", "明"),
+        ("张小红", "小红"),
+        ("欧阳娜娜", "娜娜"),
+        ("李 明", "明"),
+        ("王", "王"),
+        ("阿依古丽·买买提", "阿依古丽"),
+        ("Jane Q. Doe", "Jane"),
+        ("  John   Smith ", "John"),
+        ("Cher", "Cher"),
+    ],
 )
 def test_first_name(name: str, first: str) -> None:
     assert first_name(name) == first
@@ -207,8 +239,10 @@ def test_english_words_match_whole_words_case_insensitively() -> None:
     assert find_words("you were Arrested", ["arrest*"], "en") == ["arrest*"]
     assert find_words("tell\n  your EMPLOYER", ["tell your employer"], "en") == ["tell your employer"]
     assert find_words("tell your employers' names", ["tell your employer"], "en") == []
-    assert check("{{ lender_name }}: our skilled staff help. {{ amount_due }} {{ dispute_contact }}",
-                 banned=["kill"]) == []
+    assert (
+        check("{{ lender_name }}: our skilled staff help. {{ amount_due }} {{ dispute_contact }}", banned=["kill"])
+        == []
+    )
 
 
 def test_chinese_words_match_as_substrings() -> None:
@@ -219,8 +253,9 @@ def test_chinese_words_match_as_substrings() -> None:
 def test_only_printable_text_is_checked_not_comments_or_variable_names() -> None:
     source = "{# never write idiot #}{{ lender_name }} {{ amount_due }} {{ dispute_contact }}"
     assert check(source, banned=["idiot"]) == []
-    assert check('{{ lender_name }} {{ amount_due }} {{ dispute_contact }} {{ "idiot" }}',
-                 banned=["idiot"]) == ["banned wording: 'idiot'"]
+    assert check('{{ lender_name }} {{ amount_due }} {{ dispute_contact }} {{ "idiot" }}', banned=["idiot"]) == [
+        "banned wording: 'idiot'"
+    ]
     # "lender" is a debt word but `lender_phone` is a variable name, not text
     assert check("{# purpose: third_party #}Call {{ lender_phone }}", banned=[]) == []
 
@@ -261,10 +296,12 @@ def test_purpose_of(source: str, purpose: str) -> None:
 
 def test_unknown_purpose_kind_and_syntax_errors_are_problems() -> None:
     assert check("{# purpose: marketing #}\n" + GOOD_EN) == [
-        "unknown purpose 'marketing' (expected one of collection, transactional, third_party)"]
+        "unknown purpose 'marketing' (expected one of collection, transactional, third_party)"
+    ]
     assert lint(GOOD_EN, language="en", kind="fax", purpose="collection", opt_out_required=False, banned=[]) == [
-        "unknown kind 'fax' (expected one of sms, email, letter, task, document)"]
-    assert check("{{ lender_name ") [0].startswith("template syntax error on line 1")
+        "unknown kind 'fax' (expected one of sms, email, letter, task, document)"
+    ]
+    assert check("{{ lender_name ")[0].startswith("template syntax error on line 1")
 
 
 def test_transactional_needs_only_the_lender() -> None:
@@ -273,15 +310,21 @@ def test_transactional_needs_only_the_lender() -> None:
 
 
 def test_instalment_amount_counts_as_the_amount_and_filters_are_allowed() -> None:
-    assert check("{{ lender_name|upper }} {{ instalment_amount }} {{ dispute_contact }} {{ opt_out | default('x') }}",
-                 opt_out_required=True) == []
+    assert (
+        check(
+            "{{ lender_name|upper }} {{ instalment_amount }} {{ dispute_contact }} {{ opt_out | default('x') }}",
+            opt_out_required=True,
+        )
+        == []
+    )
 
 
 def test_tasks_and_documents_are_checked_for_banned_words_only() -> None:
     assert check("Call loan {{ loan_id }}.", kind="task") == []
     assert check("Claim for {{ amount_due }}.", kind="document") == []
     assert check("Tell them they are a deadbeat.", kind="document", banned=["deadbeat*"]) == [
-        "banned wording: 'deadbeat*'"]
+        "banned wording: 'deadbeat*'"
+    ]
 
 
 def test_email_needs_a_subject_line_and_the_opt_out_under_us_rules() -> None:
@@ -290,7 +333,8 @@ def test_email_needs_a_subject_line_and_the_opt_out_under_us_rules() -> None:
     assert check("{# purpose: collection #}\nSubject: Loan" + body, kind="email") == []
     assert check("Hello" + body, kind="email") == ["e-mail: the first line must be 'Subject: ...'"]
     assert check("Subject: Loan" + body, kind="email", opt_out_required=True) == [
-        "missing opt-out line for email: {{ opt_out }}"]
+        "missing opt-out line for email: {{ opt_out }}"
+    ]
     assert check("Subject: Loan" + body, kind="letter", opt_out_required=True) == []  # letters need none
 
 
@@ -304,9 +348,23 @@ def test_third_party_messages_never_carry_the_debt() -> None:
     zh = "{# purpose: third_party #}\n请转告{{ borrower_first_name }}致电{{ lender_phone }}。"
     assert check(zh, language="zh") == []
     assert check(zh + "关于500元还款", language="zh") == [
-        "third-party message names a debt figure: '500元'", "third-party message mentions the debt: '还款'"]
+        "third-party message names a debt figure: '500元'",
+        "third-party message mentions the debt: '还款'",
+    ]
     assert check(zh + "逾期", language="zh", kind="sms", opt_out_required=True) == [
-        "third-party message mentions the debt: '逾期'", "missing opt-out line for sms: {{ opt_out }}"]
+        "third-party message mentions the debt: '逾期'",
+        "missing opt-out line for sms: {{ opt_out }}",
+    ]
     # a custom debt list replaces the built-in one
-    assert lint(head + "about the loan", language="en", kind="sms", purpose="third_party",
-                opt_out_required=False, banned=[], debt_words=["parcel"]) == []
+    assert (
+        lint(
+            head + "about the loan",
+            language="en",
+            kind="sms",
+            purpose="third_party",
+            opt_out_required=False,
+            banned=[],
+            debt_words=["parcel"],
+        )
+        == []
+    )

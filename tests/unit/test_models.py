@@ -97,8 +97,12 @@ def loan_with(field: str, value: str) -> OverdueLoan:
     """`loan()` with one of its amounts (principal, interest, fees, penalties) set to `value`."""
     assert field in ("principal", "interest", "fees", "penalties")
     amounts = {"principal": "10000.00", "interest": "500.00", "fees": "100.00", "penalties": "0", field: value}
-    return loan(principal=amounts["principal"], interest=amounts["interest"], fees=amounts["fees"],
-                penalties=amounts["penalties"])
+    return loan(
+        principal=amounts["principal"],
+        interest=amounts["interest"],
+        fees=amounts["fees"],
+        penalties=amounts["penalties"],
+    )
 
 
 def keys(plan: list[PlannedAction]) -> list[str]:
@@ -322,7 +326,10 @@ class TestAllocation:
     def test_custom_order(self) -> None:
         split, left = allocate(D("1050.00"), self.BAL, ["principal", "fees", "interest", "penalties"])
         assert (split.principal, split.fees, split.interest, split.penalties) == (
-            D("1000.00"), D("50.00"), D("0"), D("0"),
+            D("1000.00"),
+            D("50.00"),
+            D("0"),
+            D("0"),
         )
         assert split.unapplied == ZERO
         assert left == Balance(principal=D("0"), interest=D("100.00"), fees=D("0"), penalties=D("20.00"))
@@ -468,8 +475,16 @@ class TestStages:
 
     @pytest.mark.parametrize(
         ("dpd", "stage"),
-        [(0, Stage.early), (1, Stage.early), (29, Stage.early), (30, Stage.middle), (89, Stage.middle),
-         (90, Stage.late), (179, Stage.late), (500, Stage.late)],
+        [
+            (0, Stage.early),
+            (1, Stage.early),
+            (29, Stage.early),
+            (30, Stage.middle),
+            (89, Stage.middle),
+            (90, Stage.late),
+            (179, Stage.late),
+            (500, Stage.late),
+        ],
     )
     def test_bands(self, default_policy: Policy, dpd: int, stage: Stage) -> None:
         assert stage_for_dpd(dpd, default_policy) is stage
@@ -722,8 +737,15 @@ class TestLoadPolicy:
         assert (p.stages.early, p.stages.middle, p.stages.late) == (1, 30, 90)
         assert p.late_fee.rate == D("0.05") and p.late_fee.cap_ratio == D("0.25") and p.late_fee.every_days == 30
         assert [s.key for s in p.ladder] == [
-            "message@1", "message@3", "call@5", "call@15", "message@30",
-            "field_visit@45", "agency@60", "message@120", "litigation@135",
+            "message@1",
+            "message@3",
+            "call@5",
+            "call@15",
+            "message@30",
+            "field_visit@45",
+            "agency@60",
+            "message@120",
+            "litigation@135",
         ]
         assert p.agency.period_days == 60
 
@@ -789,8 +811,12 @@ class TestParsePolicyErrors:
         assert parse_error('name = "t"\n') == "x.toml: field 'ladder': Field required"
 
     @pytest.mark.parametrize(
-        "order", ['["penalties", "fees", "fees", "principal"]', '["penalties", "fees", "interest"]',
-                  '["penalties", "fees", "interest", "principal", "tax"]'],
+        "order",
+        [
+            '["penalties", "fees", "fees", "principal"]',
+            '["penalties", "fees", "interest"]',
+            '["penalties", "fees", "interest", "principal", "tax"]',
+        ],
     )
     def test_allocation_order_not_permutation(self, order: str) -> None:
         msg = parse_error(f"allocation_order = {order}\n" + MINIMAL)
@@ -836,7 +862,7 @@ class TestParsePolicyErrors:
         assert msg.startswith("x.toml: field 'stages'") and "stage bands must rise" in msg
 
     def test_every_error_is_reported(self) -> None:
-        msg = parse_error('write_off_dpd = 0\nrecovery_days = -1\n' + MINIMAL)
+        msg = parse_error("write_off_dpd = 0\nrecovery_days = -1\n" + MINIMAL)
         lines = msg.splitlines()
         assert len(lines) == 2
         assert all(line.startswith("x.toml: field '") for line in lines)

@@ -22,21 +22,27 @@ AS_OF = date(2026, 11, 28)
 # ----------------------------------------------------------------------------- the rule
 
 
-@pytest.mark.parametrize(("days_late", "grace", "status", "expected"), [
-    (1, 0, OPEN, True),  # due yesterday, no grace: DPD 1
-    (0, 0, OPEN, False),  # due today: not late yet
-    (-5, 0, OPEN, False),  # not due for five days
-    (3, 3, OPEN, False),  # last day of grace
-    (4, 3, OPEN, True),  # first day after grace
-    (400, 3, OPEN, True),  # long overdue and never handed over: handed over now
-    (10, 0, "closed", False),  # paid off or sold: never
-])
+@pytest.mark.parametrize(
+    ("days_late", "grace", "status", "expected"),
+    [
+        (1, 0, OPEN, True),  # due yesterday, no grace: DPD 1
+        (0, 0, OPEN, False),  # due today: not late yet
+        (-5, 0, OPEN, False),  # not due for five days
+        (3, 3, OPEN, False),  # last day of grace
+        (4, 3, OPEN, True),  # first day after grace
+        (400, 3, OPEN, True),  # long overdue and never handed over: handed over now
+        (10, 0, "closed", False),  # paid off or sold: never
+    ],
+)
 def test_newly_overdue_after_due_date_and_grace(days_late: int, grace: int, status: str, expected: bool) -> None:
     assert is_newly_overdue(status, AS_OF - timedelta(days=days_late), grace, AS_OF) is expected
 
 
-@given(due=st.dates(date(2020, 1, 1), date(2030, 12, 31)), grace=st.integers(0, 60),
-       as_of=st.dates(date(2020, 1, 1), date(2030, 12, 31)))
+@given(
+    due=st.dates(date(2020, 1, 1), date(2030, 12, 31)),
+    grace=st.integers(0, 60),
+    as_of=st.dates(date(2020, 1, 1), date(2030, 12, 31)),
+)
 def test_newly_overdue_exactly_when_days_past_due_exceed_grace(due: date, grace: int, as_of: date) -> None:
     assert is_newly_overdue(OPEN, due, grace, as_of) is ((as_of - due).days > grace)
     assert is_newly_overdue(OPEN, due, grace, collection_day(due, grace))
@@ -76,19 +82,19 @@ def test_totals_add_up_pages_but_not_runs() -> None:
     assert a.plus(b) == ScanTotals(scanned=8, started=5, already_started=1, in_grace=1, invalid=1, pages=2, runs=2)
 
 
-
 # ----------------------------------------------------------------------------- book rows
 
 
-@pytest.mark.parametrize("row", [
-    book_row("L1", AS_OF, principal="0"),  # owes nothing (interest aside, set to zero below)
-    book_row("L2", AS_OF, tz="Mars/Olympus"),
-    book_row("bad id!", AS_OF),
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        book_row("L1", AS_OF, principal="0"),  # owes nothing (interest aside, set to zero below)
+        book_row("L2", AS_OF, tz="Mars/Olympus"),
+        book_row("bad id!", AS_OF),
+    ],
+)
 def test_a_row_that_cannot_be_a_loan_is_refused(row: BookLoan) -> None:
     if row.loan_id == "L1":
         row.interest = Decimal(0)
     with pytest.raises(ValidationError):
         overdue_loan(row)
-
-

@@ -26,10 +26,20 @@ def full_context() -> dict[str, str]:
     policy = load_policy("default", settings().policies_dir)
     loan = make_loan("L-TPL", dpd=31)
     state = CollectionState(loan=loan, policy=policy, started_at=datetime.now(UTC), balance=loan.balance())
-    return template_context(state, datetime.now(UTC), Stage.middle, deadline_days=15,
-                            attempt="1", agency="default-agency", recall_date="2027-01-01", reason="lost job",
-                            evidence_ref="DOC-1", instalment_number="2", instalment_amount="883.33",
-                            instalment_due="2027-02-01")
+    return template_context(
+        state,
+        datetime.now(UTC),
+        Stage.middle,
+        deadline_days=15,
+        attempt="1",
+        agency="default-agency",
+        recall_date="2027-01-01",
+        reason="lost job",
+        evidence_ref="DOC-1",
+        instalment_number="2",
+        instalment_amount="883.33",
+        instalment_due="2027-02-01",
+    )
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
@@ -50,8 +60,12 @@ def test_every_template_renders_with_the_loan_figures(name: str, language: str) 
 
 
 def test_every_policy_step_has_templates_in_both_languages() -> None:
-    kinds = {Action.call: ["task"], Action.field_visit: ["task"], Action.agency: ["document"],
-             Action.litigation: ["document"]}
+    kinds = {
+        Action.call: ["task"],
+        Action.field_visit: ["task"],
+        Action.agency: ["document"],
+        Action.litigation: ["document"],
+    }
     for policy_file in settings().policies_dir.glob("*.toml"):
         policy = load_policy(policy_file.stem, policy_file.parent)
         for step in policy.ladder:
@@ -73,8 +87,12 @@ def test_missing_template_or_figure_is_a_permanent_error(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("raw", "masked"),
-    [("+8613812345678", "***5678"), ("li.ming@example.cn", "l***@example.cn"), ("上海市浦东新区", "上海市***"),
-     ("", "")],
+    [
+        ("+8613812345678", "***5678"),
+        ("li.ming@example.cn", "l***@example.cn"),
+        ("上海市浦东新区", "上海市***"),
+        ("", ""),
+    ],
 )
 def test_mask_hides_personal_data(raw: str, masked: str) -> None:
     assert mask(raw) == masked

@@ -41,8 +41,10 @@ def imported_modules(source: str, package: tuple[str, ...]) -> list[tuple[int, s
 def forbidden(module: str) -> bool:
     """A test module (`tests.test_x`, `tests.<folder>.test_x`) or a conftest."""
     parts = module.split(".")
-    return parts[0] == "tests" and len(parts) > 1 and (
-        parts[-1].startswith("test_") or parts[-1] == "conftest" or any(p.startswith("test_") for p in parts[1:])
+    return (
+        parts[0] == "tests"
+        and len(parts) > 1
+        and (parts[-1].startswith("test_") or parts[-1] == "conftest" or any(p.startswith("test_") for p in parts[1:]))
     )
 
 
@@ -51,31 +53,40 @@ def test_no_test_module_sits_directly_in_tests() -> None:
 
 
 def test_every_test_module_sits_in_one_of_the_folders() -> None:
-    misplaced = [str(p.relative_to(TESTS)) for p in TESTS.rglob("test_*.py") if p.parent.name not in FOLDERS
-                 or p.parent.parent != TESTS]
+    misplaced = [
+        str(p.relative_to(TESTS))
+        for p in TESTS.rglob("test_*.py")
+        if p.parent.name not in FOLDERS or p.parent.parent != TESTS
+    ]
     assert misplaced == []
     assert {p.name for p in TESTS.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == FOLDERS
 
 
 def test_nothing_under_tests_imports_a_test_module_or_a_conftest() -> None:
-    offending = [f"{path.relative_to(TESTS.parent)}:{line}: {module}" for path in python_files()
-                 for line, module in imported_modules(path.read_text(encoding="utf-8"), package_of(path))
-                 if forbidden(module)]
+    offending = [
+        f"{path.relative_to(TESTS.parent)}:{line}: {module}"
+        for path in python_files()
+        for line, module in imported_modules(path.read_text(encoding="utf-8"), package_of(path))
+        if forbidden(module)
+    ]
     assert offending == [], "import what tests share from tests.helpers; take fixtures as arguments"
 
 
-@pytest.mark.parametrize(("source", "bad"), [
-    ("from tests.test_replay import SINGLE_BATCH", True),
-    ("from tests.workflows.test_ladder import EXPECTED_TIMELINE", True),
-    ("import tests.db.test_locks", True),
-    ("from tests.workflows import test_ladder", True),
-    ("from tests.conftest import make_loan", True),
-    ("from .test_ladder import EXPECTED_TIMELINE", True),
-    ("from . import test_ladder", True),
-    ("from tests.helpers import Harness, make_loan", False),
-    ("from tests import pg", False),
-    ("from models.schedule import local_date", False),
-])
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("from tests.test_replay import SINGLE_BATCH", True),
+        ("from tests.workflows.test_ladder import EXPECTED_TIMELINE", True),
+        ("import tests.db.test_locks", True),
+        ("from tests.workflows import test_ladder", True),
+        ("from tests.conftest import make_loan", True),
+        ("from .test_ladder import EXPECTED_TIMELINE", True),
+        ("from . import test_ladder", True),
+        ("from tests.helpers import Harness, make_loan", False),
+        ("from tests import pg", False),
+        ("from models.schedule import local_date", False),
+    ],
+)
 def test_the_import_check_catches_test_modules(source: str, bad: bool) -> None:
     """The check above, on a module of tests/workflows (where a relative import starts)."""
     modules = [m for _, m in imported_modules(source, package_of(TESTS / "workflows" / "probe.py"))]

@@ -45,8 +45,13 @@ async def test_paid_while_the_loop_writes_off(
     async with create_worker(env.client, task_queue=queue, database_url=db_url):
         await starter.start_collection(env.client, loan, task_queue=queue)
         await asyncio.wait_for(entered.wait(), 30)
-        paying = asyncio.create_task(starter.register_payment(env.client, loan.loan_id, Payment(
-            payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC))))
+        paying = asyncio.create_task(
+            starter.register_payment(
+                env.client,
+                loan.loan_id,
+                Payment(payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC)),
+            )
+        )
         await asyncio.sleep(1)  # the payment is recorded while the batch waits
         assert not paying.done()
         release.set()

@@ -29,8 +29,11 @@ def three_loans(now: datetime, dpd: int) -> list[OverdueLoan]:
 
 def contacts(engine: Engine, borrower_id: str) -> list[ContactRow]:
     with Session(engine) as session:
-        return list(session.exec(select(ContactRow).where(ContactRow.borrower_id == borrower_id)
-                                 .order_by(col(ContactRow.at))).all())
+        return list(
+            session.exec(
+                select(ContactRow).where(ContactRow.borrower_id == borrower_id).order_by(col(ContactRow.at))
+            ).all()
+        )
 
 
 def max_in_window(times: list[datetime], hours: int) -> int:
@@ -68,11 +71,13 @@ async def test_a_conversation_on_one_loan_quiets_calls_on_the_others(
         for loan in loans:
             await h.start(loan, policy="us")
         await h.at_dpd(loans[0], 5)
-        await starter.report_task_outcome(h.client, loans[0].loan_id, TaskReport(
-            task_id=f"{loans[0].loan_id}/call@5/1", outcome=TaskOutcome.answered))
+        await starter.report_task_outcome(
+            h.client, loans[0].loan_id, TaskReport(task_id=f"{loans[0].loan_id}/call@5/1", outcome=TaskOutcome.answered)
+        )
         for loan in loans[1:]:
-            await starter.report_task_outcome(h.client, loan.loan_id, TaskReport(
-                task_id=f"{loan.loan_id}/call@5/1", outcome=TaskOutcome.no_answer))
+            await starter.report_task_outcome(
+                h.client, loan.loan_id, TaskReport(task_id=f"{loan.loan_id}/call@5/1", outcome=TaskOutcome.no_answer)
+            )
         await h.at_dpd(loans[0], 20)
         statuses = [await h.status(loan) for loan in loans]
 
@@ -97,11 +102,16 @@ async def test_opt_out_and_agency_slots_go_through_the_guard(harness: Harness) -
     assert (await starter.opt_out(h.client, loan.loan_id, OptOutRequest(channel="phone"))).accepted
     again = await starter.opt_out(h.client, loan.loan_id, OptOutRequest(channel="phone"))
     assert not again.accepted and "already opted out" in again.reason
-    refused = await starter.request_agency_contact(h.client, loan.loan_id, AgencyContactRequest(
-        placement_id=placement.placement_id, channel="phone"))
+    refused = await starter.request_agency_contact(
+        h.client, loan.loan_id, AgencyContactRequest(placement_id=placement.placement_id, channel="phone")
+    )
     assert (refused.verdict, refused.rule) == ("refused", "CN-OPT-OUT")
-    texts = [await starter.request_agency_contact(h.client, loan.loan_id, AgencyContactRequest(
-        placement_id=placement.placement_id, channel="sms")) for _ in range(4)]
+    texts = [
+        await starter.request_agency_contact(
+            h.client, loan.loan_id, AgencyContactRequest(placement_id=placement.placement_id, channel="sms")
+        )
+        for _ in range(4)
+    ]
     assert [t.verdict for t in texts] == ["allowed", "allowed", "allowed", "deferred"]
     assert texts[3].rule == "CN-MESSAGES-3-PER-DAY"
     person = loan.borrower.borrower_id

@@ -43,8 +43,16 @@ def audit(engine: Engine) -> list[AuditRow]:
 
 
 def message(key: str = "L-1/message@1/sms") -> MessageRequest:
-    return MessageRequest(key=key, loan_id="L-1", at=NOW, channel="sms", template="reminder_first",
-                          language="zh", recipient="+8613800000000", context=MESSAGE_CONTEXT)
+    return MessageRequest(
+        key=key,
+        loan_id="L-1",
+        at=NOW,
+        channel="sms",
+        template="reminder_first",
+        language="zh",
+        recipient="+8613800000000",
+        context=MESSAGE_CONTEXT,
+    )
 
 
 def test_a_retried_message_is_stored_once_and_redelivered_with_the_same_key(engine: Engine) -> None:
@@ -105,7 +113,10 @@ def test_a_payment_is_recorded_once_with_its_allocation(engine: Engine) -> None:
     acts = LedgerActivities(engine)
     pay = Payment(payment_id="P-1", amount=Decimal("700.00"), currency="CNY", paid_at=NOW)
     req = PaymentRecord(
-        key="L-1/payment/P-1", loan_id="L-1", at=NOW, payment=pay,
+        key="L-1/payment/P-1",
+        loan_id="L-1",
+        at=NOW,
+        payment=pay,
         allocation=Allocation(penalties=Decimal("525.00"), fees=Decimal("100.00"), interest=Decimal("75.00")),
         balance_after=Balance(principal=Decimal("10000.00"), interest=Decimal("425.00")),
     )
@@ -123,9 +134,19 @@ def test_a_payment_is_recorded_once_with_its_allocation(engine: Engine) -> None:
 
 def test_a_task_is_created_once(engine: Engine) -> None:
     acts = TaskActivities(engine, Renderer(settings().templates_dir))
-    req = TaskRequest(key="L-1/call@5/1", loan_id="L-1", at=NOW, workflow_id="collection-L-1", kind="call",
-                      queue="collectors", template="call_first_round", language="en", attempt=1,
-                      due_by=NOW + timedelta(days=1), context={**MESSAGE_CONTEXT, "attempt": "1"})
+    req = TaskRequest(
+        key="L-1/call@5/1",
+        loan_id="L-1",
+        at=NOW,
+        workflow_id="collection-L-1",
+        kind="call",
+        queue="collectors",
+        template="call_first_round",
+        language="en",
+        attempt=1,
+        due_by=NOW + timedelta(days=1),
+        context={**MESSAGE_CONTEXT, "attempt": "1"},
+    )
     env = ActivityEnvironment()
     env.run(acts.create_task, req)
     env.run(acts.create_task, req)
@@ -149,10 +170,13 @@ def test_a_retried_guard_request_gets_the_recorded_decision(engine: Engine) -> N
     rules = ConductRules(ruleset=load_ruleset("cn", settings().rulesets_dir))
     late = datetime(2026, 12, 1, 15, 30, tzinfo=UTC)  # 23:30 in Shanghai: outside the hours
     env = ActivityEnvironment()
-    for key, situation, verdict in (("L-1/message@1/sms", Situation(), "deferred"),
-                                    ("L-1/message@3/sms", Situation(stopped=True), "refused")):
-        contact = ContactRequest(borrower_id="B-1", loan_id="L-1", channel="sms", at=late, timezone="Asia/Shanghai",
-                                 key=key)
+    for key, situation, verdict in (
+        ("L-1/message@1/sms", Situation(), "deferred"),
+        ("L-1/message@3/sms", Situation(stopped=True), "refused"),
+    ):
+        contact = ContactRequest(
+            borrower_id="B-1", loan_id="L-1", channel="sms", at=late, timezone="Asia/Shanghai", key=key
+        )
         req = GuardRequest(contact=contact, rules=rules, situation=situation)
         first = env.run(guard.request_contact, req)
         again = env.run(guard.request_contact, req)
@@ -168,23 +192,41 @@ def test_webhook_adapter_posts_with_the_idempotency_key() -> None:
         seen.append(request)
         return httpx.Response(200, json={"id": "gw-42"})
 
-    adapter = WebhookAdapter("https://gateway.invalid/send",
-                             client=httpx.Client(transport=httpx.MockTransport(handler)))
-    msg = OutboxMessage(key="L-1/message@1/sms", loan_id="L-1", channel="sms", template="t", language="zh",
-                        recipient="+8613800000000", body="hello")
+    adapter = WebhookAdapter(
+        "https://gateway.invalid/send", client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    msg = OutboxMessage(
+        key="L-1/message@1/sms",
+        loan_id="L-1",
+        channel="sms",
+        template="t",
+        language="zh",
+        recipient="+8613800000000",
+        body="hello",
+    )
     assert adapter.deliver(msg) == "gw-42"
     assert seen[0].headers["Idempotency-Key"] == "L-1/message@1/sms"
     assert b'"recipient":"+8613800000000"' in seen[0].content.replace(b" ", b"")
 
-    failing = WebhookAdapter("https://gateway.invalid/send",
-                             client=httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503))))
+    failing = WebhookAdapter(
+        "https://gateway.invalid/send",
+        client=httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503))),
+    )
     with pytest.raises(httpx.HTTPStatusError):
         failing.deliver(msg)  # raised, so the activity is retried
 
 
 def test_outbox_adapter_logs_masked_recipient(caplog: pytest.LogCaptureFixture) -> None:
-    msg = OutboxMessage(id=7, key="k", loan_id="L-1", channel="sms", template="t", language="zh",
-                        recipient="+8613812345678", body="hello")
+    msg = OutboxMessage(
+        id=7,
+        key="k",
+        loan_id="L-1",
+        channel="sms",
+        template="t",
+        language="zh",
+        recipient="+8613812345678",
+        body="hello",
+    )
     with caplog.at_level("INFO"):
         assert OutboxAdapter().deliver(msg) == "outbox:7"
     assert "13812345678" not in caplog.text and "***5678" in caplog.text

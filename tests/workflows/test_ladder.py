@@ -48,8 +48,13 @@ async def test_never_paying_loan_walks_the_whole_ladder(harness: Harness) -> Non
     ledger = harness.rows(LedgerEntry, lid, LedgerEntry.id)
     fees = [(dpd_of(e.at, loan), e.amount) for e in ledger if e.kind == "fee"]
     # 5% of principal + interest each month, capped at 25% of principal (2,500) in total
-    assert fees == [(7, Decimal("525.00")), (37, Decimal("525.00")), (67, Decimal("525.00")),
-                    (97, Decimal("525.00")), (127, Decimal("400.00"))]
+    assert fees == [
+        (7, Decimal("525.00")),
+        (37, Decimal("525.00")),
+        (67, Decimal("525.00")),
+        (97, Decimal("525.00")),
+        (127, Decimal("400.00")),
+    ]
     charge_off = [e for e in ledger if e.kind == "charge_off"]
     assert [(dpd_of(e.at, loan), e.amount) for e in charge_off] == [(180, Decimal("13100.00"))]
 

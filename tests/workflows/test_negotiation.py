@@ -26,9 +26,16 @@ from tests.helpers import Harness, dpd_of, make_loan
 
 
 async def pay(h: Harness, loan: OverdueLoan, amount: str | Decimal) -> None:
-    await starter.register_payment(h.client, loan.loan_id, Payment(
-        payment_id=f"P-{uuid.uuid4().hex[:8]}", amount=Decimal(amount), currency=loan.currency,
-        paid_at=datetime.now(UTC)))
+    await starter.register_payment(
+        h.client,
+        loan.loan_id,
+        Payment(
+            payment_id=f"P-{uuid.uuid4().hex[:8]}",
+            amount=Decimal(amount),
+            currency=loan.currency,
+            paid_at=datetime.now(UTC),
+        ),
+    )
 
 
 def actions(status: starter.CollectionStatus) -> list[tuple[str, str]]:
@@ -53,8 +60,11 @@ async def test_kept_promise_pauses_escalation_and_paused_days_do_not_count(harne
     h = harness
     loan = await started(h)
     await h.at_dpd(loan, 5)
-    d = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("1000.00"), date=await h.today(loan) + timedelta(days=5), made_by="agent-7"))
+    d = await starter.promise_to_pay(
+        h.client,
+        loan.loan_id,
+        PromiseRequest(amount=Decimal("1000.00"), date=await h.today(loan) + timedelta(days=5), made_by="agent-7"),
+    )
     assert d.accepted, d.reason
     status = await h.status(loan)
     assert status.paused_reason == "promise to pay"
@@ -79,8 +89,11 @@ async def test_broken_promise_resumes_escalation_where_it_stopped(harness: Harne
     loan = await started(h)
     await h.at_dpd(loan, 5)
     promised_for = await h.today(loan) + timedelta(days=5)  # DPD 10; judged after DPD 12 (grace 2)
-    assert (await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("1000.00"), date=promised_for))).accepted
+    assert (
+        await starter.promise_to_pay(
+            h.client, loan.loan_id, PromiseRequest(amount=Decimal("1000.00"), date=promised_for)
+        )
+    ).accepted
     await h.at_dpd(loan, 12)
     assert (await h.status(loan)).paused_reason == "promise to pay"
     await h.at_dpd(loan, 13)
@@ -97,24 +110,30 @@ async def test_promise_rejections_change_nothing(harness: Harness) -> None:
     await h.at_dpd(loan, 2)
     today = await h.today(loan)
     before = await h.status(loan)
-    too_far = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("100.00"), date=today + timedelta(days=15)))
+    too_far = await starter.promise_to_pay(
+        h.client, loan.loan_id, PromiseRequest(amount=Decimal("100.00"), date=today + timedelta(days=15))
+    )
     assert not too_far.accepted and "more than 14 days ahead" in too_far.reason
-    too_much = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("99999.00"), date=today + timedelta(days=3)))
+    too_much = await starter.promise_to_pay(
+        h.client, loan.loan_id, PromiseRequest(amount=Decimal("99999.00"), date=today + timedelta(days=3))
+    )
     assert not too_much.accepted and "exceeds the outstanding" in too_much.reason
     after = await h.status(loan)
     assert (after.timeline, after.paused_reason, after.counts) == (before.timeline, before.paused_reason, before.counts)
 
     for _ in range(2):  # two promises broken ...
         day = await h.today(loan)
-        assert (await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-            amount=Decimal("100.00"), date=day + timedelta(days=1)))).accepted
+        assert (
+            await starter.promise_to_pay(
+                h.client, loan.loan_id, PromiseRequest(amount=Decimal("100.00"), date=day + timedelta(days=1))
+            )
+        ).accepted
         await h.on_date(loan, day + timedelta(days=4))
     assert (await h.status(loan)).counts.promises_broken == 2
     before = await h.status(loan)
-    third = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("100.00"), date=await h.today(loan) + timedelta(days=1)))
+    third = await starter.promise_to_pay(
+        h.client, loan.loan_id, PromiseRequest(amount=Decimal("100.00"), date=await h.today(loan) + timedelta(days=1))
+    )
     assert not third.accepted and "no more promises" in third.reason
     assert (await h.status(loan)).timeline == before.timeline
 
@@ -125,13 +144,13 @@ async def test_promise_rejections_change_nothing(harness: Harness) -> None:
 async def plan_at_dpd10(h: Harness, loan: OverdueLoan, **kw: object) -> list[date]:
     await h.at_dpd(loan, 10)  # balance 10,600 + 525 fee = 11,125
     first = await h.today(loan) + timedelta(days=10)
-    d = await starter.propose_plan(h.client, loan.loan_id, PlanProposal(
-        instalments=3, frequency="monthly", first_due=first, **kw))
+    d = await starter.propose_plan(
+        h.client, loan.loan_id, PlanProposal(instalments=3, frequency="monthly", first_due=first, **kw)
+    )
     assert d.accepted, d.reason
     status = await h.status(loan)
     assert status.paused_reason == "instalment plan"
-    second = (first.replace(month=first.month + 1) if first.month < 12
-              else first.replace(year=first.year + 1, month=1))
+    second = first.replace(month=first.month + 1) if first.month < 12 else first.replace(year=first.year + 1, month=1)
     return [first, second]
 
 
@@ -202,8 +221,10 @@ async def test_plan_over_limits_is_rejected_and_a_plan_can_be_renegotiated(harne
     before = await h.status(loan)
     for proposal, why in [
         (PlanProposal(instalments=24, first_due=today + timedelta(days=5)), "exceed the maximum of 12"),
-        (PlanProposal(instalments=12, frequency="weekly", first_due=today + timedelta(days=60)),
-         "more than 30 days ahead"),
+        (
+            PlanProposal(instalments=12, frequency="weekly", first_due=today + timedelta(days=60)),
+            "more than 30 days ahead",
+        ),
         (PlanProposal(instalments=3, first_due=today - timedelta(days=1)), "in the past"),
         (PlanProposal(instalments=2, first_due=today, down_payment=Decimal(11000)), "below the smallest"),
     ]:
@@ -211,20 +232,28 @@ async def test_plan_over_limits_is_rejected_and_a_plan_can_be_renegotiated(harne
         assert not d.accepted and why in d.reason, d.reason
     assert (await h.status(loan)).timeline == before.timeline
 
-    assert (await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("500.00"), date=today + timedelta(days=3)))).accepted
-    first = await starter.propose_plan(h.client, loan.loan_id, PlanProposal(
-        instalments=4, first_due=today + timedelta(days=7), down_payment=Decimal("1125.00")))
+    assert (
+        await starter.promise_to_pay(
+            h.client, loan.loan_id, PromiseRequest(amount=Decimal("500.00"), date=today + timedelta(days=3))
+        )
+    ).accepted
+    first = await starter.propose_plan(
+        h.client,
+        loan.loan_id,
+        PlanProposal(instalments=4, first_due=today + timedelta(days=7), down_payment=Decimal("1125.00")),
+    )
     assert first.accepted
-    second = await starter.propose_plan(h.client, loan.loan_id, PlanProposal(
-        instalments=10, first_due=today + timedelta(days=14)))
+    second = await starter.propose_plan(
+        h.client, loan.loan_id, PlanProposal(instalments=10, first_due=today + timedelta(days=14))
+    )
     assert second.accepted
     status = await h.status(loan)
     assert [o for a, o in actions(status) if a == "plan"] == ["accepted", "renegotiated"]
     assert status.arrangement is not None
     assert status.arrangement.kind == "plan" and status.arrangement.next_due_amount == Decimal("1112.50")
-    promise_refused = await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("100.00"), date=today + timedelta(days=2)))
+    promise_refused = await starter.promise_to_pay(
+        h.client, loan.loan_id, PromiseRequest(amount=Decimal("100.00"), date=today + timedelta(days=2))
+    )
     assert not promise_refused.accepted and "renegotiate the plan" in promise_refused.reason
 
 
@@ -238,16 +267,23 @@ async def test_settlement_paid_waives_the_rest_and_settles(harness: Harness) -> 
     status = await h.status(loan)
     assert status.stage is Stage.late and status.outstanding.total == Decimal("12700.00")
     deadline = await h.today(loan) + timedelta(days=10)
-    too_deep = await starter.offer_settlement(h.client, loan.loan_id, SettlementOffer(
-        amount=Decimal("8000.00"), deadline=deadline))
+    too_deep = await starter.offer_settlement(
+        h.client, loan.loan_id, SettlementOffer(amount=Decimal("8000.00"), deadline=deadline)
+    )
     assert not too_deep.accepted and "exceeds the 30% allowed at stage late" in too_deep.reason
-    assert (await starter.offer_settlement(h.client, loan.loan_id, SettlementOffer(
-        amount=Decimal("9000.00"), deadline=deadline))).accepted
+    assert (
+        await starter.offer_settlement(
+            h.client, loan.loan_id, SettlementOffer(amount=Decimal("9000.00"), deadline=deadline)
+        )
+    ).accepted
     await pay(h, loan, "4000.00")
     arrangement = (await h.status(loan)).arrangement
     assert arrangement is not None and arrangement.next_due_amount == Decimal("5000.00")
-    receipt = await starter.register_payment(h.client, loan.loan_id, Payment(
-        payment_id="SETTLE-2", amount=Decimal("5000.00"), currency="CNY", paid_at=datetime.now(UTC)))
+    receipt = await starter.register_payment(
+        h.client,
+        loan.loan_id,
+        Payment(payment_id="SETTLE-2", amount=Decimal("5000.00"), currency="CNY", paid_at=datetime.now(UTC)),
+    )
     assert receipt.closed and receipt.stage is Stage.settled and receipt.outstanding.total == 0
     await h.settle()
     status = await h.status(loan)
@@ -262,11 +298,19 @@ async def test_settlement_not_paid_lapses_and_escalation_resumes(harness: Harnes
     h = harness
     loan = await started(h)
     await h.at_dpd(loan, 35)
-    early_refused = await starter.offer_settlement(h.client, loan.loan_id, SettlementOffer(
-        amount=Decimal("10000.00"), deadline=await h.today(loan) + timedelta(days=5)))
+    early_refused = await starter.offer_settlement(
+        h.client,
+        loan.loan_id,
+        SettlementOffer(amount=Decimal("10000.00"), deadline=await h.today(loan) + timedelta(days=5)),
+    )
     assert not early_refused.accepted  # 10.1 % off at stage middle (limit 10 %)
-    assert (await starter.offer_settlement(h.client, loan.loan_id, SettlementOffer(
-        amount=Decimal("10100.00"), deadline=await h.today(loan) + timedelta(days=5)))).accepted
+    assert (
+        await starter.offer_settlement(
+            h.client,
+            loan.loan_id,
+            SettlementOffer(amount=Decimal("10100.00"), deadline=await h.today(loan) + timedelta(days=5)),
+        )
+    ).accepted
     await h.at_dpd(loan, 41)
     status = await h.status(loan)
     assert ("settlement", "lapsed") in actions(status) and status.counts.settlements_lapsed == 1
@@ -276,14 +320,16 @@ async def test_settlement_not_paid_lapses_and_escalation_resumes(harness: Harnes
 # ------------------------------------------------------------------ hardship
 
 
-@pytest.mark.parametrize("outcome", ["offer_plan", "waive_interest", "waive_fees", "extend_term", "resume",
-                                     "refer_to_write_off"])
+@pytest.mark.parametrize(
+    "outcome", ["offer_plan", "waive_interest", "waive_fees", "extend_term", "resume", "refer_to_write_off"]
+)
 async def test_hardship_breathing_space_and_each_review_outcome(harness: Harness, outcome: str) -> None:
     h = harness
     loan = await started(h)
     await h.at_dpd(loan, 10)
-    d = await starter.report_hardship(h.client, loan.loan_id, HardshipReport(
-        reason="lost job", evidence_ref="DOC-42", reported_by="agent-3"))
+    d = await starter.report_hardship(
+        h.client, loan.loan_id, HardshipReport(reason="lost job", evidence_ref="DOC-42", reported_by="agent-3")
+    )
     assert d.accepted
     status = await h.status(loan)
     assert status.paused_reason == "hardship breathing space" and status.holds[0].kind == "hardship"
@@ -296,7 +342,8 @@ async def test_hardship_breathing_space_and_each_review_outcome(harness: Harness
 
     today = await h.today(loan)
     decision = HardshipDecision(
-        outcome=outcome, decided_by="reviewer-1",
+        outcome=outcome,
+        decided_by="reviewer-1",
         plan=PlanProposal(instalments=6, first_due=today + timedelta(days=14)) if outcome == "offer_plan" else None,
         extend_days=30 if outcome == "extend_term" else None,
     )
@@ -349,8 +396,11 @@ async def test_dispute_during_agency_placement_recalls_and_silences(harness: Har
     assert status.placement is None and status.paused_reason == "dispute open"
     placement = h.rows(PlacementRow, loan.loan_id)[0]
     assert placement.recall_reason == "dispute raised" and dpd_of(placement.recalled_at, loan) == 65
-    refused = await starter.offer_settlement(h.client, loan.loan_id, SettlementOffer(
-        amount=Decimal("1000.00"), deadline=await h.today(loan) + timedelta(days=3)))
+    refused = await starter.offer_settlement(
+        h.client,
+        loan.loan_id,
+        SettlementOffer(amount=Decimal("1000.00"), deadline=await h.today(loan) + timedelta(days=3)),
+    )
     assert not refused.accepted and "dispute is open" in refused.reason
     sent, fees = len(h.rows(OutboxMessage, loan.loan_id)), fee_dpds(h, loan)
 
@@ -394,8 +444,11 @@ async def test_stop_during_litigation_goes_to_legal_review_and_silences(harness:
     sent = len(h.rows(OutboxMessage, loan.loan_id))
     await h.at_dpd(loan, 400)
     assert len(h.rows(OutboxMessage, loan.loan_id)) == sent and not (await h.status(loan)).charged_off
-    assert not (await starter.promise_to_pay(h.client, loan.loan_id, PromiseRequest(
-        amount=Decimal("10.00"), date=await h.today(loan)))).accepted
+    assert not (
+        await starter.promise_to_pay(
+            h.client, loan.loan_id, PromiseRequest(amount=Decimal("10.00"), date=await h.today(loan))
+        )
+    ).accepted
     again = await starter.stop_collection(h.client, loan.loan_id, StopRequest(reason="bankruptcy"))
     assert not again.accepted and "already stopped" in again.reason
     d = await starter.stop_collection(h.client, loan.loan_id, StopRequest(reason="bankruptcy", route="write_off"))

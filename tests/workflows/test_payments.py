@@ -50,7 +50,11 @@ async def test_payment_in_full_closes_the_loan_at_every_stage(
     assert receipt.outstanding.total == 0 and receipt.paid_total == total
     a = receipt.allocation
     assert (a.penalties, a.fees, a.interest, a.principal, a.unapplied) == (
-        Decimal(penalties), Decimal("100.00"), Decimal("500.00"), Decimal("10000.00"), Decimal(0)
+        Decimal(penalties),
+        Decimal("100.00"),
+        Decimal("500.00"),
+        Decimal("10000.00"),
+        Decimal(0),
     )
     paid_at = receipt.received_at
 
@@ -85,11 +89,15 @@ async def test_partial_payments_allocate_in_order_and_escalation_goes_on(harness
 
     first = await starter.register_payment(harness.client, loan.loan_id, payment("600.00"))
     assert (first.allocation.penalties, first.allocation.fees, first.allocation.interest) == (
-        Decimal("525.00"), Decimal("75.00"), Decimal(0)
+        Decimal("525.00"),
+        Decimal("75.00"),
+        Decimal(0),
     )
     second = await starter.register_payment(harness.client, loan.loan_id, payment("1000.00"))
     assert (second.allocation.fees, second.allocation.interest, second.allocation.principal) == (
-        Decimal("25.00"), Decimal("500.00"), Decimal("475.00")
+        Decimal("25.00"),
+        Decimal("500.00"),
+        Decimal("475.00"),
     )
     assert not second.closed and second.outstanding.total == Decimal("9525.00")
     assert second.paid_total == Decimal("1600.00")

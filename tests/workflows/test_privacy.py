@@ -122,8 +122,11 @@ def sdk_plain(path: str) -> bool:
     them), `workflow.patched` markers (the patch id) and a local activity marker's bookkeeping
     (`details[data]`: sequence, attempt, activity type, times; its `details[result]` is sealed).
     They hold no borrower data; the raw scan of the whole history checks that too."""
-    return ("search_attributes" in path or "[patch-data]" in path
-            or (".marker_recorded_event_attributes.details[data]" in path))
+    return (
+        "search_attributes" in path
+        or "[patch-data]" in path
+        or (".marker_recorded_event_attributes.details[data]" in path)
+    )
 
 
 def clear_forms(text: str) -> list[str]:

@@ -24,7 +24,8 @@ async def test_answered_call_is_recorded_and_not_retried(harness: Harness) -> No
     await harness.at_dpd(loan, 5)
     task_id = f"{loan.loan_id}/call@5/1"
     status = await starter.report_task_outcome(
-        harness.client, loan.loan_id,
+        harness.client,
+        loan.loan_id,
         TaskReport(task_id=task_id, outcome=TaskOutcome.answered, note="will pay Friday", recording_ref="rec-1"),
     )
     assert status.open_tasks == []
@@ -47,7 +48,8 @@ async def test_unanswered_call_is_retried_and_wrong_number_is_not(harness: Harne
     status = await harness.status(loan)
     assert [t.task_id for t in status.open_tasks] == [f"{loan.loan_id}/call@5/2"]
     await starter.report_task_outcome(
-        harness.client, loan.loan_id,
+        harness.client,
+        loan.loan_id,
         TaskReport(task_id=f"{loan.loan_id}/call@5/2", outcome=TaskOutcome.wrong_number),
     )
     await harness.at_dpd(loan, 14)
@@ -76,9 +78,11 @@ async def test_agency_and_court_reports_reach_the_timeline_and_the_record(harnes
     with pytest.raises(starter.RequestRejected):
         await starter.report_agency(harness.client, loan.loan_id, AgencyReport(placement_id="other", note="x"))
     await starter.report_agency(
-        harness.client, loan.loan_id,
-        AgencyReport(placement_id=status.placement.placement_id, note="borrower reached, disputes fees",
-                     contacted=True),
+        harness.client,
+        loan.loan_id,
+        AgencyReport(
+            placement_id=status.placement.placement_id, note="borrower reached, disputes fees", contacted=True
+        ),
     )
     with pytest.raises(starter.RequestRejected, match="not open"):
         await starter.report_court(harness.client, loan.loan_id, CourtReport(case_id="c", event="hearing"))
@@ -150,13 +154,15 @@ async def test_wrong_number_asks_a_third_party_without_naming_the_debt(harness: 
 
     h = harness
     loan = make_loan(dpd=0, now=await h.now())
-    borrower = loan.borrower.model_copy(update={"third_parties": [ThirdParty(name="王芳", phone="+8613900000001",
-                                                                             relation="sister")]})
+    borrower = loan.borrower.model_copy(
+        update={"third_parties": [ThirdParty(name="王芳", phone="+8613900000001", relation="sister")]}
+    )
     loan = loan.model_copy(update={"borrower": borrower})
     await h.start(loan)
     await h.at_dpd(loan, 5)
-    await starter.report_task_outcome(h.client, loan.loan_id, TaskReport(
-        task_id=f"{loan.loan_id}/call@5/1", outcome=TaskOutcome.wrong_number))
+    await starter.report_task_outcome(
+        h.client, loan.loan_id, TaskReport(task_id=f"{loan.loan_id}/call@5/1", outcome=TaskOutcome.wrong_number)
+    )
     await h.settle()
     from db.tables import OutboxMessage
 

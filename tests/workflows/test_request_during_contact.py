@@ -70,8 +70,13 @@ async def test_paid_while_the_guard_decides_the_reminder_goes_and_then_only_the_
     loan = make_loan(dpd=1, now=await env.get_current_time(), tz=daytime_zone())  # the DPD 1 reminder is due now
     await starter.start_collection(env.client, loan, task_queue=worker_queue)
     await asyncio.wait_for(entered.wait(), 30)  # the reminder's guard decision is in flight
-    paying = asyncio.create_task(starter.register_payment(env.client, loan.loan_id, Payment(
-        payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC))))
+    paying = asyncio.create_task(
+        starter.register_payment(
+            env.client,
+            loan.loan_id,
+            Payment(payment_id="P-1", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC)),
+        )
+    )
     await asyncio.sleep(1)
     assert not paying.done()  # recorded, waiting for the contact in flight
     release.set()
@@ -91,7 +96,8 @@ async def test_disputed_while_the_guard_decides_the_reminder_goes_and_then_nothi
     await starter.start_collection(env.client, loan, task_queue=worker_queue)
     await asyncio.wait_for(entered.wait(), 30)
     disputing = asyncio.create_task(
-        starter.raise_dispute(env.client, loan.loan_id, DisputeRequest(reason="not my loan")))
+        starter.raise_dispute(env.client, loan.loan_id, DisputeRequest(reason="not my loan"))
+    )
     await asyncio.sleep(1)
     release.set()
     assert (await disputing).accepted

@@ -47,14 +47,16 @@ async def _status_when_rolled(h: Harness, loan_id: str, first_run: str) -> None:
 
 
 @pytest.fixture
-async def capped(env: WorkflowEnvironment, db_url: str, engine: Engine,
-                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+async def capped(
+    env: WorkflowEnvironment, db_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Harness]:
     """A worker whose workflows see HISTORY_CAP = 80 (unsandboxed, so the patched module
     constant is the one the workflow reads; the server's suggestion stays at 4,096)."""
     monkeypatch.setattr(collection, "HISTORY_CAP", 80)
     queue = f"cap-{uuid.uuid4()}"
-    async with create_worker(env.client, task_queue=queue, database_url=db_url,
-                             workflow_runner=UnsandboxedWorkflowRunner()):
+    async with create_worker(
+        env.client, task_queue=queue, database_url=db_url, workflow_runner=UnsandboxedWorkflowRunner()
+    ):
         yield Harness(env=env, engine=engine, task_queue=queue)
 
 
@@ -82,8 +84,10 @@ async def test_history_cap_continues_as_new_without_the_servers_suggestion(cappe
 async def test_roll_over_carries_state_and_skips_closed_loans(harness: Harness) -> None:
     h = harness
     now = await h.now()
-    open_loan, paid_loan = make_loan(dpd=3, now=now), make_loan(dpd=3, now=now, principal="100.00",
-                                                                 interest="0.00", fees="0.00")
+    open_loan, paid_loan = (
+        make_loan(dpd=3, now=now),
+        make_loan(dpd=3, now=now, principal="100.00", interest="0.00", fees="0.00"),
+    )
     for loan in (open_loan, paid_loan):
         await h.start(loan)
     await h.settle()

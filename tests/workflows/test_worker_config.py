@@ -26,8 +26,11 @@ async def test_a_cloned_worker_keeps_the_single_batch_flag(env: WorkflowEnvironm
     async with Worker(**config):  # the clone; the original never runs
         loan = make_loan(dpd=3, now=await env.get_current_time())
         await starter.start_collection(env.client, loan, "default", task_queue=queue)
-        receipt = await starter.register_payment(env.client, loan.loan_id, Payment(
-            payment_id="P-clone", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC)))
+        receipt = await starter.register_payment(
+            env.client,
+            loan.loan_id,
+            Payment(payment_id="P-clone", amount=loan.balance().total, currency="CNY", paid_at=datetime.now(UTC)),
+        )
         assert receipt.outstanding.total == Decimal(0)
         handle = env.client.get_workflow_handle(workflow_id(loan.loan_id), result_type=CollectionStatus)
         assert (await handle.result()).stage is Stage.paid

@@ -215,8 +215,12 @@ class LegacyCollectionWorkflow(Negotiation):
         await self._activity(
             RecordActivities.register_loan,
             LoanRegistration(
-                loan=loan, policy=policy.name, policy_version=policy.version,
-                workflow_id=workflow.info().workflow_id, stage=self._stage(), at=now,
+                loan=loan,
+                policy=policy.name,
+                policy_version=policy.version,
+                workflow_id=workflow.info().workflow_id,
+                stage=self._stage(),
+                at=now,
             ),
             local=local,
         )
@@ -324,20 +328,31 @@ class LegacyCollectionWorkflow(Negotiation):
                 return None
             s.rules = await self._activity(RecordActivities.load_conduct_rules, s.policy.conduct)
         contact = ContactRequest(
-            borrower_id=s.loan.borrower.borrower_id, loan_id=s.loan.loan_id, channel=channel,
-            purpose=purpose, at=self._now(), timezone=s.loan.borrower.timezone, key=key,
+            borrower_id=s.loan.borrower.borrower_id,
+            loan_id=s.loan.loan_id,
+            channel=channel,
+            purpose=purpose,
+            at=self._now(),
+            timezone=s.loan.borrower.timezone,
+            key=key,
         )
         decision: GuardDecision = await self._activity(
             GuardActivities.request_contact, GuardRequest(contact=contact, rules=s.rules, situation=self._situation())
         )
         if decision.verdict != "refused" and self._overtaken(purpose) and workflow.patched(OVERTAKEN_PATCH):
             why = f"loan {s.closed_as}" if s.closed_as is not None else f"paused: {pause_reason(s)}"
-            decision = GuardDecision(verdict="refused", rule="GEN-OVERTAKEN", at=self._now(),
-                                     reason=f"{why} while the guard decided")
+            decision = GuardDecision(
+                verdict="refused", rule="GEN-OVERTAKEN", at=self._now(), reason=f"{why} while the guard decided"
+            )
         if decision.verdict != "allowed":
             until = f" until {decision.at:%Y-%m-%d %H:%M}" if decision.verdict == "deferred" else ""
-            self._note(what, channel=channel, outcome=decision.verdict, key=key,
-                       detail=f"{decision.rule}{until}: {decision.reason}")
+            self._note(
+                what,
+                channel=channel,
+                outcome=decision.verdict,
+                key=key,
+                detail=f"{decision.rule}{until}: {decision.reason}",
+            )
         return decision
 
     def _overtaken(self, purpose: str) -> bool:
@@ -381,8 +396,12 @@ class LegacyCollectionWorkflow(Negotiation):
 
     def _situation(self) -> Situation:
         s = self._state
-        return Situation(stopped=s.stop is not None, held=bool(s.holds),
-                         paused=s.paused_reason is not None, opted_out=list(s.opted_out))
+        return Situation(
+            stopped=s.stop is not None,
+            held=bool(s.holds),
+            paused=s.paused_reason is not None,
+            opted_out=list(s.opted_out),
+        )
 
     def _contact_time(self, planned: datetime) -> datetime:
         """When a contact planned for `planned` may happen: not before now, and inside the
@@ -444,10 +463,15 @@ class LegacyCollectionWorkflow(Negotiation):
         inst.reminded = True
         s = self._state
         await self._send(
-            f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}", "plan_reminder", "sms",
-            purpose="arrangement", extra={"instalment_number": str(inst.number),
-                                          "instalment_amount": f"{inst.amount:,}",
-                   "instalment_due": inst.due.isoformat()},
+            f"{plan.plan_id.removeprefix(s.loan.loan_id + '/')}/reminder/{inst.number}",
+            "plan_reminder",
+            "sms",
+            purpose="arrangement",
+            extra={
+                "instalment_number": str(inst.number),
+                "instalment_amount": f"{inst.amount:,}",
+                "instalment_due": inst.due.isoformat(),
+            },
         )
 
     async def _end_breathing_space(self) -> None:
@@ -456,19 +480,27 @@ class LegacyCollectionWorkflow(Negotiation):
         assert hold is not None
         s.holds.remove(hold)
         self._actor = "workflow"
-        self._note("hardship", outcome="ended", key=hold.review_task_id,
-                   detail="breathing space over, no review outcome")
-        await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=self._now(), outcome="timeout",
-            note="breathing space ended before a review outcome",
-        ))
+        self._note(
+            "hardship", outcome="ended", key=hold.review_task_id, detail="breathing space over, no review outcome"
+        )
+        await self._activity(
+            TaskActivities.close_task,
+            TaskClosure(
+                task_id=hold.review_task_id,
+                loan_id=s.loan.loan_id,
+                at=self._now(),
+                outcome="timeout",
+                note="breathing space ended before a review outcome",
+            ),
+        )
         await self._record(f"{hold.review_task_id}/ended", "hardship_ended")
 
     async def _record_notes(self, notes: list[tuple[str, str, str]], ref: str) -> None:
         for action, outcome, detail in notes:
             self._note(action, outcome=outcome, key=ref, detail=detail)
-            await self._record(f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}",
-                               detail=detail)
+            await self._record(
+                f"{ref}/{action}-{outcome}/{len(self._state.timeline)}", f"{action}_{outcome}", detail=detail
+            )
 
     async def _sync_pause(self) -> None:
         """Start or end the pause (and the hold clock) to match the state, on the timeline
@@ -498,8 +530,9 @@ class LegacyCollectionWorkflow(Negotiation):
         else:
             self._note("paused", outcome=reason, detail=f"by {self._actor}")
         s.paused_reason = reason
-        await self._record(f"pause/{len(s.timeline)}", "paused" if reason else "resumed", self._actor,
-                           reason=reason or "")
+        await self._record(
+            f"pause/{len(s.timeline)}", "paused" if reason else "resumed", self._actor, reason=reason or ""
+        )
         self._actor = "workflow"
 
     async def _run_planned(self, action: PlannedAction) -> None:
@@ -530,8 +563,13 @@ class LegacyCollectionWorkflow(Negotiation):
             await self._file_case(step)
 
     async def _send(
-        self, what: str, template: str, channel: str, deadline_days: int | None = None,
-        extra: dict[str, str] | None = None, purpose: str = "escalation",
+        self,
+        what: str,
+        template: str,
+        channel: str,
+        deadline_days: int | None = None,
+        extra: dict[str, str] | None = None,
+        purpose: str = "escalation",
     ) -> None:
         """Send one message once the guard allows it; `what` (the step key) makes the
         idempotency key. A deferred message is queued for the guard's moment."""
@@ -543,15 +581,29 @@ class LegacyCollectionWorkflow(Negotiation):
             return
         decision = await self._ask_guard(channel, purpose, key, template)
         if decision is not None and decision.verdict == "deferred":
-            s.deferred.append(DeferredContact(
-                key=key, kind="message", purpose=purpose, channel=channel, at=decision.at, what=what,
-                template=template, deadline_days=deadline_days, extra=extra or {},
-            ))
+            s.deferred.append(
+                DeferredContact(
+                    key=key,
+                    kind="message",
+                    purpose=purpose,
+                    channel=channel,
+                    at=decision.at,
+                    what=what,
+                    template=template,
+                    deadline_days=deadline_days,
+                    extra=extra or {},
+                )
+            )
         if decision is not None and decision.verdict != "allowed":
             return
         req = MessageRequest(
-            key=key, loan_id=s.loan.loan_id, at=self._now(), channel=channel, template=template,
-            language=s.loan.borrower.language, recipient=recipient,
+            key=key,
+            loan_id=s.loan.loan_id,
+            at=self._now(),
+            channel=channel,
+            template=template,
+            language=s.loan.borrower.language,
+            recipient=recipient,
             context=self._context(deadline_days, **(extra or {})),
         )
         ok = await self._try(MessagingActivities.send_message, req, key)
@@ -570,41 +622,82 @@ class LegacyCollectionWorkflow(Negotiation):
         channel = "phone" if step.action is Action.call else "visit"
         decision = await self._ask_guard(channel, "escalation", key, f"{step.action}_task")
         if decision is not None and decision.verdict == "deferred":
-            s.deferred.append(DeferredContact(key=key, kind="task", purpose="escalation", channel=channel,
-                                              at=decision.at, step_key=step.key, attempt=attempt))
+            s.deferred.append(
+                DeferredContact(
+                    key=key,
+                    kind="task",
+                    purpose="escalation",
+                    channel=channel,
+                    at=decision.at,
+                    step_key=step.key,
+                    attempt=attempt,
+                )
+            )
         if decision is not None and decision.verdict != "allowed":
             return
         deadline = now + timedelta(hours=step.outcome_timeout_hours)
         req = TaskRequest(
-            key=key, loan_id=s.loan.loan_id, at=now, workflow_id=workflow.info().workflow_id, kind=str(step.action),
-            queue=step.queue, template=step.template, language=s.loan.borrower.language, attempt=attempt,
-            due_by=deadline, context=self._context(step.deadline_days, attempt=str(attempt)),
+            key=key,
+            loan_id=s.loan.loan_id,
+            at=now,
+            workflow_id=workflow.info().workflow_id,
+            kind=str(step.action),
+            queue=step.queue,
+            template=step.template,
+            language=s.loan.borrower.language,
+            attempt=attempt,
+            due_by=deadline,
+            context=self._context(step.deadline_days, attempt=str(attempt)),
         )
         ok = await self._try(TaskActivities.create_task, req, key)
-        self._note(f"{step.action}_task", channel=channel, outcome="created" if ok else "failed", key=key,
-                   detail=f"attempt {attempt}, queue {step.queue}")
+        self._note(
+            f"{step.action}_task",
+            channel=channel,
+            outcome="created" if ok else "failed",
+            key=key,
+            detail=f"attempt {attempt}, queue {step.queue}",
+        )
         if ok:
-            s.open_tasks.append(OpenTask(
-                task_id=key, kind=str(step.action), step_key=step.key, attempt=attempt,
-                queue=step.queue, deadline=deadline,
-            ))
+            s.open_tasks.append(
+                OpenTask(
+                    task_id=key,
+                    kind=str(step.action),
+                    step_key=step.key,
+                    attempt=attempt,
+                    queue=step.queue,
+                    deadline=deadline,
+                )
+            )
 
     async def _place(self, step: LadderStep) -> None:
         s, now = self._state, self._now()
         key = f"{s.loan.loan_id}/{step.key}"
         # the recall falls at send time on the last day, so it comes before that day's steps
         tz = s.loan.borrower.timezone
-        recall_at = at_local(local_date(now, tz) + timedelta(days=s.policy.agency.period_days),
-                             s.policy.contact.send_at, tz)
+        recall_at = at_local(
+            local_date(now, tz) + timedelta(days=s.policy.agency.period_days), s.policy.contact.send_at, tz
+        )
         agency = s.policy.agency.name
         req = PlacementRequest(
-            key=key, loan_id=s.loan.loan_id, at=now, agency=agency, recall_at=recall_at, balance=s.balance,
-            currency=s.loan.currency, template=step.template, language=s.loan.borrower.language,
+            key=key,
+            loan_id=s.loan.loan_id,
+            at=now,
+            agency=agency,
+            recall_at=recall_at,
+            balance=s.balance,
+            currency=s.loan.currency,
+            template=step.template,
+            language=s.loan.borrower.language,
             context=self._context(None, agency=agency, recall_date=recall_at.date().isoformat()),
         )
         ok = await self._try(HandoverActivities.place_with_agency, req, key)
-        self._note("agency_placement", channel="agency", outcome="placed" if ok else "failed", key=key,
-                   detail=f"{agency} until {recall_at:%Y-%m-%d}")
+        self._note(
+            "agency_placement",
+            channel="agency",
+            outcome="placed" if ok else "failed",
+            key=key,
+            detail=f"{agency} until {recall_at:%Y-%m-%d}",
+        )
         if ok:
             s.placement = PlacementInfo(placement_id=key, agency=agency, placed_at=now, recall_at=recall_at)
 
@@ -622,8 +715,14 @@ class LegacyCollectionWorkflow(Negotiation):
         s = self._state
         key = f"{s.loan.loan_id}/{step.key}"
         req = CaseRequest(
-            key=key, loan_id=s.loan.loan_id, at=self._now(), balance=s.balance, currency=s.loan.currency,
-            template=step.template, language=s.loan.borrower.language, context=self._context(None),
+            key=key,
+            loan_id=s.loan.loan_id,
+            at=self._now(),
+            balance=s.balance,
+            currency=s.loan.currency,
+            template=step.template,
+            language=s.loan.borrower.language,
+            context=self._context(None),
         )
         ok = await self._try(HandoverActivities.file_case, req, key)
         self._note("litigation", channel="court", outcome="filed" if ok else "failed", key=key)
@@ -644,10 +743,21 @@ class LegacyCollectionWorkflow(Negotiation):
             return
         s.balance = s.balance.with_component("penalties", s.balance.penalties + amount)
         s.penalties_posted += amount
-        self._note("late_fee", channel="ledger", outcome="posted", key=key,
-                   detail=f"period {action.period}: {amount} {s.loan.currency}")
-        req = FeeRequest(key=key, loan_id=s.loan.loan_id, period=action.period, amount=amount,
-                         currency=s.loan.currency, at=self._now())
+        self._note(
+            "late_fee",
+            channel="ledger",
+            outcome="posted",
+            key=key,
+            detail=f"period {action.period}: {amount} {s.loan.currency}",
+        )
+        req = FeeRequest(
+            key=key,
+            loan_id=s.loan.loan_id,
+            period=action.period,
+            amount=amount,
+            currency=s.loan.currency,
+            at=self._now(),
+        )
         await self._activity(LedgerActivities.post_fee, req)
 
     async def _write_off(self) -> None:
@@ -655,11 +765,19 @@ class LegacyCollectionWorkflow(Negotiation):
         s.charged_off_at = self._now()
         s.cursor = len(self._plan)  # nothing of the ladder runs after a charge-off
         key = f"{s.loan.loan_id}/write-off"
-        self._note("write_off", channel="ledger", outcome="charged_off", key=key,
-                   detail=f"{s.balance.total} {s.loan.currency}")
-        await self._activity(LedgerActivities.charge_off, ChargeOffRequest(
-            key=key, loan_id=s.loan.loan_id, balance=s.balance, currency=s.loan.currency, at=s.charged_off_at,
-        ))
+        self._note(
+            "write_off", channel="ledger", outcome="charged_off", key=key, detail=f"{s.balance.total} {s.loan.currency}"
+        )
+        await self._activity(
+            LedgerActivities.charge_off,
+            ChargeOffRequest(
+                key=key,
+                loan_id=s.loan.loan_id,
+                balance=s.balance,
+                currency=s.loan.currency,
+                at=s.charged_off_at,
+            ),
+        )
         await self._record("written-off", "written_off")
         await self._cancel_tasks("written off")
 
@@ -673,8 +791,13 @@ class LegacyCollectionWorkflow(Negotiation):
         s.paid_total += allocation.applied()
         s.payment_ids.append(payment.payment_id)
         key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
-        self._note("payment", channel=payment.source, outcome="applied", key=key,
-                   detail=f"{payment.amount} {payment.currency}; left {s.balance.total}")
+        self._note(
+            "payment",
+            channel=payment.source,
+            outcome="applied",
+            key=key,
+            detail=f"{payment.amount} {payment.currency}; left {s.balance.total}",
+        )
         credited = credit_payments(s)
         for action, outcome, detail in credited:
             self._note(action, outcome=outcome, key=key, detail=detail)
@@ -685,9 +808,15 @@ class LegacyCollectionWorkflow(Negotiation):
             s.closed_as, s.closed_at = Stage.paid, self._now()
         self._wake = True
         receipt = PaymentReceipt(
-            loan_id=s.loan.loan_id, payment_id=payment.payment_id, amount=payment.amount,
-            currency=payment.currency, allocation=allocation, outstanding=s.balance,
-            paid_total=s.paid_total, stage=self._stage(), closed=s.closed_as is not None,
+            loan_id=s.loan.loan_id,
+            payment_id=payment.payment_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            allocation=allocation,
+            outstanding=s.balance,
+            paid_total=s.paid_total,
+            stage=self._stage(),
+            closed=s.closed_as is not None,
             received_at=self._now(),
         )
         return receipt, credited, waived
@@ -701,10 +830,17 @@ class LegacyCollectionWorkflow(Negotiation):
             raise ApplicationError(str(exc), type="PaymentRejected", non_retryable=True) from exc
         receipt, credited, waived = self._apply_payment(payment)
         key = f"{s.loan.loan_id}/payment/{payment.payment_id}"
-        await self._activity(LedgerActivities.record_payment, PaymentRecord(
-            key=key, loan_id=s.loan.loan_id, at=self._now(),
-            payment=payment, allocation=receipt.allocation, balance_after=receipt.outstanding,
-        ))
+        await self._activity(
+            LedgerActivities.record_payment,
+            PaymentRecord(
+                key=key,
+                loan_id=s.loan.loan_id,
+                at=self._now(),
+                payment=payment,
+                allocation=receipt.allocation,
+                balance_after=receipt.outstanding,
+            ),
+        )
         for action, outcome, detail in credited:
             await self._record(f"{key}/{action}-{outcome}", f"{action}_{outcome}", detail=detail)
         if waived.total > 0 and s.settlement is not None:
@@ -734,18 +870,38 @@ class LegacyCollectionWorkflow(Negotiation):
         s.open_tasks.remove(task)
         step = next((a.step for a in self._plan if a.key == f"step:{task.step_key}"), None)
         reached = outcome in ("answered", "promised", "refused")
-        if (step is not None and not reached and outcome != "wrong_number" and task.attempt < step.attempts
-                and s.closed_as is None and s.charged_off_at is None):
-            at = next_contact_moment(self._now() + timedelta(hours=step.retry_after_hours), s.policy,
-                                     s.loan.borrower.timezone)
+        if (
+            step is not None
+            and not reached
+            and outcome != "wrong_number"
+            and task.attempt < step.attempts
+            and s.closed_as is None
+            and s.charged_off_at is None
+        ):
+            at = next_contact_moment(
+                self._now() + timedelta(hours=step.retry_after_hours), s.policy, s.loan.borrower.timezone
+            )
             s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
-        self._note(f"{task.kind}_outcome", channel="phone" if task.kind == "call" else "visit",
-                   outcome=outcome, key=task.task_id, detail=note)
+        self._note(
+            f"{task.kind}_outcome",
+            channel="phone" if task.kind == "call" else "visit",
+            outcome=outcome,
+            key=task.task_id,
+            detail=note,
+        )
         self._wake = True
-        await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=task.task_id, loan_id=s.loan.loan_id, at=self._now(), outcome=outcome, note=note,
-            recording_ref=recording, closed_by=by,
-        ))
+        await self._activity(
+            TaskActivities.close_task,
+            TaskClosure(
+                task_id=task.task_id,
+                loan_id=s.loan.loan_id,
+                at=self._now(),
+                outcome=outcome,
+                note=note,
+                recording_ref=recording,
+                closed_by=by,
+            ),
+        )
         if reached and s.rules is not None:  # a conversation: the caps and quiet periods count it
             await self._activity(GuardActivities.record_conversation, task.task_id)
         located = any(e.action == "locate_request" for e in s.timeline)
@@ -798,9 +954,7 @@ class LegacyCollectionWorkflow(Negotiation):
     @pay.validator
     def _check_pay(self, payment: Payment) -> None:
         s = self._s
-        check_payment(
-            payment, self._input.loan.currency, s.payment_ids if s else [], s.closed_as if s else None
-        )
+        check_payment(payment, self._input.loan.currency, s.payment_ids if s else [], s.closed_as if s else None)
 
     @workflow.signal
     async def payment_received(self, payment: Payment) -> None:
@@ -829,10 +983,16 @@ class LegacyCollectionWorkflow(Negotiation):
     @workflow.update
     async def report_agency(self, report: AgencyReport) -> CollectionStatus:
         """A progress report from the agency that holds the account."""
-        self._note("agency_report", channel="agency", outcome="contacted" if report.contacted else "reported",
-                   key=report.placement_id, detail=report.note)
-        await self._record(f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by,
-                           note=report.note)
+        self._note(
+            "agency_report",
+            channel="agency",
+            outcome="contacted" if report.contacted else "reported",
+            key=report.placement_id,
+            detail=report.note,
+        )
+        await self._record(
+            f"agency-report/{len(self._state.timeline)}", "agency_report", report.reported_by, note=report.note
+        )
         return self._status()
 
     @report_agency.validator
@@ -848,8 +1008,9 @@ class LegacyCollectionWorkflow(Negotiation):
         if s.case is not None:
             s.case.last_event = report.event
         self._note("court_report", channel="court", outcome=report.event, key=report.case_id, detail=report.note)
-        await self._record(f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event,
-                           note=report.note)
+        await self._record(
+            f"court-report/{len(s.timeline)}", "court_report", report.reported_by, event=report.event, note=report.note
+        )
         return self._status()
 
     @report_court.validator
@@ -953,9 +1114,9 @@ class LegacyCollectionWorkflow(Negotiation):
         return template_context(self._state, self._now(), self._stage(), deadline_days, **extra)
 
     def _note(self, action: str, *, channel: str = "", outcome: str = "", key: str = "", detail: str = "") -> None:
-        self._state.timeline.append(TimelineEntry(
-            at=self._now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail
-        ))
+        self._state.timeline.append(
+            TimelineEntry(at=self._now(), action=action, channel=channel, outcome=outcome, key=key, detail=detail)
+        )
 
     async def _activity(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, *, local: bool = False) -> _Result:
         """Run an activity; as a local activity (same timeout and retries, no server round
@@ -964,9 +1125,7 @@ class LegacyCollectionWorkflow(Negotiation):
             return await workflow.execute_local_activity_method(
                 method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
             )
-        return await workflow.execute_activity_method(
-            method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY
-        )
+        return await workflow.execute_activity_method(method, arg, start_to_close_timeout=_TIMEOUT, retry_policy=_RETRY)
 
     async def _try(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, key: str) -> bool:
         """Run a side effect whose permanent failure (a broken template) must not stop the
@@ -981,22 +1140,47 @@ class LegacyCollectionWorkflow(Negotiation):
 
     async def _record(self, key: str, action: str, actor: str = "workflow", **detail: str) -> None:
         s = self._state
-        await self._activity(RecordActivities.record_event, AuditEvent(
-            key=f"{s.loan.loan_id}/{key}", loan_id=s.loan.loan_id, action=action, actor=actor,
-            stage=self._stage(), at=self._now(), detail=detail,
-        ))
+        await self._activity(
+            RecordActivities.record_event,
+            AuditEvent(
+                key=f"{s.loan.loan_id}/{key}",
+                loan_id=s.loan.loan_id,
+                action=action,
+                actor=actor,
+                stage=self._stage(),
+                at=self._now(),
+                detail=detail,
+            ),
+        )
 
     def _status(self) -> CollectionStatus:
         s = self._state
         due = self._next_due() if s.closed_as is None else None
         return CollectionStatus(
-            loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id, policy=s.policy.name,
-            policy_version=s.policy.version, currency=s.loan.currency, stage=self._stage(),
-            days_past_due=self._dpd(), as_of=self._now(), outstanding=s.balance, paid_total=s.paid_total,
-            next_action=due.label if due else None, next_action_at=due.at if due else None,
-            paused_reason=s.paused_reason, paused_days=s.paused_days,
-            arrangement=arrangement_info(s, self._now()), counts=s.counts, holds=list(s.holds), stop=s.stop,
-            charged_off=s.charged_off_at is not None, deferred=list(s.deferred), opted_out=list(s.opted_out),
-            closed=s.closed_as is not None, open_tasks=list(s.open_tasks), placement=s.placement,
-            case=s.case, timeline=list(s.timeline),
+            loan_id=s.loan.loan_id,
+            workflow_id=workflow.info().workflow_id,
+            policy=s.policy.name,
+            policy_version=s.policy.version,
+            currency=s.loan.currency,
+            stage=self._stage(),
+            days_past_due=self._dpd(),
+            as_of=self._now(),
+            outstanding=s.balance,
+            paid_total=s.paid_total,
+            next_action=due.label if due else None,
+            next_action_at=due.at if due else None,
+            paused_reason=s.paused_reason,
+            paused_days=s.paused_days,
+            arrangement=arrangement_info(s, self._now()),
+            counts=s.counts,
+            holds=list(s.holds),
+            stop=s.stop,
+            charged_off=s.charged_off_at is not None,
+            deferred=list(s.deferred),
+            opted_out=list(s.opted_out),
+            closed=s.closed_as is not None,
+            open_tasks=list(s.open_tasks),
+            placement=s.placement,
+            case=s.case,
+            timeline=list(s.timeline),
         )

@@ -74,10 +74,12 @@ if TYPE_CHECKING:
         def _today(self) -> date: ...
         def _stage(self) -> Stage: ...
         def _context(self, deadline_days: int | None, **extra: str) -> dict[str, str]: ...
-        def _note(self, action: str, *, channel: str = "", outcome: str = "", key: str = "",
-                  detail: str = "") -> None: ...
-        async def _activity(self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, *,
-                            local: bool = False) -> _Result: ...
+        def _note(
+            self, action: str, *, channel: str = "", outcome: str = "", key: str = "", detail: str = ""
+        ) -> None: ...
+        async def _activity(
+            self, method: Callable[[_Self, _Arg], _Result], arg: _Arg, *, local: bool = False
+        ) -> _Result: ...
         async def _record(self, key: str, action: str, actor: str = "workflow", **detail: str) -> None: ...
         async def _recall(self, reason: str) -> None: ...
         async def _cancel_tasks(self, reason: str) -> None: ...
@@ -101,8 +103,13 @@ class Negotiation(_Host):
         s = self._state
         ref = self._new_ref("promise")
         s.promise = Promise(
-            promise_id=ref, amount=req.amount, due=req.date, made_at=self._now(),
-            paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()), made_by=req.made_by,
+            promise_id=ref,
+            amount=req.amount,
+            due=req.date,
+            made_at=self._now(),
+            paid_at_start=s.paid_total,
+            held_at_start=held_so_far(s, self._now()),
+            made_by=req.made_by,
         )
         return await self._accepted(ref, "promise", f"{req.amount} {s.loan.currency} by {req.date}", req.made_by)
 
@@ -111,9 +118,14 @@ class Negotiation(_Host):
         s = self._ready_state()
         self._refuse_arrangement()
         check_promise(
-            req, today=self._today(), outstanding=s.balance.total, currency=s.loan.currency,
-            broken=s.counts.promises_broken, promise_open=s.open_promise() is not None,
-            plan_active=s.active_plan() is not None, policy=s.policy,
+            req,
+            today=self._today(),
+            outstanding=s.balance.total,
+            currency=s.loan.currency,
+            broken=s.counts.promises_broken,
+            promise_open=s.open_promise() is not None,
+            plan_active=s.active_plan() is not None,
+            policy=s.policy,
         )
 
     # ------------------------------------------------------------ instalment plan
@@ -134,8 +146,12 @@ class Negotiation(_Host):
         active = s.active_plan()
         interest = s.balance.interest if s.policy.plan.waive_interest else ZERO
         return plan_schedule(
-            req, total=s.balance.total - interest, currency=s.loan.currency, today=self._today(),
-            policy=s.policy, renegotiations=(active.renegotiation + 1) if active else 0,
+            req,
+            total=s.balance.total - interest,
+            currency=s.loan.currency,
+            today=self._today(),
+            policy=s.policy,
+            renegotiations=(active.renegotiation + 1) if active else 0,
         )
 
     async def _start_plan(self, req: PlanProposal, actor: str) -> Decision:
@@ -152,14 +168,22 @@ class Negotiation(_Host):
         s.balance = s.balance.with_component("interest", s.balance.interest - waived.interest)
         ref = self._new_ref("plan")
         s.plan = Plan(
-            plan_id=ref, total=s.balance.total, frequency=req.frequency, instalments=schedule,
-            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()),
-            made_by=actor, renegotiation=renegotiation,
+            plan_id=ref,
+            total=s.balance.total,
+            frequency=req.frequency,
+            instalments=schedule,
+            made_at=self._now(),
+            paid_at_start=s.paid_total,
+            held_at_start=held_so_far(s, self._now()),
+            made_by=actor,
+            renegotiation=renegotiation,
         )
         if waived.total > 0:
             await self._waive(waived, "waiver", f"{ref}/waiver", "interest waived for the plan")
-        detail = (f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, "
-                  f"total {s.balance.total}")
+        detail = (
+            f"{len(schedule)} payments ({req.frequency}) from {schedule[0].due} to {schedule[-1].due}, "
+            f"total {s.balance.total}"
+        )
         return await self._accepted(ref, "plan", detail, actor, "renegotiated" if renegotiation else "accepted")
 
     # ------------------------------------------------------------ settlement
@@ -171,8 +195,13 @@ class Negotiation(_Host):
         discount = self._discount(offer)
         ref = self._new_ref("settlement")
         s.settlement = Settlement(
-            offer_id=ref, amount=offer.amount, deadline=offer.deadline, discount=discount,
-            made_at=self._now(), paid_at_start=s.paid_total, held_at_start=held_so_far(s, self._now()),
+            offer_id=ref,
+            amount=offer.amount,
+            deadline=offer.deadline,
+            discount=discount,
+            made_at=self._now(),
+            paid_at_start=s.paid_total,
+            held_at_start=held_so_far(s, self._now()),
             made_by=offer.made_by,
         )
         detail = f"{offer.amount} {s.loan.currency} by {offer.deadline} ({discount:.2%} off {s.balance.total})"
@@ -187,8 +216,12 @@ class Negotiation(_Host):
     def _discount(self, offer: SettlementOffer) -> Decimal:
         s = self._state
         return check_settlement(
-            offer, today=self._today(), outstanding=s.balance.total, currency=s.loan.currency,
-            stage=str(self._stage()), settlement_open=s.open_settlement() is not None,
+            offer,
+            today=self._today(),
+            outstanding=s.balance.total,
+            currency=s.loan.currency,
+            stage=str(self._stage()),
+            settlement_open=s.open_settlement() is not None,
             policy=s.policy,
         )
 
@@ -200,17 +233,42 @@ class Negotiation(_Host):
         s, now = self._state, self._now()
         until = now + timedelta(days=s.policy.hardship.breathing_space_days)
         task_id = self._new_ref("hardship-review")
-        s.holds.append(Hold(kind="hardship", reason=report.reason, evidence_ref=report.evidence_ref,
-                            started_at=now, until=until, review_task_id=task_id, by=report.reported_by))
-        decision = await self._accepted(task_id, "hardship", f"{report.reason}; breathing space until {until:%Y-%m-%d}",
-                                        report.reported_by, "breathing_space", report.evidence_ref)
+        s.holds.append(
+            Hold(
+                kind="hardship",
+                reason=report.reason,
+                evidence_ref=report.evidence_ref,
+                started_at=now,
+                until=until,
+                review_task_id=task_id,
+                by=report.reported_by,
+            )
+        )
+        decision = await self._accepted(
+            task_id,
+            "hardship",
+            f"{report.reason}; breathing space until {until:%Y-%m-%d}",
+            report.reported_by,
+            "breathing_space",
+            report.evidence_ref,
+        )
         await self._stop_contact("hardship reported")
-        await self._activity(TaskActivities.create_task, TaskRequest(
-            key=task_id, loan_id=s.loan.loan_id, at=now, workflow_id=workflow.info().workflow_id,
-            kind="hardship_review", queue=s.policy.hardship.review_queue, template=s.policy.hardship.review_template,
-            language=s.loan.borrower.language, attempt=1, due_by=until,
-            context=self._context(None, reason=report.reason, evidence_ref=report.evidence_ref or "-"),
-        ))
+        await self._activity(
+            TaskActivities.create_task,
+            TaskRequest(
+                key=task_id,
+                loan_id=s.loan.loan_id,
+                at=now,
+                workflow_id=workflow.info().workflow_id,
+                kind="hardship_review",
+                queue=s.policy.hardship.review_queue,
+                template=s.policy.hardship.review_template,
+                language=s.loan.borrower.language,
+                attempt=1,
+                due_by=until,
+                context=self._context(None, reason=report.reason, evidence_ref=report.evidence_ref or "-"),
+            ),
+        )
         return decision
 
     @report_hardship.validator
@@ -229,15 +287,27 @@ class Negotiation(_Host):
         hold = s.hold("hardship")
         assert hold is not None
         self._note("hardship_review", outcome=decision.outcome, key=hold.review_task_id, detail=decision.note)
-        await self._activity(TaskActivities.close_task, TaskClosure(
-            task_id=hold.review_task_id, loan_id=s.loan.loan_id, at=self._now(), outcome=decision.outcome,
-            note=decision.note, closed_by=decision.decided_by,
-        ))
+        await self._activity(
+            TaskActivities.close_task,
+            TaskClosure(
+                task_id=hold.review_task_id,
+                loan_id=s.loan.loan_id,
+                at=self._now(),
+                outcome=decision.outcome,
+                note=decision.note,
+                closed_by=decision.decided_by,
+            ),
+        )
         if decision.outcome == "extend_term":
             assert decision.extend_days is not None
             hold.until = self._now() + timedelta(days=decision.extend_days)
-            return await self._accepted(hold.review_task_id, "hardship", f"breathing space until {hold.until:%Y-%m-%d}",
-                                        decision.decided_by, "extended")
+            return await self._accepted(
+                hold.review_task_id,
+                "hardship",
+                f"breathing space until {hold.until:%Y-%m-%d}",
+                decision.decided_by,
+                "extended",
+            )
         s.holds.remove(hold)
         self._wake = True
         if decision.outcome in ("waive_interest", "waive_fees"):
@@ -245,8 +315,9 @@ class Negotiation(_Host):
             waived = Balance(**{p: s.balance.component(p) for p in parts})
             for p in parts:
                 s.balance = s.balance.with_component(p, ZERO)
-            await self._waive(waived, "waiver", f"{hold.review_task_id}/{decision.outcome}",
-                              decision.note or decision.outcome)
+            await self._waive(
+                waived, "waiver", f"{hold.review_task_id}/{decision.outcome}", decision.note or decision.outcome
+            )
         elif decision.outcome == "offer_plan":
             assert decision.plan is not None
             return await self._start_plan(decision.plan, decision.decided_by)
@@ -328,23 +399,40 @@ class Negotiation(_Host):
         s, now = self._state, self._now()
         route: StopRoute = req.route or getattr(s.policy.stop, req.reason)
         first = s.stop is None
-        s.stop = StopInfo(reason=req.reason, route=route, at=now, by=req.requested_by, evidence_ref=req.evidence_ref,
-                          legal_task_id=s.stop.legal_task_id if s.stop else "")
+        s.stop = StopInfo(
+            reason=req.reason,
+            route=route,
+            at=now,
+            by=req.requested_by,
+            evidence_ref=req.evidence_ref,
+            legal_task_id=s.stop.legal_task_id if s.stop else "",
+        )
         self._cancel_arrangements(f"collection stopped ({req.reason})")
         ref = self._new_ref("stop")
-        decision = await self._accepted(ref, "stop", f"{req.reason}; route {route}", req.requested_by, route,
-                                        req.evidence_ref)
+        decision = await self._accepted(
+            ref, "stop", f"{req.reason}; route {route}", req.requested_by, route, req.evidence_ref
+        )
         await self._stop_contact(f"collection stopped ({req.reason})")
         if route == "write_off":
             await self._write_off()
         elif first:
             s.stop.legal_task_id = f"{ref}/legal-review"
-            await self._activity(TaskActivities.create_task, TaskRequest(
-                key=s.stop.legal_task_id, loan_id=s.loan.loan_id, at=now, workflow_id=workflow.info().workflow_id,
-                kind="legal_review", queue=s.policy.stop.legal_queue, template=s.policy.stop.legal_template,
-                language=s.loan.borrower.language, attempt=1, due_by=now + timedelta(days=30),
-                context=self._context(None, reason=req.reason, evidence_ref=req.evidence_ref or "-"),
-            ))
+            await self._activity(
+                TaskActivities.create_task,
+                TaskRequest(
+                    key=s.stop.legal_task_id,
+                    loan_id=s.loan.loan_id,
+                    at=now,
+                    workflow_id=workflow.info().workflow_id,
+                    kind="legal_review",
+                    queue=s.policy.stop.legal_queue,
+                    template=s.policy.stop.legal_template,
+                    language=s.loan.borrower.language,
+                    attempt=1,
+                    due_by=now + timedelta(days=30),
+                    context=self._context(None, reason=req.reason, evidence_ref=req.evidence_ref or "-"),
+                ),
+            )
         return decision
 
     @stop_collection.validator
@@ -368,8 +456,9 @@ class Negotiation(_Host):
 
     def _refuse_arrangement(self) -> None:
         s = self._state
-        refuse_arrangement(closed=s.closed_as is not None, stopped=s.stop is not None,
-                           disputed=s.hold("dispute") is not None)
+        refuse_arrangement(
+            closed=s.closed_as is not None, stopped=s.stop is not None, disputed=s.hold("dispute") is not None
+        )
 
     def _guard(self, check: Callable[[_Arg], None], arg: _Arg) -> None:
         """Check again in the handler; the state may have moved since validation."""
@@ -383,8 +472,9 @@ class Negotiation(_Host):
         s.arrangement_seq += 1
         return f"{s.loan.loan_id}/{kind}/{s.arrangement_seq}"
 
-    async def _accepted(self, ref: str, kind: str, detail: str, actor: str, outcome: str = "accepted",
-                        evidence_ref: str = "") -> Decision:
+    async def _accepted(
+        self, ref: str, kind: str, detail: str, actor: str, outcome: str = "accepted", evidence_ref: str = ""
+    ) -> Decision:
         """Timeline and audit for an accepted request; the loop re-evaluates the pause."""
         self._actor = actor
         self._wake = True
@@ -406,9 +496,18 @@ class Negotiation(_Host):
 
     async def _waive(self, amounts: Balance, kind: str, key: str, reason: str) -> None:
         s = self._state
-        await self._activity(LedgerActivities.waive, WaiverRequest(
-            key=key, loan_id=s.loan.loan_id, at=self._now(), amounts=amounts, currency=s.loan.currency,
-            kind=kind, reason=reason,
-        ))
-        self._note(kind, channel="ledger", outcome="posted", key=key,
-                   detail=f"{amounts.total} {s.loan.currency}: {reason}")
+        await self._activity(
+            LedgerActivities.waive,
+            WaiverRequest(
+                key=key,
+                loan_id=s.loan.loan_id,
+                at=self._now(),
+                amounts=amounts,
+                currency=s.loan.currency,
+                kind=kind,
+                reason=reason,
+            ),
+        )
+        self._note(
+            kind, channel="ledger", outcome="posted", key=key, detail=f"{amounts.total} {s.loan.currency}: {reason}"
+        )

@@ -42,14 +42,24 @@ async def record(suffix: str) -> None:
             db = f"sqlite:///{tmp}/record.db"
             as_of = scan_date(await env.get_current_time(), "Asia/Shanghai")
             with Session(make_engine(db)) as session:
-                session.add_all(BookLoan(
-                    loan_id=f"REC-SCAN-{i}", borrower_id=f"B-{i}", borrower_name="刘洋", currency="CNY",
-                    principal=Decimal("900.00"), due_date=as_of - timedelta(days=1 + i % 3), grace_days=i % 2,
-                ) for i in range(9))
+                session.add_all(
+                    BookLoan(
+                        loan_id=f"REC-SCAN-{i}",
+                        borrower_id=f"B-{i}",
+                        borrower_name="刘洋",
+                        currency="CNY",
+                        principal=Decimal("900.00"),
+                        due_date=as_of - timedelta(days=1 + i % 3),
+                        grace_days=i % 2,
+                    )
+                    for i in range(9)
+                )
                 session.commit()
             async with create_worker(env.client, task_queue=QUEUE, database_url=db):
                 handle = await env.client.start_workflow(
-                    OverdueScanWorkflow.run, ScanInput(as_of=as_of, page_size=2, pages_per_run=2), id=SCAN_ID,
+                    OverdueScanWorkflow.run,
+                    ScanInput(as_of=as_of, page_size=2, pages_per_run=2),
+                    id=SCAN_ID,
                     task_queue=QUEUE,
                 )
                 print(f"scan totals: {await handle.result()}")
