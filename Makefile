@@ -1,10 +1,10 @@
 # The two commands: `make run` (embedded Temporal dev server + worker + sample portfolio)
 # and `make test` (the whole suite). Both create the virtualenv on first use, from the lock
-# file requirements.lock (exact versions, hash-checked; `make lock` regenerates it, README
-# "Versions and Pythons"); a changed lock or pyproject.toml makes the virtualenv afresh.
+# file requirements.lock (exact versions, hash-checked; `make lock` regenerates it,
+# docs/operations.md "Versions and Pythons"); a changed lock or pyproject.toml makes the virtualenv afresh.
 # `make codec-server` lets the Web UI decode the encrypted payloads (see the `make run` banner).
 # `make test` runs the database tests on SQLite and on a throwaway PostgreSQL cluster; it first
-# makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; README "Database").
+# makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; docs/database.md).
 # `make test-pythons` runs the suite (without the crash test) on the other supported Pythons.
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +19,7 @@ UV_VERSION := 0.13.9
 UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
 
-.PHONY: run test test-pythons lock soak worker codec-server clean bytecode
+.PHONY: run test check test-pythons lock soak worker codec-server clean bytecode
 
 $(STAMP): $(LOCK) pyproject.toml
 	sh scripts/install-venv.sh $(PYTHON) $(VENV)
@@ -48,13 +48,21 @@ bytecode: $(STAMP)
 run: bytecode
 	$(PY) worker.py --embedded
 
-test: bytecode
+test: bytecode check
 	sh scripts/ensure-postgres.sh
 	$(PY) -m pytest
 
+# Lint, format and types, whole project (configured in pyproject.toml); seconds. The folder rules
+# (import-linter) run inside the suite (tests/unit/test_layout.py). `$(VENV)/bin/ruff format .`
+# fixes the format.
+check: bytecode
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 # The suite on each of PYTHONS found on this machine, each in its .venv-X.Y made from the lock as
 # .venv is; a version not found is skipped with a line saying so. Not part of `make test`
-# (README "Versions and Pythons").
+# (docs/operations.md, "Versions and Pythons").
 test-pythons:
 	sh scripts/ensure-postgres.sh
 	@failed=""; for v in $(PYTHONS); do \

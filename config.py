@@ -1,7 +1,7 @@
 """Compatibility shim, for code outside this repository that still does `import config`: the
 names it had, now living in `infra/` (settings: `infra.settings`; the data converter, `connect`
 and workflow ids: `infra.temporal`; log masking: `infra.logs`; process helpers: `infra.process`).
-Nothing in this repository imports it (tests/test_layout.py checks that); new code imports
+Nothing in this repository imports it (tests/unit/test_layout.py checks that); new code imports
 `infra`. `remember_task_queue` is gone: client calls take the task queue as an argument or
 from the TEMPORAL_TASK_QUEUE setting, never from a worker in the same process."""
 

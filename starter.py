@@ -27,7 +27,7 @@ This module also re-exports the client API under the names it has always had her
 (`starter.start_collection`, `starter.register_payment`, `starter.get_status`, the negotiation
 functions, `starter.export_audit`, `starter.load_sample_portfolio`, ...): code that calls the API
 should import `client` (or `ops`) instead. Only entry points, tests and bench import this module
-(tests/test_layout.py).
+(tests/unit/test_layout.py).
 """
 
 from __future__ import annotations

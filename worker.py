@@ -182,7 +182,7 @@ def uninterrupted(fn: Callable[..., Any]) -> Callable[..., Any]:
     exception's traceback until the garbage collector freed it; sometimes back in the pool with
     the transaction still open. On PostgreSQL: a guard decision "idle in transaction" holding a
     person's lock row, the next decision for that person waiting on it, and a worker shutting
-    down waiting for that one (issue 9, item 6a; tests/test_thread_cancel.py). Every synchronous
+    down waiting for that one (issue 9, item 6a; tests/db/test_thread_cancel.py). Every synchronous
     activity here is one or a few short transactions (a lock wait ends at the server's
     lock_timeout), none heartbeats, and all are idempotent: one that commits and is then
     reported cancelled is run again and finds its work done."""

@@ -58,7 +58,7 @@ async def roll_over(
     client: Client, loan_ids: list[str] | None = None, *, started_before: datetime | None = None
 ) -> list[str]:
     """Ask running loans to continue as new at their next quiet moment, so they take the
-    current code's patched branches (see the README's upgrade guide). Either the given loans,
+    current code's patched branches (docs/upgrading.md). Either the given loans,
     or every running collection whose current run started before `started_before`. Returns
     the loan ids asked; a loan that is not running is skipped."""
     if loan_ids is None:
@@ -94,7 +94,7 @@ async def portfolio_stats(client: Client, *, policy: str | None = None) -> list[
 
 
 def _types_clause() -> str:
-    """Loans of either collection workflow type (README: Upgrading a live system)."""
+    """Loans of either collection workflow type (docs/upgrading.md)."""
     return "(" + " OR ".join(f"WorkflowType = '{name}'" for name in COLLECTION_TYPES) + ")"
 
 

@@ -38,7 +38,7 @@ MIGRATION_LOCK = 0x6C6F616E5F6D6967  # PostgreSQL advisory lock key of this proj
 
 def target_metadata() -> MetaData:
     """Every table the application defines. A module that adds tables must be imported here,
-    or autogenerate will not see them (tests/test_migrations.py compares against the metadata
+    or autogenerate will not see them (tests/db/test_migrations.py compares against the metadata
     of everything the tests import, so a forgotten migration still fails there)."""
     import db.book
     import db.contacts

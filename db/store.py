@@ -68,7 +68,7 @@ instead of hanging (the activity gets an OperationalError, and the guard and Tem
 retries run it again). Seen once in a full test run: a guard decision's transaction idle after
 reading the audit table, holding a person's lock row, every later decision for that person
 waiting on it. The cause, temporalio's cancellation exception raised inside the database code
-of a synchronous activity, is gone (`worker.Uninterrupted`, tests/test_thread_cancel.py)."""
+of a synchronous activity, is gone (`worker.Uninterrupted`, tests/db/test_thread_cancel.py)."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -31,7 +31,7 @@ SCAN_PRIORITY = Priority(priority_key=1)
 queue with the collection loans they start, and must not wait behind that backlog."""
 SCAN_WORKFLOW = "OverdueScanWorkflow"
 """The daily scan's workflow type (`workflows.scan.OverdueScanWorkflow`), for the schedule, which
-names it rather than importing workflow code (tests/test_layout.py checks the two agree)."""
+names it rather than importing workflow code (tests/unit/test_layout.py checks the two agree)."""
 
 # ------------------------------------------------------------------ the client
 

@@ -1,6 +1,6 @@
 """The domain: pydantic types and pure functions (ladder, fees, allocation). No I/O, no clock,
 no randomness, so workflows can use them and tests can call them directly. Imports only the
-standard library, pydantic and models itself (tests/test_layout.py checks it); reading policy,
+standard library, pydantic and models itself (tests/unit/test_layout.py checks it); reading policy,
 rule-set and calendar files is `infra.loaders`', the template linter is `activities.linter`."""
 
 from models.allocation import Allocation, allocate

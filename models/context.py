@@ -14,7 +14,7 @@ from models.status import CollectionState
 # The opt-out line of every SMS and e-mail (`{{ opt_out }}`), in the borrower's language; short
 # enough for an SMS. Rule sets such as the US one (Regulation F 1006.6(e)) require it; it goes out
 # under every rule set. The templates repeat it as their fallback (`default(...)`) for message
-# requests built before the variable existed; tests/test_linter.py keeps the two equal.
+# requests built before the variable existed; tests/unit/test_linter.py keeps the two equal.
 OPT_OUT: dict[str, str] = {
     "zh": "回复TD退订",
     "en": "Reply STOP to opt out of texts, UNSUBSCRIBE to stop e-mails.",

@@ -4,7 +4,7 @@ The implementations live in `activities/` (registered by `worker.create_worker`)
 code does not import: an activity adapter may reach the client (`activities.scan` starts loans),
 and the client needs the workflows' types, so importing them here would close a cycle. A
 stub's name is its registered activity name: the command a workflow records is the same as with
-the implementation's method (tests/test_layout.py checks every stub names a registered activity
+the implementation's method (tests/unit/test_layout.py checks every stub names a registered activity
 with the same argument and result types)."""
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def execute(url: str, *statements: str, **params: Any) -> None:
 
 def test_a_database_at_head_has_exactly_the_schema_of_the_table_classes(db_url: str) -> None:
     """Also what fails when a table or column is added to the classes without a revision:
-    write one with `alembic revision --autogenerate -m "..."` (README, "Database")."""
+    write one with `alembic revision --autogenerate -m "..."` (docs/database.md, "Migrations")."""
     assert revision(db_url) == migrate.head()
     assert schema_differences(db_url) == []
 

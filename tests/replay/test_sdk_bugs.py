@@ -28,7 +28,7 @@ delivers those events in that task, at its own time and together with whatever e
 Without queries neither appeared in any run of the scripts, nor with max_cached_workflows=0.
 The decider's shell is shaped so that it cannot meet them: no updates (requests are signals), no
 decision on `workflow.now()` (its time comes from the history and from the requests' own
-stamps), and requests taken only at quiet moments (README: The decider and the shell). The
+stamps), and requests taken only at quiet moments (docs/workflow.md: The decider and the shell). The
 scripts reproduce the minimal histories from scratch in about 100 s each; they are not run here.
 """
 

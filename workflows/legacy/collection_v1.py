@@ -1,5 +1,5 @@
 """The first collection workflow (type `CollectionWorkflow`), frozen: loans started before the
-decider run it to their close. Do not change what it does (tests/test_replay.py replays its
+decider run it to their close. Do not change what it does (tests/replay/test_replay.py replays its
 recorded histories); new behaviour goes to workflows/collection.py.
 
 The collection workflow: one long-lived run per overdue loan.
@@ -128,7 +128,7 @@ LOCAL_PATCH = "local-steps-1"
 _LOCAL: ContextVar[bool] = ContextVar("local_steps", default=False)
 """Set in the run's own task while it closes; handlers run in tasks of their own."""
 # A loan closed by a handler while the loop awaited `_sync_search` ran one more ladder item
-# (a late fee after the payment in full; found by tests/test_crash.py): re-check from now on.
+# (a late fee after the payment in full; found by tests/system/test_crash.py): re-check from now on.
 CLOSED_RECHECK_PATCH = "closed-recheck-1"
 # ... and a collection contact the guard allowed while the loan was paid, settled, disputed or
 # put on hold meanwhile (a handler ran during the guard's activity) is not made.
@@ -942,7 +942,7 @@ class LegacyCollectionWorkflow(Negotiation):
     @workflow.signal
     def roll_over(self) -> None:
         """Continue as new at the next quiet moment. An operator's tool after a deploy: the new
-        run takes the current code's patched branches (README: Upgrading a live system)."""
+        run takes the current code's patched branches (docs/upgrading.md)."""
         if self._s is not None and self._s.closed_as is None:
             self._roll_over_asked = True
 
