@@ -4,6 +4,8 @@ the workflow from business facts (loan, step, period, attempt), never from the a
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -13,7 +15,7 @@ from models.conduct import ContactRequest, RuleSet, Situation
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import Amount
 from models.payment import Payment
-from models.policy import MessageChannel, Policy
+from models.policy import Action, MessageChannel, Policy
 
 
 class _Keyed(BaseModel):
@@ -76,11 +78,41 @@ class ChargeOffRequest(_Keyed):
     currency: str
 
 
+class TaskKind(StrEnum):
+    """What a task asks of a person: a ladder step's call or field visit (reported back as an
+    outcome, retried when the borrower was not reached), or a review by a specialist."""
+
+    call = "call"
+    field_visit = "field_visit"
+    hardship_review = "hardship_review"
+    legal_review = "legal_review"
+
+    @classmethod
+    def of(cls, action: Action) -> TaskKind:
+        """The task a ladder step's action creates; an action that creates none raises."""
+        match action:
+            case Action.call:
+                return cls.call
+            case Action.field_visit:
+                return cls.field_visit
+        raise ValueError(f"a ladder step of action {action!r} creates no task")
+
+    @property
+    def channel(self) -> Literal["phone", "visit"]:
+        """The contact channel of a call or visit task (the timeline's and the guard's)."""
+        match self:
+            case TaskKind.call:
+                return "phone"
+            case TaskKind.field_visit:
+                return "visit"
+        raise ValueError(f"a {self} task is not a contact")
+
+
 class TaskRequest(_Document):
     """Create a task for a person (call or field visit); the key is also the task id."""
 
     workflow_id: str
-    kind: str
+    kind: TaskKind
     queue: str
     attempt: int
     due_by: datetime
@@ -139,13 +171,16 @@ class Recorded(BaseModel):
     duplicate: bool = False
 
 
+WaiverKind = Literal["waiver", "cancellation"]
+
+
 class WaiverRequest(_Keyed):
     """Write amounts off the balance: a `waiver` (settlement, hardship, plan terms) or a
     `cancellation` (dispute upheld)."""
 
     amounts: Balance
     currency: str
-    kind: str
+    kind: WaiverKind
     reason: str
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,14 +24,14 @@ from models.loan import Balance, OverdueLoan, Stage
 from models.money import ZERO, Amount
 from models.payment import PaymentReceipt
 from models.policy import Policy
-from models.requests import ConductRules
+from models.requests import ConductRules, TaskKind
 
 
 class OpenTask(BaseModel):
     """A call or visit waiting for a person's report, with the deadline for it."""
 
     task_id: str
-    kind: str
+    kind: TaskKind
     step_key: str
     attempt: int
     queue: str
@@ -103,7 +103,7 @@ class CollectionState(BaseModel):
     """The guard's answers to the latest agency contact requests, by request key (an agency
     asks by update and reads its answer by query: `AGENCY_ANSWERS_KEPT` are kept)."""
 
-    def hold(self, kind: str) -> Hold | None:
+    def hold(self, kind: Literal["hardship", "dispute"]) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)
 
     def open_promise(self) -> Promise | None:

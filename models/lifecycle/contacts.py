@@ -24,6 +24,7 @@ from models.requests import (
     PlacementRequest,
     RecallRequest,
     TaskClosure,
+    TaskKind,
     TaskRequest,
 )
 from models.schedule import at_local, local_date, next_contact_moment
@@ -251,7 +252,7 @@ def message_done(step: Step, cmd: SendMessage, ok: bool, error: str, guard: Guar
 
 def create_task(step: Step, ladder_step: LadderStep, attempt: int) -> None:
     key = f"{step.loan_id}/{ladder_step.key}/{attempt}"
-    channel = "phone" if ladder_step.action is Action.call else "visit"
+    channel = TaskKind.of(ladder_step.action).channel
     ask(
         step,
         DeferredContact(
@@ -285,7 +286,7 @@ def _create_task_now(step: Step, pending: DeferredContact) -> None:
                 loan_id=s.loan.loan_id,
                 at=step.now,
                 workflow_id=s.workflow_id,
-                kind=str(ls.action),
+                kind=TaskKind.of(ls.action),
                 queue=ls.queue,
                 template=ls.template,
                 language=s.loan.borrower.language,
@@ -298,7 +299,7 @@ def _create_task_now(step: Step, pending: DeferredContact) -> None:
     s.open_tasks.append(
         OpenTask(
             task_id=pending.key,
-            kind=str(ls.action),
+            kind=TaskKind.of(ls.action),
             step_key=ls.key,
             attempt=pending.attempt,
             queue=ls.queue,
@@ -314,11 +315,10 @@ def task_done(step: Step, cmd: CreateTask, ok: bool, error: str) -> None:
     if not ok:
         step.s.open_tasks = [t for t in step.s.open_tasks if t.task_id != req.key]
         step.note("step_failed", outcome="failed", key=req.key, detail=error)
-    if req.kind in (str(Action.call), str(Action.field_visit)):
-        channel = "phone" if req.kind == str(Action.call) else "visit"
+    if req.kind in (TaskKind.call, TaskKind.field_visit):
         step.note(
             f"{req.kind}_task",
-            channel=channel,
+            channel=req.kind.channel,
             outcome="created" if ok else "failed",
             key=req.key,
             detail=f"attempt {req.attempt}, queue {req.queue}",
@@ -343,7 +343,7 @@ def close_task(step: Step, task: OpenTask, outcome: str, note: str, by: str, rec
         s.retries.append(task.model_copy(update={"attempt": task.attempt + 1, "deadline": at}))
     step.note(
         f"{task.kind}_outcome",
-        channel="phone" if task.kind == "call" else "visit",
+        channel=task.kind.channel,
         outcome=outcome,
         key=task.task_id,
         detail=note,

@@ -14,7 +14,7 @@ from models.lifecycle.step import Rejected, Step
 from models.loan import Balance, Stage
 from models.negotiation import credit_payments
 from models.payment import Payment, PaymentReceipt, PaymentRejected, check_payment
-from models.requests import ChargeOffRequest, FeeRequest, PaymentRecord, WaiverRequest
+from models.requests import ChargeOffRequest, FeeRequest, PaymentRecord, WaiverKind, WaiverRequest
 from models.schedule import PlannedAction
 
 
@@ -97,7 +97,7 @@ def settle(step: Step) -> None:
     close(step, Stage.settled)
 
 
-def waive(step: Step, amounts: Balance, kind: str, key: str, reason: str) -> None:
+def waive(step: Step, amounts: Balance, kind: WaiverKind, key: str, reason: str) -> None:
     s = step.s
     step.emit(
         Waive(

@@ -40,7 +40,7 @@ from models.lifecycle.step import Rejected, Step
 from models.loan import Balance, Stage
 from models.money import ZERO
 from models.negotiation import held_so_far
-from models.requests import TaskClosure, TaskRequest
+from models.requests import TaskClosure, TaskKind, TaskRequest
 from models.status import ContactKind, DeferredContact
 
 # ------------------------------------------------------------------ reports
@@ -358,7 +358,7 @@ def report_hardship(step: Step, report: HardshipReport) -> Decision:
                 loan_id=s.loan.loan_id,
                 at=now,
                 workflow_id=s.workflow_id,
-                kind="hardship_review",
+                kind=TaskKind.hardship_review,
                 queue=s.policy.hardship.review_queue,
                 template=s.policy.hardship.review_template,
                 language=s.loan.borrower.language,
@@ -523,7 +523,7 @@ def stop_collection(step: Step, req: StopRequest) -> Decision:
                     loan_id=s.loan.loan_id,
                     at=now,
                     workflow_id=s.workflow_id,
-                    kind="legal_review",
+                    kind=TaskKind.legal_review,
                     queue=s.policy.stop.legal_queue,
                     template=s.policy.stop.legal_template,
                     language=s.loan.borrower.language,

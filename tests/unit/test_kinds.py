@@ -14,9 +14,10 @@ import pytest
 from models.fees import fee_for_period
 from models.lifecycle import contacts, due
 from models.loan import Balance
-from models.policy import FeeKind, LateFee
+from models.policy import Action, FeeKind, LateFee
+from models.requests import TaskKind
 from models.schedule import ActionKind, PlannedAction
-from models.status import ContactKind, DeferredContact
+from models.status import ContactKind, DeferredContact, OpenTask
 
 AT = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -63,3 +64,21 @@ def test_an_unknown_contact_kind_fails() -> None:
         contacts._subject(pending)
     with pytest.raises(ValueError, match="unheard-of"):
         contacts._make_now(None, pending)  # type: ignore[arg-type]  # no step: the unknown kind fails first
+
+
+def test_task_kinds_are_stored_as_the_strings_they_were() -> None:
+    task = OpenTask(task_id="t", kind="call", step_key="call_1", attempt=1, queue="q", deadline=AT)
+    assert task.kind is TaskKind.call and task.model_dump(mode="json")["kind"] == "call"
+    assert f"{task.kind}_outcome" == "call_outcome"  # the timeline's action names stay as they were
+    assert OpenTask.model_validate_json(task.model_dump_json()) == task
+    assert [TaskKind.of(Action.call), TaskKind.of(Action.field_visit)] == ["call", "field_visit"]
+    assert [TaskKind.call.channel, TaskKind.field_visit.channel] == ["phone", "visit"]
+
+
+def test_a_task_kind_that_is_no_contact_fails() -> None:
+    with pytest.raises(ValueError, match="creates no task"):
+        TaskKind.of(Action.message)
+    with pytest.raises(ValueError, match="not a contact"):
+        _ = TaskKind.hardship_review.channel
+    with pytest.raises(ValueError):
+        OpenTask(task_id="t", kind="phone_call", step_key="s", attempt=1, queue="q", deadline=AT)
