@@ -37,7 +37,9 @@ def test_histories_are_kept() -> None:
 # Recorded on Python 3.11. Python 3.12 rewrote asyncio.wait_for (on asyncio.timeout), which
 # temporalio's workflow.wait_condition(timeout=...) runs on: the legacy workflow (v1-v6) then puts
 # a timer's cancellation before an update's completion in one task, and these two no longer
-# replay. Loans on the legacy workflow finish on 3.11 workers (docs/operations.md, "Versions and Pythons").
+# replay. Minimal reproduction: tests/sdk_bugs/repro_wait_for_py312.py and its history
+# wait-for-py312-minimal.json (tests/replay/test_sdk_bugs.py, test_wait_for_minimal_replays).
+# Loans on the legacy workflow finish on 3.11 workers (docs/operations.md, "Versions and Pythons").
 REPLAY_ON_311_ONLY = {"continued-run2-v4", "continued-run2-v6"}
 _OTHER_PYTHON = pytest.mark.xfail(
     sys.version_info >= (3, 12),

@@ -30,10 +30,28 @@ The decider's shell is shaped so that it cannot meet them: no updates (requests 
 decision on `workflow.now()` (its time comes from the history and from the requests' own
 stamps), and requests taken only at quiet moments (docs/workflow.md: The decider and the shell). The
 scripts reproduce the minimal histories from scratch in about 100 s each; they are not run here.
+
+One more, of the SDK on Python 3.12+ rather than of its core, with no query and no restart:
+temporalio's `workflow.wait_condition(fn, timeout=...)` runs on `asyncio.wait_for`, which Python
+3.12 rewrote on `asyncio.timeout`; the main coroutine then resumes one event-loop turn earlier
+when its condition comes true. When an update handler that awaits something already true (here
+`wait_condition(lambda: True)`) is resolved in that same pass, 3.11 completes the update first
+and then cancels the main coroutine's timer, 3.12 and 3.13 cancel the timer first. That is the
+order live as in replay, so a history recorded on one side does not replay on the other:
+wait-for-py312-minimal.json (tests/sdk_bugs/repro_wait_for_py312.py, recorded on 3.11) fails on
+3.12+ with "Timer machine does not handle this event: ... WorkflowExecutionUpdateCompleted", as the
+legacy workflow's continued-run2-v4/-v6 histories do (tests/replay/test_replay.py), and replays with
+3.11's `wait_for` put back. A handler that awaits nothing completes before any condition is checked
+and is not affected. The decider's shell waits with `wait_condition(timeout=...)` too
+(workflows/collection.py, `_next`) but is the only coroutine that awaits: no updates, signal
+handlers that are plain methods issuing no command; its -v7 histories replay on 3.11 to 3.13.
+Upstream: no issue found (searched sdk-python for wait_condition/wait_for and Python 3.12; related
+only: sdk-python#422, which made 3.12's `wait_for` run on the workflow loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -132,6 +150,32 @@ async def test_update_activity_handler_minimal_replays() -> None:
 )
 async def test_update_sync_handler_minimal_replays() -> None:
     await _replay(_script("repro_update_cold_start").SyncHandlerWorkflow, "update-sync-handler-minimal.json")
+
+
+def test_wait_for_history_shows_the_311_order() -> None:
+    """The update's workflow task wrote UpdateCompleted before TimerCanceled: Python 3.11's order."""
+    repro = _script("repro_wait_for_py312")
+    order = repro.update_task_order(_history("wait-for-py312-minimal.json"))
+    assert repro.python_order(order) == "3.11", order
+
+
+@pytest.mark.xfail(
+    sys.version_info >= (3, 12),
+    strict=True,
+    raises=NondeterminismError,
+    reason="Python 3.12 rewrote asyncio.wait_for (on asyncio.timeout), under temporalio's "
+    "wait_condition(timeout=...): the timer is cancelled before the update completes",
+)
+async def test_wait_for_minimal_replays() -> None:
+    await _replay(_script("repro_wait_for_py312").WaitForWorkflow, "wait-for-py312-minimal.json")
+
+
+async def test_wait_for_minimal_replays_with_the_311_wait_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cause: with Python 3.11's asyncio.wait_for put back, the history replays on every Python."""
+    repro = _script("repro_wait_for_py312")
+    monkeypatch.setattr(asyncio, "wait_for", repro.wait_for_311)
+    monkeypatch.setattr(asyncio.tasks, "wait_for", repro.wait_for_311)
+    await _replay(repro.WaitForWorkflow, "wait-for-py312-minimal.json")
 
 
 # ------------------------------------------------------------------------------ the first version's histories
