@@ -60,7 +60,7 @@ from models.arrangements import (
 )
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest, OptOutRequest
-from models.protocol import Envelope, StatusAsked
+from models.protocol import Envelope
 from workflows.collection import BANK_FEED, CollectionWorkflow
 
 
@@ -205,25 +205,20 @@ async def request_agency_contact(client: Client, loan_id: str, req: AgencyContac
 
 
 async def get_status(client: Client, loan_id: str, *, fresh: bool = True) -> CollectionStatus:
-    """The loan's collection status. For a running loan `fresh` asks the loan (a request: one
-    signal, so days past due are as of the server's now); `fresh=False` uses a query (no
-    history, figures as of the workflow's last step). A closed loan is always queried."""
+    """The loan's collection status, read by query: it adds nothing to the loan's history, however
+    often it is read. `fresh`: the figures that depend on the clock (days past due, stage, what
+    is due next) as of the server's now, by the decider's own functions; `fresh=False`: as of
+    the loan's last step. A loan of the first workflow version answers `fresh` by its
+    `current_status` update (that version has no such query; it writes a few events)."""
     handle = loan_handle(client, loan_id)
     if fresh:
+        if not await is_legacy(handle, loan_id):
+            return await query_status(handle, loan_id, await server_now(client))
         try:
-            reply = await ask(client, loan_id, StatusAsked(), RequestRejected)
-        except RequestRejected:  # closed meanwhile: the query below answers
-            reply = None
-        except LoanNotFound:
-            raise
-        if reply is not None and reply.status is not None:
-            return reply.status
-        if reply is None and await is_legacy(handle, loan_id):
-            try:
-                return await execute_update(handle, "current_status", result_type=CollectionStatus)
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
+            return await execute_update(handle, "current_status", result_type=CollectionStatus)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
     return await query_status(handle, loan_id)
 
 

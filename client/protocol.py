@@ -192,11 +192,14 @@ async def not_running(handle: WorkflowHandle[Any, Any], loan_id: str, rejected: 
     return rejected(f"collection of loan {loan_id} is not running ({desc.status.name.lower() if desc.status else '?'})")
 
 
-async def query_status(handle: WorkflowHandle[Any, Any], loan_id: str) -> CollectionStatus:
-    """The status by query (no history), tried again while the loan is starting."""
+async def query_status(handle: WorkflowHandle[Any, Any], loan_id: str, at: datetime | None = None) -> CollectionStatus:
+    """The status by query (no history), tried again while the loan is starting: as of `at`
+    (`status_at`), or as of the loan's last step."""
     give_up = time.monotonic() + STARTING_WAIT
     while True:
         try:
+            if at is not None:
+                return await handle.query(CollectionWorkflow.status_at, at)
             return await handle.query(CollectionWorkflow.status)
         except WorkflowQueryFailedError as exc:
             if "starting" not in str(exc) or time.monotonic() > give_up:

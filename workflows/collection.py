@@ -315,6 +315,18 @@ class CollectionWorkflow:
         return lifecycle.status(self._s, self._query_time(), workflow.info().workflow_id)
 
     @workflow.query
+    def status_at(self, at: datetime) -> CollectionStatus:
+        """The status as of `at`, the caller's now (the server's clock): the loan's state brought
+        to that moment by the decider's own view functions (DPD, stage, what is due next). Writes
+        no history, so a desk or platform may poll it as often as it likes; a moment before the
+        loan's own clock reads as the loan's clock."""
+        if self._s is None:
+            raise ApplicationError("collection is starting; ask again in a moment")
+        s = self._state
+        at = lifecycle.request_time(s, virtual_now(at, s.policy.clock))
+        return lifecycle.status(s, at, workflow.info().workflow_id)
+
+    @workflow.query
     def busy(self) -> bool:
         """Whether requests or effects are waiting or running (a request's answer comes before
         its effects are written; tools that read the database right after wait for this)."""
