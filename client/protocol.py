@@ -193,19 +193,21 @@ async def not_running(handle: WorkflowHandle[Any, Any], loan_id: str, rejected: 
 
 
 async def query_status(handle: WorkflowHandle[Any, Any], loan_id: str, at: datetime | None = None) -> CollectionStatus:
-    """The status by query (no history), tried again while the loan is starting: as of `at`
-    (`status_at`), or as of the loan's last step."""
+    """The status by query (no history): as of `at` (`status_at`), or as of the loan's last step.
+    Tried again while the loan is starting, and when the query meets the loan continuing as new
+    (the server can hold it to its deadline; a short one and another try reach the new run)."""
     give_up = time.monotonic() + STARTING_WAIT
     while True:
         try:
             if at is not None:
-                return await handle.query(CollectionWorkflow.status_at, at)
-            return await handle.query(CollectionWorkflow.status)
+                return await handle.query(CollectionWorkflow.status_at, at, rpc_timeout=REPLY_RPC_TIMEOUT)
+            return await handle.query(CollectionWorkflow.status, rpc_timeout=REPLY_RPC_TIMEOUT)
         except WorkflowQueryFailedError as exc:
             if "starting" not in str(exc) or time.monotonic() > give_up:
                 raise
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise LoanNotFound(f"no collection for loan {loan_id}") from exc
-            raise
+            if exc.status not in QUERY_TIMEOUTS or time.monotonic() > give_up:
+                raise
         await asyncio.sleep(0.1)

@@ -31,12 +31,14 @@ from temporalio.worker import Replayer
 from temporalio.workflow import UnfinishedSignalHandlersWarning, UnfinishedUpdateHandlersWarning
 
 import starter
+from client.errors import RequestRejected
+from client.protocol import ask
 from db.store import make_engine
 from db.tables import LedgerEntry
 from infra.temporal import data_converter, with_converter, workflow_id
 from models import OverdueLoan, Payment, PaymentRejected
 from models.lifecycle import PaymentReceived
-from models.protocol import Envelope
+from models.protocol import Envelope, StatusAsked
 from tests.helpers import make_loan, start_dev_server
 from worker import WORKFLOWS, create_worker
 
@@ -271,14 +273,16 @@ async def test_payments_around_continue_as_new_are_applied_exactly_once(
     assert not unfinished, unfinished
 
 
-async def test_status_polls_alone_continue_as_new(dev_server: DevServer) -> None:
+async def test_requests_alone_continue_as_new(dev_server: DevServer) -> None:
+    """A loan that only receives requests (here status requests: a signal each; `get_status`
+    itself is a query and writes nothing) still continues as new when its history grows."""
     client = dev_server.client
     loan = make_loan(dpd=0)
     wf_id = await starter.start_collection(client, loan, task_queue=dev_server.task_queue)
     handle = client.get_workflow_handle(wf_id)
     first = (await handle.describe()).run_id
-    for _ in range(3 * HISTORY_COUNT_LIMIT // 5):  # each fresh status is about 5 events
-        await starter.get_status(client, loan.loan_id)
+    for _ in range(3 * HISTORY_COUNT_LIMIT // 5):  # each request is about 5 events
+        await ask(client, loan.loan_id, StatusAsked(), RequestRejected)
     runs = await runs_of(client, wf_id, first)
     suggested = [
         e.event_id
