@@ -33,6 +33,7 @@ from temporalio.worker import (
     WorkflowInstanceDetails,
     WorkflowRunner,
 )
+from temporalio.worker._workflow_instance import _WorkflowLogicFlag  # private: see SingleBatchRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.admin import AdminActivities, ensure_search_attributes
@@ -133,6 +134,9 @@ def create_worker(
     return worker
 
 
+_SINGLE_BATCH = _WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH
+
+
 class SingleBatchRunner(WorkflowRunner):
     """A workflow runner (the sandbox by default) whose workflows apply every job of an
     activation before any workflow code runs (temporalio's
@@ -159,9 +163,7 @@ class SingleBatchRunner(WorkflowRunner):
         self.inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        from temporalio.worker._workflow_instance import _WorkflowLogicFlag
-
-        flags = det.default_workflow_logic_flags | {_WorkflowLogicFlag.PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH}
+        flags = det.default_workflow_logic_flags | {_SINGLE_BATCH}
         return self.inner.create_instance(dataclasses.replace(det, default_workflow_logic_flags=flags))
 
     def set_worker_level_failure_exception_types(self, types: Sequence[type[BaseException]]) -> None:

@@ -212,11 +212,12 @@ class CollectionWorkflow:
 
     # ---------------------------------------------------------------- requests: they only record
 
-    def _query_time(self) -> datetime:
-        """Now, for a query (it decides nothing, so the workflow's clock may be read: stale by
-        the time since the last task, never used for what the loan does)."""
+    def _query_time(self, real: datetime | None = None) -> datetime:
+        """Business time for a query at real instant `real` (default: the workflow's clock; a
+        query decides nothing, so it may read it: stale by the time since the last task, never
+        used for what the loan does), never before the loan's own clock."""
         s = self._state
-        return lifecycle.request_time(s, virtual_now(workflow.now(), s.policy.clock))
+        return lifecycle.request_time(s, virtual_now(real or workflow.now(), s.policy.clock))
 
     @workflow.query
     def check(self, env: Envelope) -> Reply | None:
@@ -310,9 +311,7 @@ class CollectionWorkflow:
     @workflow.query
     def status(self) -> CollectionStatus:
         """The status as of the workflow's last task (free; writes no history)."""
-        if self._s is None:
-            raise ApplicationError("collection is starting; ask again in a moment")
-        return lifecycle.status(self._s, self._query_time(), workflow.info().workflow_id)
+        return self.status_at(workflow.now())
 
     @workflow.query
     def status_at(self, at: datetime) -> CollectionStatus:
@@ -322,9 +321,7 @@ class CollectionWorkflow:
         loan's own clock reads as the loan's clock."""
         if self._s is None:
             raise ApplicationError("collection is starting; ask again in a moment")
-        s = self._state
-        at = lifecycle.request_time(s, virtual_now(at, s.policy.clock))
-        return lifecycle.status(s, at, workflow.info().workflow_id)
+        return lifecycle.status(self._s, self._query_time(at), workflow.info().workflow_id)
 
     @workflow.query
     def busy(self) -> bool:

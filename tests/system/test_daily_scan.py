@@ -39,7 +39,7 @@ from infra.settings import ROOT, Settings
 from infra.temporal import COLLECTION_TYPES, WORKFLOW_ID_PREFIX, codec_keys, with_converter, workflow_id
 from models import CollectionStatus, Payment
 from models.scan import OPEN, SCHEDULE_ID, ScanTotals, scan_date
-from tests.helpers import eventually, make_loan, start_dev_server
+from tests.helpers import book_row, eventually, make_loan, start_dev_server
 from worker import create_worker
 
 TZ = "Asia/Shanghai"
@@ -92,20 +92,8 @@ class Book:
 def row(
     loan_id: str, due: date, *, grace: int = 0, status: str = OPEN, principal: str = "800.00", tz: str = TZ
 ) -> BookLoan:
-    return BookLoan(
-        loan_id=loan_id,
-        borrower_id=f"B-{loan_id}",
-        borrower_name="张伟",
-        phone="+8613700000000",
-        email="zw@example.cn",
-        timezone=tz,
-        currency="CNY",
-        principal=Decimal(principal),
-        interest=Decimal("20.00"),
-        due_date=due,
-        grace_days=grace,
-        status=status,
-    )
+    """A row of this test's book (`tests.helpers.book_row` with its principal)."""
+    return book_row(loan_id, due, grace=grace, status=status, principal=principal, tz=tz)
 
 
 def newly_overdue(prefix: str, n: int, as_of: date) -> list[BookLoan]:
