@@ -1,4 +1,10 @@
-"""Reserved for the HTTP API (next issue): the lending platform's calls (start a loan's
-collection, pay, negotiate, status, portfolio) over HTTP, as a thin layer over `client`. May
-import `client`, `infra` and `models`; never activities, workflows' internals, db or the entry
-points. Empty until then."""
+"""The HTTP API (FastAPI): `create_app(client=..., database_url=...)` returns the ASGI app;
+`python -m api` (or `make api`) serves it with uvicorn; tokens come from `api.tokens`.
+
+May import every package below it (activities, client, workflows, infra, db, models) and ops
+(the audit export); README, "HTTP API"."""
+
+from api.app import create_app
+from api.tokens import create_token, revoke_token
+
+__all__ = ["create_app", "create_token", "revoke_token"]

@@ -109,10 +109,15 @@ def _newly_started(handle: WorkflowHandle[Any, Any]) -> bool:
     return bool(getattr(response, "started", True))
 
 
-async def register_payment(client: Client, loan_id: str, payment: Payment) -> PaymentReceipt:
+async def register_payment(
+    client: Client, loan_id: str, payment: Payment, *, request_id: str | None = None
+) -> PaymentReceipt:
     """Apply a payment and return the receipt. Raises PaymentRejected (bad amount, currency,
-    duplicate id, closed loan) or LoanNotFound; a rejected payment changes nothing."""
-    reply = await ask(client, loan_id, lifecycle.PaymentReceived(payment=payment), PaymentRejected)
+    duplicate id, closed loan) or LoanNotFound; a rejected payment changes nothing. The same
+    `request_id` sent again gets the first answer (`client.protocol.ask`)."""
+    reply = await ask(
+        client, loan_id, lifecycle.PaymentReceived(payment=payment), PaymentRejected, request_id=request_id
+    )
     if reply is None:
         return await legacy_update(client, loan_id, "pay", payment, PaymentRejected, PaymentReceipt)
     assert reply.receipt is not None

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.protocol import loan_handle
@@ -28,30 +28,49 @@ async def list_loans(
     limit: int | None = 1000,
 ) -> list[dict[str, Any]]:
     """Loans in collection from the server's visibility store, filtered by workflow status,
-    stage, policy and agency (the portfolio's search attributes), newest first."""
-    rows = []
-    async for wf in with_converter(client).list_workflows(_portfolio_query(status, stage, policy, agency), limit=limit):
-        attrs = wf.typed_search_attributes
-        currency = attrs.get(sa.CURRENCY) or ""
-        minor = attrs.get(sa.OUTSTANDING)
-        rows.append(
-            {
-                "loan_id": wf.id.removeprefix(WORKFLOW_ID_PREFIX),
-                "workflow_id": wf.id,
-                "status": wf.status.name.lower() if wf.status else "",
-                "stage": attrs.get(sa.STAGE) or "",
-                "dpd_band": attrs.get(sa.DPD_BAND) or "",
-                "policy": attrs.get(sa.POLICY) or "",
-                "agency": attrs.get(sa.AGENCY) or "",
-                "currency": currency,
-                "outstanding": str(Decimal(minor).scaleb(-minor_units(currency)))
-                if minor is not None and currency
-                else "",
-                "started": wf.start_time.isoformat(timespec="seconds"),
-                "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
-            }
-        )
-    return rows
+    stage, policy and agency (the portfolio's search attributes), newest first. A loan that
+    continued as new is one row (its current run)."""
+    query = _portfolio_query(status, stage, policy, agency)
+    return [loan_row(wf) async for wf in with_converter(client).list_workflows(query, limit=limit)]
+
+
+async def list_loans_page(
+    client: Client,
+    *,
+    status: str | None = None,
+    stage: str | None = None,
+    policy: str | None = None,
+    agency: str | None = None,
+    dpd_bands: list[str] | None = None,
+    page_size: int = 100,
+    page_token: bytes | None = None,
+) -> tuple[list[dict[str, Any]], bytes | None]:
+    """One page of `list_loans` (and the token of the next, None after the last), optionally
+    only loans in the given DPD bands (`infra.search_attributes.DPD_BANDS` labels)."""
+    query = _portfolio_query(status, stage, policy, agency, dpd_bands)
+    pages = with_converter(client).list_workflows(query, page_size=page_size, next_page_token=page_token)
+    await pages.fetch_next_page()
+    return [loan_row(wf) for wf in pages.current_page or []], pages.next_page_token or None
+
+
+def loan_row(wf: WorkflowExecution) -> dict[str, Any]:
+    """A listing row from a workflow's visibility record (no personal data: search attributes)."""
+    attrs = wf.typed_search_attributes
+    currency = attrs.get(sa.CURRENCY) or ""
+    minor = attrs.get(sa.OUTSTANDING)
+    return {
+        "loan_id": wf.id.removeprefix(WORKFLOW_ID_PREFIX),
+        "workflow_id": wf.id,
+        "status": wf.status.name.lower() if wf.status else "",
+        "stage": attrs.get(sa.STAGE) or "",
+        "dpd_band": attrs.get(sa.DPD_BAND) or "",
+        "policy": attrs.get(sa.POLICY) or "",
+        "agency": attrs.get(sa.AGENCY) or "",
+        "currency": currency,
+        "outstanding": str(Decimal(minor).scaleb(-minor_units(currency))) if minor is not None and currency else "",
+        "started": wf.start_time.isoformat(timespec="seconds"),
+        "closed": wf.close_time.isoformat(timespec="seconds") if wf.close_time else "",
+    }
 
 
 async def roll_over(
@@ -98,13 +117,49 @@ def _types_clause() -> str:
     return "(" + " OR ".join(f"WorkflowType = '{name}'" for name in COLLECTION_TYPES) + ")"
 
 
-def _portfolio_query(status: str | None, stage: str | None, policy: str | None, agency: str | None) -> str:
+def _portfolio_query(
+    status: str | None,
+    stage: str | None,
+    policy: str | None,
+    agency: str | None,
+    dpd_bands: list[str] | None = None,
+) -> str:
     clauses = [_types_clause()]
     if status:
-        clauses.append(f"ExecutionStatus = '{status.capitalize()}'")
+        clauses.append(f"ExecutionStatus = '{_status_name(status)}'")
+    else:  # a run that continued as new is the same loan as its successor
+        clauses.append("ExecutionStatus != 'ContinuedAsNew'")
     for key, value in ((sa.STAGE, stage), (sa.POLICY, policy), (sa.AGENCY, agency)):
         if value:
-            if "'" in value:
-                raise ValueError(f"invalid filter value {value!r}")
-            clauses.append(f"{key.name} = '{value}'")
+            clauses.append(f"{key.name} = '{_literal(value)}'")
+    if dpd_bands is not None:
+        if not dpd_bands:
+            clauses.append("1 = 0")
+        else:
+            clauses.append(f"{sa.DPD_BAND.name} IN ({', '.join(repr(_literal(b)) for b in dpd_bands)})")
     return " AND ".join(clauses)
+
+
+_STATUSES = {
+    "running": "Running",
+    "completed": "Completed",
+    "failed": "Failed",
+    "canceled": "Canceled",
+    "terminated": "Terminated",
+    "timed_out": "TimedOut",
+    "continued_as_new": "ContinuedAsNew",
+}
+
+
+def _status_name(status: str) -> str:
+    """The visibility store's name of a workflow status (`running`, `completed`...)."""
+    try:
+        return _STATUSES[status.lower()]
+    except KeyError:
+        raise ValueError(f"unknown status {status!r}: one of {', '.join(_STATUSES)}") from None
+
+
+def _literal(value: str) -> str:
+    if "'" in value or "\\" in value or '"' in value:
+        raise ValueError(f"invalid filter value {value!r}")
+    return value

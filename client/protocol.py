@@ -57,15 +57,19 @@ def loan_handle(client: Client, loan_id: str) -> WorkflowHandle[Any, Any]:
     return with_converter(client).get_workflow_handle(workflow_id(loan_id))
 
 
-async def ask(client: Client, loan_id: str, request: Any, rejected: type[Exception]) -> Reply | None:
+async def ask(
+    client: Client, loan_id: str, request: Any, rejected: type[Exception], *, request_id: str | None = None
+) -> Reply | None:
     """One request to a loan (`models.protocol`): send it by signal, read its answer by query.
     Raises `rejected` with the reason (nothing changed), LoanNotFound, or RequestPending if no
     answer came in time. None: the loan runs the first workflow version, which takes updates
-    (the caller falls back to them)."""
+    (the caller falls back to them). `request_id`: the caller's own (the HTTP API derives it from
+    an Idempotency-Key, so a request sent again after a lost answer reads the first answer: the
+    loan keeps the latest REPLIES_KEPT); else a new one."""
     handle = loan_handle(client, loan_id)
     if await is_legacy(handle, loan_id):
         return None
-    env = Envelope(request_id=str(uuid.uuid4()), request=request, sent_at=await server_now(client))
+    env = Envelope(request_id=request_id or str(uuid.uuid4()), request=request, sent_at=await server_now(client))
     try:
         await handle.signal(CollectionWorkflow.request, env)
     except RPCError as exc:

@@ -40,6 +40,7 @@ def target_metadata() -> MetaData:
     """Every table the application defines. A module that adds tables must be imported here,
     or autogenerate will not see them (tests/db/test_migrations.py compares against the metadata
     of everything the tests import, so a forgotten migration still fails there)."""
+    import db.access
     import db.book
     import db.contacts
     import db.tables  # noqa: F401

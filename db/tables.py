@@ -113,6 +113,9 @@ class TaskRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     closed_by: str = ""
+    assignee: str = Field(default="", index=True)
+    """Who claimed the task (`POST /v1/tasks/{id}/claim`); empty: nobody yet."""
+    claimed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class PlacementRow(SQLModel, table=True):

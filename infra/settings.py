@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     codec_server_port: int = 8081
     codec_server_origins: str = ""
     """Extra comma-separated origins allowed to call the codec server (the Web UI's is implied)."""
+    api_host: str = "127.0.0.1"
+    """Where the HTTP API listens (`make run`, `python -m api`); 0.0.0.0 behind a load balancer."""
+    api_port: int = 8000
+    api_public_url: str = ""
+    """The API's address as its users reach it (banner, docs); empty: http://localhost:API_PORT."""
+    api_token_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long an API process trusts a token it has checked (a revoked token stops working
+    within this time); 0: every request reads the token table."""
     scan_enabled: bool = True
     """Whether workers keep the daily overdue scan's Temporal Schedule running (false: paused)."""
     scan_hour: int = Field(default=1, ge=0, le=23)

@@ -12,15 +12,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
 
-# Minor units per currency; anything not listed has two decimals.
-_MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "KWD": 3, "BHD": 3, "JOD": 3}
+from models.iso4217 import MINOR_UNITS
 
 ZERO = Decimal(0)
 
 
 def minor_units(currency: str) -> int:
-    """Number of decimals used by `currency`."""
-    return _MINOR_UNITS.get(currency, 2)
+    """Number of decimals used by `currency` (ISO 4217; an unknown code: two, though `Currency`
+    lets none through)."""
+    return MINOR_UNITS.get(currency, 2)
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
@@ -34,6 +34,8 @@ _MAX_AMOUNT = Decimal("1e15")
 def _check_currency(code: str) -> str:
     if re.fullmatch(r"[A-Z]{3}", code) is None:
         raise ValueError(f"currency must be an ISO 4217 code like 'CNY', got {code!r}")
+    if code not in MINOR_UNITS:
+        raise ValueError(f"currency {code!r} is not an ISO 4217 currency in use")
     return code
 
 
@@ -50,7 +52,7 @@ def _reject_float(value: object) -> object:
 
 
 Currency = Annotated[str, AfterValidator(_check_currency)]
-"""An ISO 4217 currency code (three upper-case letters)."""
+"""An ISO 4217 currency code in use (`models.iso4217`), e.g. CNY, USD, JPY."""
 
 Amount = Annotated[Decimal, BeforeValidator(_reject_float), AfterValidator(_check_range)]
 """A money amount. Pydantic writes Decimal to JSON as a string, so no reader sees a float."""

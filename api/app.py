@@ -1,0 +1,86 @@
+"""The HTTP API as an ASGI app: `create_app(client=..., database_url=...)`. A thin adapter over
+the client functions the CLI uses (`client`): it validates, checks who may do what (`api.auth`),
+calls them and answers; no business rule lives here. Several replicas can serve behind a load
+balancer: they share nothing but Temporal and the database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from temporalio.client import Client
+
+from api import problems
+from api.routes import health, loans, negotiation, partners, payments, tasks
+from api.state import ApiState
+from db import migrate
+from db.store import make_engine
+from infra import temporal
+from infra.settings import settings
+
+DESCRIPTION = """Hand loans over, post payments, negotiate, work tasks, report as a partner and
+read the audit record. Every call but /healthz and /readyz needs `Authorization: Bearer <token>`
+(`starter.py token create NAME --role ROLE`). Errors are `application/problem+json`.
+Money is a decimal string with its ISO 4217 currency beside it; times are ISO 8601 with an offset."""
+
+
+def create_app(
+    client: Client | None = None, database_url: str | None = None, *, task_queue: str | None = None
+) -> FastAPI:
+    """The API app. `client`: the Temporal client to use (None: connect to the configured
+    server when the app starts). `database_url`: the project's database (None: DATABASE_URL);
+    its schema is brought up to date first. `task_queue`: where new loans go (None: the
+    TEMPORAL_TASK_QUEUE setting). The worker runs apart."""
+    cfg = settings()
+    url = database_url or cfg.database_url
+    migrate.upgrade(url)
+    engine = make_engine(url, cfg.database_pool_size, cfg.database_max_overflow)
+    state = ApiState(engine=engine, settings=cfg, database_url=url, client=client, task_queue=task_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.client is None:
+            state.client = await temporal.connect()
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Loan collections API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.api = state
+    problems.install(app)
+    for module in (health, loans, payments, negotiation, tasks, partners):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with error bodies under application/problem+json (the type they are
+    sent as) and the bearer token declared, so /docs can send it and generated clients know it."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    doc.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "a token from `starter.py token create`"}
+    }
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            if not path.startswith("/v1/"):
+                continue
+            operation["security"] = [{"bearer": []}]
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if code.isdigit() and int(code) >= 400 and problems.MEDIA_TYPE in content:
+                    schema = content.pop("application/json", {}).get("schema")
+                    content[problems.MEDIA_TYPE] = {"schema": schema or {"$ref": "#/components/schemas/Problem"}}
+    app.openapi_schema = doc
+    return doc
