@@ -48,6 +48,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 
+from api.tokens import ROLES, create_token, list_tokens, revoke_token
 from client import (
     LoanNotFound,
     RequestPending,
@@ -82,6 +83,7 @@ from client import (
 )
 from infra.options import REPLY_RPC_TIMEOUT, REPLY_WAIT, STARTING_WAIT
 from infra.process import exit_process
+from infra.settings import settings
 from models import (
     AgencyReport,
     Borrower,
@@ -183,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start collection for a loan from a JSON file (or - for stdin)")
     start.add_argument("file")
-    start.add_argument("--policy", default="default")
+    start.add_argument("--policy", help="default: the file's `policy`, else default")
     pay = sub.add_parser("pay", help="register a payment")
     pay.add_argument("loan_id")
     pay.add_argument("amount")
@@ -214,7 +216,48 @@ def _parser() -> argparse.ArgumentParser:
     _negotiation_parsers(sub)
     _audit_parser(sub)
     _doctor_parsers(sub)
+    _token_parsers(sub)
     return parser
+
+
+def _token_parsers(sub: Any) -> None:
+    """`token create|list|revoke`: the HTTP API's bearer tokens (the database only)."""
+    token = sub.add_parser("token", help="HTTP API tokens: create (shown once), list, revoke")
+    verbs = token.add_subparsers(dest="token_command", required=True)
+    create = verbs.add_parser("create", help="make a token and print it (the only time it is shown)")
+    create.add_argument("name", help="who holds it (the actor on loans' timelines and audit records)")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--agency", help="the agency an agency token acts for")
+    create.add_argument("--queue", action="append", default=[], help="a task queue a collector works (repeat)")
+    verbs.add_parser("list", help="every token (never its secret)")
+    revoke = verbs.add_parser("revoke", help="revoke a token by its id (the part after lc_, before the next _)")
+    revoke.add_argument("token_id")
+
+
+def _token_cli(args: argparse.Namespace) -> int:
+    url = settings().database_url
+    try:
+        if args.token_command == "create":
+            print(create_token(url, args.name, args.role, args.agency, queues=args.queue))
+            print("keep it now: only its hash is stored", file=sys.stderr)
+            return 0
+        if args.token_command == "list":
+            rows = list_tokens(url)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for r in [] if args.json else rows:
+                state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+                extra = f" agency={r['agency']}" if r["agency"] else f" queues={r['queues']}" if r["queues"] else ""
+                print(f"{r['token_id']}  {r['role']:<10} {r['name']}{extra}  ({state}, created {r['created_at']})")
+            return 0
+        if revoke_token(url, args.token_id):
+            print(f"revoked {args.token_id}")
+            return 0
+        print(f"error: no active token {args.token_id}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 _NEGOTIATION_COMMANDS = ("promise", "plan", "settle", "hardship", "review", "dispute", "resolve", "stop", "opt-out")
@@ -447,8 +490,9 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     client = await connect(args.address)
     if args.command == "start":
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        loan = OverdueLoan.model_validate_json(text)
-        return {"workflow_id": await start_collection(client, loan, args.policy)}
+        loan = OverdueLoan.model_validate_json(text)  # the HTTP API's body: a `policy` beside the loan
+        policy = args.policy or str(json.loads(text).get("policy") or "default")
+        return {"workflow_id": await start_collection(client, loan, policy)}
     decision = await _negotiate(client, args)
     if decision is not None:
         return decision
@@ -611,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "audit":
         return _audit_cli(args)  # the database only: no Temporal connection
+    if args.command == "token":
+        return _token_cli(args)
     try:
         result = asyncio.run(_run_cli(args))
         _print(result, args.json)

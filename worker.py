@@ -48,6 +48,8 @@ from activities.rendering import Renderer
 from activities.scan import ScanActivities
 from activities.start import StartActivities
 from activities.tasks import TaskActivities
+from api import create_app
+from api.serve import dev_token, start_server
 from db import migrate
 from db.store import make_engine
 from infra import temporal
@@ -255,12 +257,17 @@ async def run_embedded() -> None:
         await ensure_scan_schedule(env.client, worker.task_queue)
         async with worker:
             started = await load_sample_portfolio(env.client, task_queue=worker.task_queue)
-            print(_banner(cfg, len(started), worker.task_queue), flush=True)
+            app = create_app(client=env.client, task_queue=worker.task_queue)
+            server, serving = await start_server(app, cfg.api_host, cfg.api_port)
+            token = dev_token(cfg.database_url, cfg.api_dev_token_file)
+            print(_banner(cfg, len(started), worker.task_queue, token), flush=True)
             await until_stopped()
-    print("stopped: worker and Temporal dev server shut down cleanly", flush=True)
+            server.should_exit = True
+            await serving
+    print("stopped: API, worker and Temporal dev server shut down cleanly", flush=True)
 
 
-def _banner(cfg: Settings, loans: int, queue: str | None = None) -> str:
+def _banner(cfg: Settings, loans: int, queue: str | None = None, api_token: str = "") -> str:
     host = cfg.temporal_address.rpartition(":")[0] or "localhost"
     ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
     # The Web UI shows only ciphertext until it is pointed at the codec server, which wants the
@@ -279,16 +286,23 @@ def _banner(cfg: Settings, loans: int, queue: str | None = None) -> str:
             f"  CLI: .venv/bin/temporal workflow show -w collection-SAMPLE-001 --address {cfg.temporal_address} \\\n"
             f"         --codec-endpoint {codec_url} --codec-auth 'Bearer {token}'\n"
         )
+    api = cfg.api_public_url or f"http://localhost:{cfg.api_port}"
     return f"""
 Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
 Worker on task queue '{queue or cfg.temporal_task_queue}'; database {cfg.database_url}
 Sample portfolio: {loans} loans in collection (workflow ids collection-<loan id>).
+HTTP API on {api} (interactive docs: {api}/docs); a platform token (kept in {cfg.api_dev_token_file}):
+  export TOKEN={api_token}
+  curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/loans/SAMPLE-001
+  curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+       -d @examples/loan.json {api}/v1/loans
+  other roles: .venv/bin/python starter.py token create NAME --role collector --queue collectors
 
 In another terminal:
   .venv/bin/python starter.py list
   .venv/bin/python starter.py status SAMPLE-001
   .venv/bin/python starter.py pay SAMPLE-001 100.00 --currency CNY
-  .venv/bin/python starter.py start path/to/loan.json
+  .venv/bin/python starter.py start examples/loan.json
 
 {privacy}Ctrl-C stops the worker and the server (state stays in var/).
 """

@@ -63,6 +63,9 @@ def create_app(
     return app
 
 
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with error bodies under application/problem+json (the type they are
     sent as) and the bearer token declared, so /docs can send it and generated clients know it."""
@@ -77,10 +80,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             if not path.startswith("/v1/"):
                 continue
             operation["security"] = [{"bearer": []}]
+            if "requestBody" in operation:  # a body that is not JSON at all (FastAPI answers 400)
+                operation["responses"].setdefault("400", {"description": problems.TITLES[400], "content": {}})
+                operation["responses"]["400"]["content"] = {problems.MEDIA_TYPE: {}}
             for code, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if code.isdigit() and int(code) >= 400 and problems.MEDIA_TYPE in content:
                     schema = content.pop("application/json", {}).get("schema")
-                    content[problems.MEDIA_TYPE] = {"schema": schema or {"$ref": "#/components/schemas/Problem"}}
+                    content[problems.MEDIA_TYPE] = {"schema": schema or {"$ref": PROBLEM_REF}}
     app.openapi_schema = doc
     return doc

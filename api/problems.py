@@ -145,6 +145,10 @@ def install(app: FastAPI) -> None:
     async def _rpc(request: Request, exc: RPCError) -> JSONResponse:
         if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             return problem_response(503, "Temporal is not reachable; try again", request, headers={"Retry-After": "5"})
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in str(exc).lower():
+            # a listing before any worker registered the portfolio's search attributes
+            detail = "the portfolio view is not ready: no worker has registered its search attributes yet"
+            return problem_response(503, detail, request, headers={"Retry-After": "30"})
         log.error("Temporal call failed: %s (%s)", exc.status.name if exc.status else "?", type(exc).__name__)
         return problem_response(500, "the request could not be completed", request)
 

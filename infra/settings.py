@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_public_url: str = ""
     """The API's address as its users reach it (banner, docs); empty: http://localhost:API_PORT."""
+    api_dev_token_file: Path = ROOT / "var" / "api-token"
+    """Where `make run` keeps the development platform token it prints (never in production)."""
     api_token_cache_seconds: float = Field(default=5.0, ge=0)
     """How long an API process trusts a token it has checked (a revoked token stops working
     within this time); 0: every request reads the token table."""

@@ -116,7 +116,7 @@ async def list_loans(
             page_token=_decode_token(page_token),
         )
     except RPCError as exc:
-        if exc.status != RPCStatusCode.INVALID_ARGUMENT:
+        if exc.status != RPCStatusCode.INVALID_ARGUMENT or page_token is None or "search attribute" in str(exc).lower():
             raise
         raise ApiError(
             422, "page_token does not fit this listing (its filters changed?)", field="query.page_token"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'collections.db'}",
         "TEMPORAL_TASK_QUEUE": "embedded-test",
         "CODEC_KEY_FILE": str(tmp_path / "codec.key"),  # as make run: a key made on first start
+        "API_PORT": str(free_port()),
+        "API_DEV_TOKEN_FILE": str(tmp_path / "api-token"),
     }
 
 
@@ -134,6 +137,30 @@ def negotiate_through_the_cli(env: dict[str, str]) -> None:
     assert "arrangement: plan" in text
 
 
+def the_banners_curl_examples_work(banner: str, env: dict[str, str]) -> str:
+    """The banner's two curl commands, run as printed (the shell expands $TOKEN), answer."""
+    api = f"http://localhost:{env['API_PORT']}"
+    assert f"HTTP API on {api}" in banner
+    token = re.search(r"export TOKEN=(\S+)", banner)
+    assert token is not None
+    lines = banner[banner.index("export TOKEN=") :].splitlines()
+    status_curl, post_curl = lines[1].strip(), (lines[2].rstrip(" \\") + " " + lines[3].strip()).strip()
+    shell_env = env | {"TOKEN": token.group(1)}
+    status = subprocess.run(
+        status_curl, shell=True, cwd=ROOT, env=shell_env, capture_output=True, text=True, timeout=30
+    )
+    assert json.loads(status.stdout)["loan_id"] == "SAMPLE-001", status
+    created = subprocess.run(post_curl, shell=True, cwd=ROOT, env=shell_env, capture_output=True, text=True, timeout=30)
+    assert json.loads(created.stdout) == {
+        "loan_id": "EXAMPLE-001",
+        "workflow_id": "collection-EXAMPLE-001",
+        "outcome": "started",
+    }, created
+    assert httpx.get(f"{api}/openapi.json", timeout=10).json()["info"]["title"] == "Loan collections API"
+    assert httpx.get(f"{api}/readyz", timeout=10).json()["status"] == "ok"
+    return token.group(1)
+
+
 def test_make_run_serves_the_sample_portfolio_and_the_cli(
     running: Running, run_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -155,6 +182,7 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(
     assert bad.returncode == 2 and "must be positive" in bad.stderr
 
     negotiate_through_the_cli(run_env)
+    token = the_banners_curl_examples_work(banner, run_env)
 
     loan_file = tmp_path / "loan.json"
     loan_file.write_text(
@@ -179,13 +207,14 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(
     assert json.loads(started.stdout) == {"workflow_id": "collection-CLI-1"}
 
     assert running.stop() == 0
-    assert "stopped: worker and Temporal dev server shut down cleanly" in running.log.read_text()
+    assert "stopped: API, worker and Temporal dev server shut down cleanly" in running.log.read_text()
 
     again = Running(run_env, tmp_path / "run2.log")
     try:
-        again.wait_for("Sample portfolio: 20 loans")
-        rows = listed(run_env, 21)
-        assert len(rows) == 21 and len({r["workflow_id"] for r in rows}) == 21  # nothing started twice
+        banner = again.wait_for("Sample portfolio: 20 loans")
+        assert f"export TOKEN={token}" in banner  # the same development token after a restart
+        rows = listed(run_env, 22)
+        assert len(rows) == 22 and len({r["workflow_id"] for r in rows}) == 22  # nothing started twice
         status = json.loads(cli(run_env, "status", "SAMPLE-002").stdout)
         assert status["paid_total"] == "100.00"  # the state survived the restart
     finally:
