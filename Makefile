@@ -19,7 +19,7 @@ UV_VERSION := 0.13.9
 UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
 
-.PHONY: run test check test-pythons lock soak worker codec-server clean bytecode
+.PHONY: run test check test-pythons lock soak worker api codec-server clean bytecode
 
 $(STAMP): $(LOCK) pyproject.toml
 	sh scripts/install-venv.sh $(PYTHON) $(VENV)
@@ -84,6 +84,11 @@ soak: bytecode
 
 worker: bytecode
 	$(PY) worker.py
+
+# The HTTP API alone (API_HOST, API_PORT), against TEMPORAL_ADDRESS and DATABASE_URL; run several
+# behind a load balancer (docs/api.md). `make run` serves it too.
+api: $(STAMP)
+	$(PY) -m api
 
 codec-server: $(STAMP)
 	$(PY) -m infra.codec_server

@@ -33,7 +33,9 @@ class HandOverResult(BaseModel):
 
 
 class PaymentBody(BaseModel):
-    """A payment as the platform posts it. `payment_id` defaults to the Idempotency-Key."""
+    """A payment as the platform posts it. `payment_id` defaults to the Idempotency-Key. The
+    payment's recorded source (timeline channel, audit actor) is the caller, with `source` beside
+    it when given: `platform:lending-platform (bank transfer)`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,7 +43,9 @@ class PaymentBody(BaseModel):
     currency: Currency
     paid_at: AwareDatetime = Field(description="ISO 8601 with an offset, e.g. 2026-12-07T10:00:00+08:00")
     payment_id: str | None = Field(default=None, min_length=1, max_length=128)
-    source: str = Field(default="platform", min_length=1, max_length=64)
+    source: str | None = Field(
+        default=None, min_length=1, max_length=64, description="where the money came from (bank transfer, app...)"
+    )
     reference: str = Field(default="", max_length=256)
 
 

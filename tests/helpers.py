@@ -13,13 +13,14 @@ import asyncio
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
@@ -369,3 +370,47 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 20.0) -
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.3)
+
+
+# ----------------------------------------------------------------------------- the HTTP API (tests/api)
+
+
+@dataclass
+class Api:
+    """The app under test, its worker's queue and database, and a token per role."""
+
+    http: httpx.AsyncClient
+    client: Client
+    engine: Engine
+    database_url: str
+    task_queue: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def get(self, path: str, who: str = "platform", **kw: Any) -> httpx.Response:
+        return await self.http.get(path, headers=self.auth(who) | kw.pop("headers", {}), **kw)
+
+    async def post(self, path: str, body: Any = None, who: str = "platform", **kw: Any) -> httpx.Response:
+        return await self.http.post(path, json=body, headers=self.auth(who) | kw.pop("headers", {}), **kw)
+
+
+PEOPLE = {
+    "platform": ("lending-platform", "platform", None, ()),
+    "collector": ("li.wei", "collector", None, ("collectors",)),
+    "other_collector": ("wang.fang", "collector", None, ("field-agents",)),
+    "supervisor": ("zhang.min", "supervisor", None, ()),
+    "agency": ("acme-agent", "agency", "default-agency", ()),
+    "other_agency": ("other-agent", "agency", "other-agency", ()),
+    "auditor": ("auditor", "auditor", None, ()),
+}
+"""Token holders by test name: (name, role, agency, queues). The default policy's first calls go
+to queue `collectors`, its field visits to `field-agents`."""
+
+
+def loan_json(loan_id: str, dpd: int = 3, **kw: Any) -> dict[str, Any]:
+    """A hand-over body for `POST /v1/loans`: a loan `dpd` days past due in a zone where it is
+    daytime now (catch-up contacts happen at once), under the default policy."""
+    loan = make_loan(loan_id, dpd=dpd, tz=kw.pop("tz", daytime_zone()), **kw)
+    return loan.model_dump(mode="json") | {"policy": "default"}

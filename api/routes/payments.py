@@ -62,7 +62,7 @@ async def post_payment(
         amount=amount,
         currency=body.currency,
         paid_at=body.paid_at,
-        source=body.source,
+        source=principal.actor + (f" ({body.source})" if body.source else ""),
         reference=body.reference,
     )
     scope = f"payment:{loan_id}"

@@ -7,19 +7,15 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api import create_app, create_token
 from db.store import make_engine
-from tests.helpers import start_dev_server
+from tests.helpers import PEOPLE, Api, start_dev_server
 from worker import create_worker
 
 
@@ -28,40 +24,6 @@ async def server() -> AsyncIterator[WorkflowEnvironment]:
     env = await start_dev_server()
     yield env
     await env.shutdown()
-
-
-@dataclass
-class Api:
-    """The app under test, its worker's queue and database, and a token per role."""
-
-    http: httpx.AsyncClient
-    client: Client
-    engine: Engine
-    database_url: str
-    task_queue: str
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    async def get(self, path: str, who: str = "platform", **kw: Any) -> httpx.Response:
-        return await self.http.get(path, headers=self.auth(who) | kw.pop("headers", {}), **kw)
-
-    async def post(self, path: str, body: Any = None, who: str = "platform", **kw: Any) -> httpx.Response:
-        return await self.http.post(path, json=body, headers=self.auth(who) | kw.pop("headers", {}), **kw)
-
-
-PEOPLE = {
-    "platform": ("lending-platform", "platform", None, ()),
-    "collector": ("li.wei", "collector", None, ("collectors",)),
-    "other_collector": ("wang.fang", "collector", None, ("field-agents",)),
-    "supervisor": ("zhang.min", "supervisor", None, ()),
-    "agency": ("acme-agent", "agency", "default-agency", ()),
-    "other_agency": ("other-agent", "agency", "other-agency", ()),
-    "auditor": ("auditor", "auditor", None, ()),
-}
-"""Token holders by test name: (name, role, agency, queues). The default policy's first calls go
-to queue `collectors`, its field visits to `field-agents`."""
 
 
 @pytest.fixture

@@ -10,14 +10,7 @@ import pytest
 from temporalio.service import RPCError
 
 from infra.temporal import workflow_id
-from tests.api.conftest import Api
-from tests.helpers import daytime_zone, eventually, make_loan
-
-
-def loan_json(loan_id: str, dpd: int = 3, **kw: Any) -> dict[str, Any]:
-    return make_loan(loan_id, dpd=dpd, tz=kw.pop("tz", daytime_zone()), **kw).model_dump(mode="json") | {
-        "policy": "default"
-    }
+from tests.helpers import Api, eventually, loan_json
 
 
 async def test_a_loan_is_handed_over_once(api: Api) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from client import wait_quiet
 from db.tables import LedgerEntry
-from tests.api.conftest import Api
-from tests.api.test_loans import loan_json
+from tests.helpers import Api, loan_json
 
 
 def pay(amount: Any = "100.00", **kw: Any) -> dict[str, Any]:
@@ -41,7 +41,10 @@ async def test_a_payment_is_applied_once_per_key(api: Api) -> None:
     assert other.status_code == 409 and other.json()["errors"][0]["field"] == "header.idempotency-key"
     status = (await api.get("/v1/loans/P-1")).json()
     assert status["paid_total"] == "100.00"
+    await wait_quiet(api.client, "P-1")
     assert [str(row.amount) for row in payments(api, "P-1")] == ["100.00"]
+    audit = (await api.get("/v1/loans/P-1/audit", "auditor")).json()["entries"]
+    assert [e["actor"] for e in audit if e["action"] == "payment_applied"] == ["platform:lending-platform"]
 
 
 async def test_bad_payments_are_422_and_change_nothing(api: Api) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from client import wait_quiet
 from infra.temporal import workflow_id
-from tests.api.conftest import Api
-from tests.api.test_loans import loan_json
+from tests.helpers import Api, loan_json
 
 
 async def history_length(api: Api, loan_id: str) -> int:

@@ -13,9 +13,7 @@ from typing import Any
 
 from api.tokens import create_token, revoke_token
 from models.schedule import local_date
-from tests.api.conftest import Api
-from tests.api.test_loans import loan_json
-from tests.helpers import daytime_zone, eventually
+from tests.helpers import Api, daytime_zone, eventually, loan_json
 
 
 async def with_call_task(api: Api, loan_id: str) -> dict[str, Any]:
