@@ -42,7 +42,8 @@ def target_metadata() -> MetaData:
     of everything the tests import, so a forgotten migration still fails there)."""
     import db.book
     import db.contacts
-    import db.tables  # noqa: F401
+    import db.tables
+    import db.webhooks  # noqa: F401
 
     return SQLModel.metadata
 
