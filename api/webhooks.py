@@ -202,7 +202,10 @@ async def dispatch_once(
                 status,
             )
 
-    await asyncio.gather(*(one(job) for job in jobs))
+    results = await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)
+    for result in results:  # every job has run to its end; a database error then ends the round
+        if isinstance(result, BaseException):
+            raise result
     return fanned + len(jobs)
 
 
