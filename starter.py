@@ -20,6 +20,10 @@
     python starter.py scan [--as-of YYYY-MM-DD]
     python starter.py doctor [--limit N]
     python starter.py reset LOAN_ID [--to-event ID] [--reason TEXT] [--dry-run] [--force]
+    python starter.py webhook add URL [--secret S] [--events a,b|*]
+    python starter.py webhook list
+    python starter.py webhook remove SUBSCRIBER_ID
+    python starter.py webhook deliveries [--loan ID] [--subscriber ID] [--event ID] [--limit N]
 
 Every command takes --json for machine-readable output.
 
@@ -217,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     _audit_parser(sub)
     _doctor_parsers(sub)
     _token_parsers(sub)
+    _webhook_parsers(sub)
     return parser
 
 
@@ -399,6 +404,93 @@ def _doctor_parsers(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would be done and change nothing")
     p.add_argument("--force", action="store_true", help="reset a loan that is not stuck")
     p.add_argument("--json", **as_json)
+
+
+def _webhook_parsers(sub: Any) -> None:
+    """`webhook add|list|remove|deliveries` (api.webhooks): the database only, like `audit`."""
+    as_json = {"action": "store_true", "default": argparse.SUPPRESS, "help": "print JSON"}
+    hook = sub.add_parser("webhook", help="webhook subscribers and the delivery log (docs/webhooks.md)")
+    actions = hook.add_subparsers(dest="webhook_command", required=True)
+    p = actions.add_parser("add", help="send events to a URL (prints the secret once)")
+    p.add_argument("url")
+    p.add_argument("--secret", help="the signing secret (default: a new random one, printed once)")
+    p.add_argument("--events", default="*", help="comma-separated event types, or * for all (default)")
+    p.add_argument("--json", **as_json)
+    p = actions.add_parser("list", help="subscribers (secrets are not shown)")
+    p.add_argument("--json", **as_json)
+    p = actions.add_parser("remove", help="stop sending to a subscriber (its pending deliveries become dead)")
+    p.add_argument("subscriber_id")
+    p.add_argument("--json", **as_json)
+    p = actions.add_parser("deliveries", help="the delivery log, newest first, with every attempt")
+    p.add_argument("--loan")
+    p.add_argument("--subscriber")
+    p.add_argument("--event")
+    p.add_argument("--limit", type=_positive_int, default=20)
+    p.add_argument("--json", **as_json)
+
+
+def _webhook_cli(args: argparse.Namespace) -> int:
+    """`webhook ...` against DATABASE_URL; exit code 2 for a refused request (bad URL or event
+    type, a URL already subscribed, an unknown subscriber), 1 when the database is unreadable."""
+    from api import webhooks
+    from db.store import make_engine
+    from infra.settings import settings
+
+    engine = make_engine(settings().database_url, pool_size=1, max_overflow=0)
+    try:
+        result: Any
+        if args.webhook_command == "add":
+            result = webhooks.add_subscriber(engine, args.url, args.secret, args.events)
+        elif args.webhook_command == "list":
+            result = webhooks.list_subscribers(engine)
+        elif args.webhook_command == "remove":
+            if not webhooks.remove_subscriber(engine, args.subscriber_id):
+                print(f"error: no active subscriber {args.subscriber_id}", file=sys.stderr)
+                return 2
+            result = {"removed": args.subscriber_id}
+        else:
+            result = webhooks.deliveries(
+                engine, subscriber_id=args.subscriber, event_id=args.event, loan_id=args.loan, limit=args.limit
+            )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"error: cannot use the database: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    else:
+        print(_format_webhooks(args.webhook_command, result))
+    return 0
+
+
+def _format_webhooks(command: str, result: Any) -> str:
+    if command == "add":
+        return (
+            f"subscriber {result['id']}: {result['url']} for {', '.join(result['events'])}\n"
+            f"secret (shown once; the receiver verifies X-Signature with it): {result['secret']}"
+        )
+    if command == "remove":
+        return f"removed {result['removed']}"
+    if command == "list":
+        lines = [
+            f"{s['id']}  {'active ' if s['active'] else 'removed'}  {s['url']}  {','.join(s['events'])}" for s in result
+        ]
+        return "\n".join([*lines, f"{len(result)} subscriber(s)"])
+    lines = []
+    for d in result:
+        lines.append(
+            f"{d['id']:>6} {d['status']:<9} {d['event_type']:<20} {d['loan_id']} #{d['seq']} -> {d['subscriber_id']}"
+            + (f"  next {d['next_attempt_at']}" if d["next_attempt_at"] else "")
+        )
+        lines += [
+            f"         attempt {a['attempt']} at {a['at']}: {a['status'] or '-'} {a['error']} ({a['duration_ms']} ms)"
+            for a in d["attempts"]
+        ]
+    return "\n".join([*lines, f"{len(result)} delivery(ies)"])
 
 
 def _positive_int(text: str) -> int:
@@ -657,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
         return _audit_cli(args)  # the database only: no Temporal connection
     if args.command == "token":
         return _token_cli(args)
+    if args.command == "webhook":
+        return _webhook_cli(args)  # the database only too
     try:
         result = asyncio.run(_run_cli(args))
         _print(result, args.json)

@@ -5,6 +5,7 @@ balancer: they share nothing but Temporal and the database."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,8 +15,9 @@ from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from api import problems
-from api.routes import health, loans, negotiation, partners, payments, tasks
+from api.routes import health, loans, negotiation, partners, payments, tasks, webhooks
 from api.state import ApiState
+from api.webhooks import run_dispatcher
 from db import migrate
 from db.store import make_engine
 from infra import temporal
@@ -28,25 +30,37 @@ Money is a decimal string with its ISO 4217 currency beside it; times are ISO 86
 
 
 def create_app(
-    client: Client | None = None, database_url: str | None = None, *, task_queue: str | None = None
+    client: Client | None = None,
+    database_url: str | None = None,
+    *,
+    task_queue: str | None = None,
+    deliver_webhooks: bool | None = None,
 ) -> FastAPI:
     """The API app. `client`: the Temporal client to use (None: connect to the configured
     server when the app starts). `database_url`: the project's database (None: DATABASE_URL);
     its schema is brought up to date first. `task_queue`: where new loans go (None: the
-    TEMPORAL_TASK_QUEUE setting). The worker runs apart."""
+    TEMPORAL_TASK_QUEUE setting). `deliver_webhooks`: run the webhook dispatcher while the app
+    runs (its lifespan; None: the WEBHOOK_DISPATCHER setting). The worker runs apart."""
     cfg = settings()
     url = database_url or cfg.database_url
     migrate.upgrade(url)
     engine = make_engine(url, cfg.database_pool_size, cfg.database_max_overflow)
     state = ApiState(engine=engine, settings=cfg, database_url=url, client=client, task_queue=task_queue)
 
+    dispatch = cfg.webhook_dispatcher if deliver_webhooks is None else deliver_webhooks
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.client is None:
             state.client = await temporal.connect()
+        stop = asyncio.Event()
+        dispatcher = asyncio.create_task(run_dispatcher(engine, stop)) if dispatch else None
         try:
             yield
         finally:
+            stop.set()
+            if dispatcher is not None:
+                await dispatcher
             engine.dispose()
 
     app = FastAPI(
@@ -57,7 +71,7 @@ def create_app(
     )
     app.state.api = state
     problems.install(app)
-    for module in (health, loans, payments, negotiation, tasks, partners):
+    for module in (health, loans, payments, negotiation, tasks, partners, webhooks):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -43,7 +43,8 @@ def target_metadata() -> MetaData:
     import db.access
     import db.book
     import db.contacts
-    import db.tables  # noqa: F401
+    import db.tables
+    import db.webhooks  # noqa: F401
 
     return SQLModel.metadata
 

@@ -1,5 +1,6 @@
 """Engine set-up, the one write primitive every side effect uses (insert-once by key) and the
-one way an audit entry is appended (chained onto its loan's hash chain, `models.audit`)."""
+one way an audit entry is appended (chained onto its loan's hash chain, `models.audit`, and
+captured as a webhook event when subscribers are told of it, `db.webhooks`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from db.tables import AuditRow
+from db.webhooks import EVENT_SEQ_CONSTRAINT, capture_events
 from models.audit import GENESIS, entry_hash
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -25,6 +27,11 @@ CHAIN_ATTEMPTS = 8
 """How often a transaction that lost a race for a loan's next audit seq is run again."""
 
 _CHAIN_CONSTRAINT = "uq_audit_loan_seq"
+_SEQ_CONSTRAINTS = {
+    _CHAIN_CONSTRAINT: "audit.loan_id, audit.seq",
+    EVENT_SEQ_CONSTRAINT: "webhook_events.loan_id, webhook_events.seq",
+}
+"""The per-loan sequences a transaction takes the next number of (constraint: SQLite's words)."""
 
 _RETRY_SQLSTATES = {"40001", "40P01"}
 """PostgreSQL's serialization failure and deadlock: the transaction can simply run again."""
@@ -136,7 +143,9 @@ def append_audit(session: Session, row: AuditRow) -> AuditRow:
 def chain_new_entries(session: OrmSession) -> None:
     """Chain every new, not yet chained AuditRow in `session`, in the order added: the one
     place where seq, prev_hash and hash are set. Runs before each flush (so an entry added
-    with a plain `session.add` is chained too)."""
+    with a plain `session.add` is chained too). The webhook event of each entry that makes
+    one joins the same flush (`db.webhooks.capture_events`): written with its effect or not
+    at all."""
     pending = [obj for obj in session.new if isinstance(obj, AuditRow) and not obj.hash]
     if not pending:
         return
@@ -150,6 +159,7 @@ def chain_new_entries(session: OrmSession) -> None:
         row.seq, row.prev_hash = seq + 1, prev_hash
         row.hash = entry_hash(prev_hash, row)
         heads[row.loan_id] = (row.seq, row.hash)
+    capture_events(session, pending)
 
 
 def _last_entry(session: OrmSession, loan_id: str) -> tuple[int, str]:
@@ -175,8 +185,8 @@ def _before_flush(session: OrmSession, _context: Any, _instances: Any) -> None:
 
 
 def is_chain_conflict(exc: BaseException) -> bool:
-    """Whether `exc` is a lost race for a loan's next audit seq (to be retried), as opposed to
-    a duplicate business key (which means "already done").
+    """Whether `exc` is a lost race for a loan's next audit seq or webhook event seq (to be
+    retried), as opposed to a duplicate business key (which means "already done").
 
     PostgreSQL (psycopg) names the violated constraint; SQLite only says which columns.
     A deadlock or serialization failure (PostgreSQL) or a busy SQLite database is retried too.
@@ -185,9 +195,9 @@ def is_chain_conflict(exc: BaseException) -> bool:
     if isinstance(exc, IntegrityError):
         constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
         if constraint:
-            return constraint == _CHAIN_CONSTRAINT
+            return constraint in _SEQ_CONSTRAINTS
         message = str(orig)
-        return _CHAIN_CONSTRAINT in message or "audit.loan_id, audit.seq" in message
+        return any(name in message or columns in message for name, columns in _SEQ_CONSTRAINTS.items())
     if isinstance(exc, DBAPIError):
         if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
             return True

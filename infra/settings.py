@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     """The API's address as its users reach it (banner, docs); empty: http://localhost:API_PORT."""
     api_dev_token_file: Path = ROOT / "var" / "api-token"
     """Where `make run` keeps the development platform token it prints (never in production)."""
+    webhook_dispatcher: bool = True
+    """Whether each API process delivers webhooks (several may: deliveries are leased)."""
     api_token_cache_seconds: float = Field(default=5.0, ge=0)
     """How long an API process trusts a token it has checked (a revoked token stops working
     within this time); 0: every request reads the token table."""

@@ -1,8 +1,9 @@
 """What tests share, as plain functions, classes and constants (fixtures live in the conftest.py
 files): the test data folders, loans (`make_loan`), the workflow harness (`Harness`: start
 loans on the time-skipping server, move the clock to a day past due, read the database), the
-default ladder's expected timeline, recorded-history helpers, effect and guard requests, and the
-dev server and free ports for the tests that run real processes.
+default ladder's expected timeline, recorded-history helpers, effect and guard requests, a
+webhook receiver and a clock to drive the webhook dispatcher with, and the dev server and free
+ports for the tests that run real processes.
 
 No test module imports another test module (tests/unit/test_layout.py checks it): what two test
 modules share lives here."""
@@ -10,6 +11,7 @@ modules share lives here."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -324,6 +326,78 @@ def sms(loan_id: str, at: datetime) -> GuardRequest:
         rules=cn_rules(),
         situation=Situation(),
     )
+
+
+# ----------------------------------------------------------------------------- webhooks
+
+
+class FakeClock:
+    """A clock the webhook dispatcher reads (`now=clock`); the test moves `at`."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+class WebhookReceiver:
+    """A subscriber behind httpx.MockTransport: records every request it is sent (failed ones
+    too) and answers with `answer(request)`: a status, or an exception to raise (a refused
+    connection: `httpx.ConnectError`). Counts the requests in flight per event id; `delay`
+    keeps each one open that long (real seconds), `gate(sender)` until it returns."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answers: list[int | None] = []
+        self.answer: Callable[[httpx.Request], int] = lambda _request: 200
+        self.delay = 0.0
+        self.in_flight: dict[str, int] = {}
+        self.most_in_flight = 0
+        self.senders: list[str] = []
+        self.gate: Callable[[str], Awaitable[None]] | None = None
+
+    async def handle(self, request: httpx.Request, sender: str = "") -> httpx.Response:
+        event = request.headers["X-Webhook-Id"]
+        self.in_flight[event] = self.in_flight.get(event, 0) + 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight[event])
+        try:
+            if self.gate is not None:
+                await self.gate(sender)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            self.requests.append(request)
+            self.senders.append(sender)
+            try:
+                status = self.answer(request)
+            except httpx.HTTPError:
+                self.answers.append(None)
+                raise
+            self.answers.append(status)
+            return httpx.Response(status)
+        finally:
+            self.in_flight[event] -= 1
+
+    def client(self, sender: str = "") -> httpx.AsyncClient:
+        """An HTTP client whose requests reach this receiver (`senders` tells them apart)."""
+
+        async def handle(request: httpx.Request) -> httpx.Response:
+            return await self.handle(request, sender)
+
+        return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+    def delivered(self) -> list[dict[str, Any]]:
+        """The bodies of the requests answered 2xx, in the order received."""
+        return [
+            json.loads(r.content)
+            for r, status in zip(self.requests, self.answers, strict=True)
+            if status and 200 <= status < 300
+        ]
+
+
+def refuse(request: httpx.Request) -> int:
+    """A subscriber that is down: the connection is refused."""
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
 
 # ----------------------------------------------------------------------------- dev server, processes

@@ -15,6 +15,7 @@ from api.idempotency import KEY_PATTERN, claim, complete, fingerprint, release
 from api.problems import ApiError, problem_response, problem_responses
 from api.schemas import PaymentBody
 from api.state import State, in_thread
+from api.webhooks import record_event
 from client import register_payment
 from models import Payment, PaymentReceipt, PaymentRejected
 from models.money import minor_units, quantize
@@ -31,6 +32,13 @@ def refusal_status(reason: str) -> int:
     """409 for a closed loan or a payment id already applied, 422 for everything else the loan
     refuses (amount, currency, decimals)."""
     return 409 if any(phrase in reason for phrase in CONFLICTS) else 422
+
+
+def _rejected_event(state: State, loan_id: str, payment: Payment, reason: str, request_id: str) -> None:
+    """`payment.rejected` for subscribers: a refused request changes nothing in the loan, so the
+    loan records nothing; the API records the event (once per request: its key)."""
+    data = {"payment_id": payment.payment_id, "amount": str(payment.amount), "currency": payment.currency}
+    record_event(state.engine, loan_id, "payment.rejected", data | {"reason": reason}, f"{loan_id}/api/{request_id}")
 
 
 @router.post(
@@ -82,6 +90,7 @@ async def post_payment(
     except PaymentRejected as exc:
         answer = problem_response(refusal_status(str(exc)), str(exc), None, reason=str(exc))
         await in_thread(complete, state.engine, scope, idempotency_key, answer.status_code, bytes(answer.body).decode())
+        await in_thread(_rejected_event, state, loan_id, payment, str(exc), request_id)
         return answer
     except BaseException:
         await in_thread(release, state.engine, scope, idempotency_key)
