@@ -488,3 +488,27 @@ def loan_json(loan_id: str, dpd: int = 3, **kw: Any) -> dict[str, Any]:
     daytime now (catch-up contacts happen at once), under the default policy."""
     loan = make_loan(loan_id, dpd=dpd, tz=kw.pop("tz", daytime_zone()), **kw)
     return loan.model_dump(mode="json") | {"policy": "default"}
+
+
+def template_context(loan_id: str, borrower_name: str = "李明", **extra: str) -> dict[str, str]:
+    """What a message or task template is rendered with (a loan at DPD 11, 10,600.00 CNY due),
+    for tests that call the activities directly; `extra` adds or replaces fields."""
+    return {
+        "loan_id": loan_id,
+        "borrower_name": borrower_name,
+        "amount_due": "10,600.00",
+        "currency": "CNY",
+        "due_date": "2026-11-20",
+        "dpd": "11",
+        "lender_name": "Example Lending",
+        "lender_phone": "400",
+        "dispute_contact": "d@x",
+        "stage": "early",
+        "attempt": "1",
+        "agency": "Acme",
+        "recall_date": "2027-01-30",
+        "principal": "10,000.00",
+        "interest": "500.00",
+        "fees": "100.00",
+        "penalties": "0.00",
+    } | extra

@@ -48,29 +48,11 @@ from models.requests import (
     TaskClosure,
     TaskRequest,
 )
-from tests.helpers import Harness, make_loan
+from tests.helpers import Harness, make_loan, template_context
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 LOAN = "L-AUDIT"
-CONTEXT = {
-    "loan_id": LOAN,
-    "borrower_name": "李明",
-    "amount_due": "10,600.00",
-    "currency": "CNY",
-    "due_date": "2026-11-20",
-    "dpd": "11",
-    "lender_name": "Example Lending",
-    "lender_phone": "400",
-    "dispute_contact": "d@x",
-    "stage": "early",
-    "attempt": "1",
-    "agency": "Acme",
-    "recall_date": "2027-01-30",
-    "principal": "10,000.00",
-    "interest": "500.00",
-    "fees": "100.00",
-    "penalties": "0.00",
-}
+CONTEXT = template_context(LOAN)
 
 
 # ------------------------------------------------------------------------- pure: hash and verification

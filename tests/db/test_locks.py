@@ -30,7 +30,7 @@ from db.tables import TaskRow
 from infra.settings import settings
 from models.conduct import ContactRequest, GuardDecision
 from models.requests import TaskClosure, TaskRequest
-from tests.helpers import PERSON, sms
+from tests.helpers import PERSON, sms, template_context
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Shanghai
 
@@ -104,19 +104,7 @@ def test_a_task_closed_twice_at_once_keeps_the_first_outcome(engine: Engine, mon
             language="en",
             attempt=1,
             due_by=NOW + timedelta(days=1),
-            context={
-                "loan_id": "L-1",
-                "borrower_name": "李明",
-                "amount_due": "10,600.00",
-                "currency": "CNY",
-                "due_date": "2026-11-20",
-                "dpd": "11",
-                "lender_name": "Example Lending",
-                "lender_phone": "400",
-                "dispute_contact": "d@x",
-                "stage": "early",
-                "attempt": "1",
-            },
+            context=template_context("L-1"),
         ),
     )
 

@@ -43,7 +43,7 @@ from models.requests import (
     TaskRequest,
 )
 from models.webhooks import GIVE_UP_AFTER
-from tests.helpers import FakeClock, WebhookReceiver, eventually, free_port, make_loan, refuse
+from tests.helpers import FakeClock, WebhookReceiver, eventually, free_port, make_loan, refuse, template_context
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 URL = "http://subscriber.test/hooks"
@@ -120,26 +120,7 @@ def a_loans_life(engine: Engine) -> None:
         HandoverActivities(engine, renderer),
     )
     loan = make_loan("L-HOOK", phone=PHONE, email=EMAIL, address=ADDRESS)
-    context = {
-        "loan_id": loan.loan_id,
-        "borrower_name": NAME,
-        "amount_due": "10,600.00",
-        "currency": "CNY",
-        "due_date": "2026-11-20",
-        "dpd": "11",
-        "lender_name": "Example Lending",
-        "lender_phone": "400",
-        "dispute_contact": "d@x",
-        "stage": "early",
-        "attempt": "1",
-        "agency": "Acme",
-        "recall_date": "2027-01-30",
-        "principal": "10,000.00",
-        "interest": "500.00",
-        "fees": "100.00",
-        "penalties": "0.00",
-        "borrower_address": ADDRESS,
-    }
+    context = template_context(loan.loan_id, NAME, borrower_address=ADDRESS)
 
     def audit(key: str, action: str, **detail: str) -> AuditEvent:
         return AuditEvent(
