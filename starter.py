@@ -24,6 +24,9 @@
     python starter.py webhook list
     python starter.py webhook remove SUBSCRIBER_ID
     python starter.py webhook deliveries [--loan ID] [--subscriber ID] [--event ID] [--limit N]
+    python starter.py user add NAME --role collector|supervisor [--queue Q ...] [--language zh|en] [--password-stdin]
+    python starter.py user list
+    python starter.py user unlock NAME
 
 Every command takes --json for machine-readable output.
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import getpass
 import io
 import json
 import sys
@@ -85,6 +89,9 @@ from client import (
     stop_collection,
     wait_quiet,
 )
+from desk.users import LANGUAGES as DESK_LANGUAGES
+from desk.users import ROLES as DESK_ROLES
+from desk.users import create_user, list_users, unlock_user
 from infra.options import REPLY_RPC_TIMEOUT, REPLY_WAIT, STARTING_WAIT
 from infra.process import exit_process
 from infra.settings import settings
@@ -221,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     _audit_parser(sub)
     _doctor_parsers(sub)
     _token_parsers(sub)
+    _user_parsers(sub)
     _webhook_parsers(sub)
     return parser
 
@@ -259,6 +267,58 @@ def _token_cli(args: argparse.Namespace) -> int:
             print(f"revoked {args.token_id}")
             return 0
         print(f"error: no active token {args.token_id}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_parsers(sub: Any) -> None:
+    """`user add|list|unlock`: the collectors' desk's users (the database only)."""
+    user = sub.add_parser("user", help="desk users: add (password asked), list, unlock")
+    verbs = user.add_subparsers(dest="user_command", required=True)
+    add = verbs.add_parser("add", help="add a desk user; the password is asked (or read with --password-stdin)")
+    add.add_argument("name", help="the sign-in name (the actor on loans' timelines: collector:NAME)")
+    add.add_argument("--role", required=True, choices=DESK_ROLES)
+    add.add_argument("--queue", action="append", default=[], help="a task queue a collector works (repeat)")
+    add.add_argument("--language", choices=DESK_LANGUAGES, default="zh", help="the pages' language (default zh)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    verbs.add_parser("list", help="every desk user (never a password)")
+    unlock = verbs.add_parser("unlock", help="lift a lock-out after wrong passwords (ends the user's sessions)")
+    unlock.add_argument("name")
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new user's password: the first line of stdin, or asked twice without echo."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _user_cli(args: argparse.Namespace) -> int:
+    url = settings().database_url
+    try:
+        if args.user_command == "add":
+            password = _read_password(args.password_stdin)
+            create_user(url, args.name, args.role, password, queues=args.queue, language=args.language)
+            print(f"added {args.role} {args.name.strip()}")
+            return 0
+        if args.user_command == "list":
+            rows = list_users(url)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for r in [] if args.json else rows:
+                state = f"locked until {r['locked_until']}" if r["locked_until"] else "active"
+                queues = f" queues={r['queues']}" if r["queues"] else ""
+                print(f"{r['name']}  {r['role']:<10} {r['language']}{queues}  ({state})")
+            return 0
+        if unlock_user(url, args.name):
+            print(f"unlocked {args.name}")
+            return 0
+        print(f"error: no desk user {args.name}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -749,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
         return _audit_cli(args)  # the database only: no Temporal connection
     if args.command == "token":
         return _token_cli(args)
+    if args.command == "user":
+        return _user_cli(args)  # the database only too
     if args.command == "webhook":
         return _webhook_cli(args)  # the database only too
     try:

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     api_token_cache_seconds: float = Field(default=5.0, ge=0)
     """How long an API process trusts a token it has checked (a revoked token stops working
     within this time); 0: every request reads the token table."""
+    desk_max_failures: int = Field(default=5, ge=1)
+    """Wrong passwords in a row that lock a desk account (`models.lockout`)."""
+    desk_lock_minutes: int = Field(default=15, ge=1)
+    """How long a locked desk account stays locked (an operator may unlock it sooner)."""
+    desk_idle_minutes: int = Field(default=30, ge=1)
+    """A desk session left idle this long ends (the next request asks to sign in again)."""
+    desk_secret_key: SecretStr = Field(default=SecretStr(""))
+    """Signs the desk's session cookies; every API replica needs the same. Empty: read from
+    `desk_secret_file`, which `make run` (or the first app) creates."""
+    desk_secret_file: Path = ROOT / "var" / "desk-secret"
+    desk_secure_cookies: bool = False
+    """Send the desk's cookies only over HTTPS (set it in production behind TLS)."""
     scan_enabled: bool = True
     """Whether workers keep the daily overdue scan's Temporal Schedule running (false: paused)."""
     scan_hour: int = Field(default=1, ge=0, le=23)
