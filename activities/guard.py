@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -13,14 +13,8 @@ from db.contacts import ContactRow, lock_person
 from db.store import append_audit, audit_row, hold_write_lock, in_transaction
 from db.tables import AuditRow
 from models.clock import virtual_now
-from models.conduct import DELIVERY_MARGIN, ContactRequest, GuardDecision, PastContact, RuleSet, decide
+from models.conduct import ContactRequest, GuardDecision, PastContact, decide, history_horizon
 from models.requests import GuardRequest, Recorded
-
-
-def _horizon(rules: RuleSet) -> timedelta:
-    """How far back the rules look: the longest rolling window or quiet period."""
-    hours = [c.window_hours for c in rules.caps] + [q.days * 24 for q in rules.quiet] + [24]
-    return timedelta(hours=max(hours)) + DELIVERY_MARGIN
 
 
 def _audit_key(req: GuardRequest) -> str:
@@ -92,7 +86,7 @@ def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
     if earlier is not None:
         return _recorded(earlier)
     rows = session.exec(
-        select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - _horizon(rules))
+        select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - history_horizon(rules))
     ).all()
     history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]
     decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))

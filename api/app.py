@@ -35,12 +35,16 @@ def create_app(
     *,
     task_queue: str | None = None,
     deliver_webhooks: bool | None = None,
+    serve_desk: bool = True,
+    desk_secret: str | None = None,
 ) -> FastAPI:
     """The API app. `client`: the Temporal client to use (None: connect to the configured
     server when the app starts). `database_url`: the project's database (None: DATABASE_URL);
     its schema is brought up to date first. `task_queue`: where new loans go (None: the
     TEMPORAL_TASK_QUEUE setting). `deliver_webhooks`: run the webhook dispatcher while the app
-    runs (its lifespan; None: the WEBHOOK_DISPATCHER setting). The worker runs apart."""
+    runs (its lifespan; None: the WEBHOOK_DISPATCHER setting). `serve_desk`: serve the
+    collectors' desk under /desk too (`desk.app.mount`; `desk_secret` signs its cookies, None:
+    DESK_SECRET_KEY or the key file). The worker runs apart."""
     cfg = settings()
     url = database_url or cfg.database_url
     migrate.upgrade(url)
@@ -74,6 +78,10 @@ def create_app(
     for module in (health, loans, payments, negotiation, tasks, partners, webhooks):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    if serve_desk:
+        from desk.app import mount  # the one import of desk from api: pyproject.toml, "layers"
+
+        mount(app, state, secret=desk_secret)
     return app
 
 

@@ -8,14 +8,16 @@ the other against the same history: three loans never mean three times the calls
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from db.store import hold_write_lock
 from db.types import UtcDateTime
+from models.conduct import PastContact
 
 
 class ContactRow(SQLModel, table=True):
@@ -69,3 +71,18 @@ def lock_person(session: Session, borrower_id: str) -> None:
         except IntegrityError:
             pass
     session.execute(select(PersonLock.borrower_id).where(PersonLock.borrower_id == borrower_id).with_for_update())
+
+
+def recent_contacts(session: Session, borrower_ids: Iterable[str], since: datetime) -> dict[str, list[PastContact]]:
+    """Each person's contacts since `since` (any loan, any agency), as the guard reads them: a
+    plain read that takes no lock and no slot (the desk previews the guard's answer with it)."""
+    ids = sorted(set(borrower_ids))
+    found: dict[str, list[PastContact]] = {b: [] for b in ids}
+    if not ids:
+        return found
+    rows = session.exec(
+        select(ContactRow).where(col(ContactRow.borrower_id).in_(ids), col(ContactRow.at) > since)
+    ).all()
+    for r in rows:
+        found[r.borrower_id].append(PastContact(channel=r.channel, at=r.at, connected=r.connected))
+    return found

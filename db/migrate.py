@@ -43,6 +43,7 @@ def target_metadata() -> MetaData:
     import db.access
     import db.book
     import db.contacts
+    import db.desk_marks
     import db.desk_users
     import db.tables
     import db.webhooks  # noqa: F401

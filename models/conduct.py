@@ -341,3 +341,40 @@ def _quiet_until(at: datetime, history: list[PastContact], quiet: QuietRule) -> 
         return None
     until = max(talks) + timedelta(days=quiet.days)
     return until if at < until else None
+
+
+def history_horizon(rules: RuleSet) -> timedelta:
+    """How far back the rules look: the longest rolling window or quiet period (a day at least).
+    Contacts older than this cannot change a decision, so neither the guard nor a preview reads them."""
+    hours = [c.window_hours for c in rules.caps] + [q.days * 24 for q in rules.quiet] + [24]
+    return timedelta(hours=max(hours)) + DELIVERY_MARGIN
+
+
+class ChannelBudget(BaseModel):
+    """How many more contacts the caps allow on a channel now (`left` None: no cap counts it),
+    and the cap that leaves the fewest (`rule`)."""
+
+    channel: str
+    left: int | None
+    rule: str = ""
+
+
+def budget(at: datetime, history: list[PastContact], rules: RuleSet) -> list[ChannelBudget]:
+    """The contact budget left at `at` on each channel: for every cap that counts the channel,
+    its `max` less the contacts inside its rolling window, the smallest of them. A pure reading
+    of the person's history (the desk shows it; nothing is taken)."""
+    utc = ZoneInfo("UTC")
+    at = at.astimezone(utc)
+    history = [c.model_copy(update={"at": c.at.astimezone(utc)}) for c in history]
+    out = []
+    for channel in CHANNELS:
+        best: tuple[int, str] | None = None
+        for cap in rules.caps:
+            if channel not in cap.channels:
+                continue
+            used = sum(1 for t in _counted(history, cap) if at - _window(cap) < t)
+            left = max(cap.max - used, 0)
+            if best is None or left < best[0]:
+                best = (left, cap.id)
+        out.append(ChannelBudget(channel=channel, left=None if best is None else best[0], rule=best[1] if best else ""))
+    return out

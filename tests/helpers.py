@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,7 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 
 import starter
 from db.book import BookLoan
-from db.tables import OutboxMessage
+from db.tables import OutboxMessage, TaskRow
 from infra.loaders import load_holidays, load_ruleset
 from infra.process import venv_binary
 from infra.settings import settings
@@ -512,3 +514,78 @@ def template_context(loan_id: str, borrower_name: str = "李明", **extra: str) 
         "fees": "100.00",
         "penalties": "0.00",
     } | extra
+
+
+# ----------------------------------------------------------------------------- the desk (tests/desk)
+
+CHROMIUM = Path(os.environ.get("DESK_CHROMIUM", "/usr/lib/chromium/chromium"))
+"""Debian's Chromium (scripts/ensure-chromium.sh installs it): Playwright drives it through
+`executable_path` and never downloads a browser of its own."""
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests run as root (CI)
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # no calls home: this machine's network is closed
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--no-default-browser-check",
+]
+SCREENSHOTS = TESTS.parent / "docs" / "screenshots"
+
+DESK_PEOPLE = {
+    "collector": ("li.wei", "collector", ("collectors",), "en"),
+    "other": ("wang.fang", "collector", ("collectors",), "zh"),
+    "field": ("zhao.lei", "collector", ("field-agents",), "en"),
+    "supervisor": ("zhang.min", "supervisor", (), "en"),
+}
+"""Desk users by test name: (name, role, queues, language). Their password is DESK_PASSWORD."""
+DESK_PASSWORD = "correct horse battery"
+
+
+@dataclass
+class DeskSite:
+    """The app (API and desk) served on a real port, its worker's queue and database, and a
+    platform token to hand loans over through the API."""
+
+    base_url: str
+    client: Client
+    engine: Engine
+    database_url: str
+    task_queue: str
+    platform_token: str
+    http: httpx.AsyncClient
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def hand_over(self, loan_id: str, dpd: int = 5, **kw: Any) -> None:
+        """Hand a loan over through the API (a call task follows at once in daytime)."""
+        body = loan_json(loan_id, dpd=dpd, **kw)
+        response = await self.http.post(
+            "/v1/loans", json=body, headers={"Authorization": f"Bearer {self.platform_token}"}
+        )
+        assert response.status_code == 201, response.text
+
+    async def open_task(self, loan_id: str, timeout: float = 20.0) -> str:
+        """The id of the loan's open task, once the loan has made it."""
+
+        async def find() -> str:
+            with Session(self.engine) as session:
+                row = session.exec(select(TaskRow).where(TaskRow.loan_id == loan_id, TaskRow.status == "open")).first()
+            assert row is not None, f"no open task for {loan_id} yet"
+            return row.task_id
+
+        return await eventually(find, timeout)
+
+
+async def desk_sign_in(page: Any, site: DeskSite, who: str, password: str = DESK_PASSWORD) -> None:
+    """Sign `who` (a key of DESK_PEOPLE) in through the sign-in form, as a person would."""
+    await page.goto(site.url("/desk/login"))
+    await page.get_by_label(re.compile("User name|用户名")).fill(DESK_PEOPLE[who][0])
+    await page.get_by_label(re.compile("^(Password|密码)$")).fill(password)
+    await page.get_by_role("button", name=re.compile("^(Sign in|登录)$")).click()

@@ -1,5 +1,5 @@
 """The tests' own layout: every test module sits in one of the folders (unit, db, workflows,
-system, replay, api), none directly in tests/, and no module under tests/ imports a test module or a
+system, replay, api, desk), none directly in tests/, and no module under tests/ imports a test module or a
 conftest.py. What tests share lives in tests/helpers.py (and tests/pg.py); fixtures come from
 the conftest.py files by injection."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import TESTS
 
-FOLDERS = {"unit", "db", "workflows", "system", "replay", "api"}
+FOLDERS = {"unit", "db", "workflows", "system", "replay", "api", "desk"}
 
 
 def python_files() -> list[Path]:

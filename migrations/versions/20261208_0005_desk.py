@@ -1,5 +1,6 @@
 """The collectors' desk: the people who sign in (`desk_users`: password hash, role, queues,
-language, lock-out state).
+language, lock-out state) and what the desk last read of each loan (`desk_loan_marks`: balance,
+next arrangement date, situation) to order the work queue in one query.
 
 Revision ID: 0005
 Revises: 0004
@@ -38,7 +39,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
+    op.create_table(
+        "desk_loan_marks",
+        sa.Column("loan_id", sa.String(), nullable=False),
+        sa.Column("outstanding", sa.Numeric(20, 6).with_variant(sa.String(40), "sqlite"), nullable=False),
+        sa.Column("currency", sa.String(), nullable=False),
+        sa.Column("next_due", sa.Date(), nullable=True),
+        sa.Column("stopped", sa.Boolean(), nullable=False),
+        sa.Column("held", sa.Boolean(), nullable=False),
+        sa.Column("paused", sa.Boolean(), nullable=False),
+        sa.Column("opted_out", sa.String(), nullable=False),
+        sa.Column("refreshed_at", UTC, nullable=False),
+        sa.PrimaryKeyConstraint("loan_id"),
+    )
+    op.create_index(op.f("ix_desk_loan_marks_next_due"), "desk_loan_marks", ["next_due"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_desk_loan_marks_next_due"), table_name="desk_loan_marks")
+    op.drop_table("desk_loan_marks")
     op.drop_table("desk_users")
