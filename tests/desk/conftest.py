@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 from temporalio.testing import WorkflowEnvironment
 
 from api import create_app, create_token
@@ -25,6 +25,7 @@ from tests.helpers import CHROMIUM, CHROMIUM_ARGS, DESK_PASSWORD, DESK_PEOPLE, D
 from worker import create_worker
 
 DESK_SECRET = "desk-tests-secret-key-0123456789abcdef"
+expect.set_options(timeout=30_000)  # a page waits for the loan's answer; a loaded machine is slower
 
 
 @pytest.fixture(scope="module")
