@@ -4,7 +4,8 @@
 # docs/operations.md "Versions and Pythons"); a changed lock or pyproject.toml makes the virtualenv afresh.
 # `make codec-server` lets the Web UI decode the encrypted payloads (see the `make run` banner).
 # `make test` runs the database tests on SQLite and on a throwaway PostgreSQL cluster; it first
-# makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; docs/database.md).
+# makes sure the PostgreSQL server is installed (scripts/ensure-postgres.sh; docs/database.md),
+# and the desk's browser tests that Debian's Chromium and a CJK font are (scripts/ensure-chromium.sh).
 # `make test-pythons` runs the suite (without the crash test) on the other supported Pythons.
 PYTHON ?= python3
 VENV := .venv
@@ -50,6 +51,7 @@ run: bytecode
 
 test: bytecode check
 	sh scripts/ensure-postgres.sh
+	sh scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
 # Lint, format and types, whole project (configured in pyproject.toml); seconds. The folder rules

@@ -52,6 +52,7 @@ from api import create_app
 from api.serve import dev_token, start_server
 from db import migrate
 from db.store import make_engine
+from desk.demo import demo_users
 from infra import temporal
 from infra.logs import install_log_masking
 from infra.process import exit_process, venv_binary
@@ -260,14 +261,17 @@ async def run_embedded() -> None:
             app = create_app(client=env.client, task_queue=worker.task_queue)
             server, serving = await start_server(app, cfg.api_host, cfg.api_port)
             token = dev_token(cfg.database_url, cfg.api_dev_token_file)
-            print(_banner(cfg, len(started), worker.task_queue, token), flush=True)
+            demo = demo_users(cfg.database_url, cfg.desk_demo_file, cfg.policies_dir)
+            print(_banner(cfg, len(started), worker.task_queue, token, demo), flush=True)
             await until_stopped()
             server.should_exit = True
             await serving
     print("stopped: API, worker and Temporal dev server shut down cleanly", flush=True)
 
 
-def _banner(cfg: Settings, loans: int, queue: str | None = None, api_token: str = "") -> str:
+def _banner(
+    cfg: Settings, loans: int, queue: str | None = None, api_token: str = "", desk_users: dict[str, str] | None = None
+) -> str:
     host = cfg.temporal_address.rpartition(":")[0] or "localhost"
     ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
     # The Web UI shows only ciphertext until it is pointed at the codec server, which wants the
@@ -287,6 +291,12 @@ def _banner(cfg: Settings, loans: int, queue: str | None = None, api_token: str 
             f"         --codec-endpoint {codec_url} --codec-auth 'Bearer {token}'\n"
         )
     api = cfg.api_public_url or f"http://localhost:{cfg.api_port}"
+    people = desk_users or {}
+    desk = (
+        f"Collectors' desk: {api}/desk/ (in a browser; Chinese or English)\n"
+        + "".join(f"  sign in as {name} / {password}\n" for name, password in people.items())
+        + "  more users: .venv/bin/python starter.py user add NAME --role collector --queue collectors\n"
+    )
     return f"""
 Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
 Worker on task queue '{queue or cfg.temporal_task_queue}'; database {cfg.database_url}
@@ -298,6 +308,7 @@ HTTP API on {api} (interactive docs: {api}/docs); a platform token (kept in {cfg
        -d @examples/loan.json {api}/v1/loans
   other roles: .venv/bin/python starter.py token create NAME --role collector --queue collectors
 
+{desk}
 In another terminal:
   .venv/bin/python starter.py list
   .venv/bin/python starter.py status SAMPLE-001

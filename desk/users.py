@@ -200,3 +200,23 @@ def set_language(engine: Engine, name: str, language: str) -> None:
             row.language = language
             session.add(row)
             session.commit()
+
+
+def set_password(database_url: str, name: str, password: str) -> bool:
+    """Give a user a new password (and end their sessions); False if there is no such user."""
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password has at least {MIN_PASSWORD} characters")
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with Session(engine) as session:
+            row = session.exec(select(DeskUser).where(DeskUser.name == name.strip())).first()
+            if row is None:
+                return False
+            row.password_hash = _HASHER.hash(password)
+            row.failures, row.locked_until = 0, None
+            row.session_epoch += 1
+            session.add(row)
+            session.commit()
+            return True
+    finally:
+        engine.dispose()

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     """Signs the desk's session cookies; every API replica needs the same. Empty: read from
     `desk_secret_file`, which `make run` (or the first app) creates."""
     desk_secret_file: Path = ROOT / "var" / "desk-secret"
+    desk_demo_file: Path = ROOT / "var" / "desk-demo-users"
+    """Where `make run` keeps the demo desk users' passwords it prints (never in production)."""
     desk_secure_cookies: bool = False
     """Send the desk's cookies only over HTTPS (set it in production behind TLS)."""
     scan_enabled: bool = True

@@ -34,6 +34,8 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         "CODEC_KEY_FILE": str(tmp_path / "codec.key"),  # as make run: a key made on first start
         "API_PORT": str(free_port()),
         "API_DEV_TOKEN_FILE": str(tmp_path / "api-token"),
+        "DESK_DEMO_FILE": str(tmp_path / "desk-demo-users"),
+        "DESK_SECRET_FILE": str(tmp_path / "desk-secret"),
     }
 
 
@@ -161,6 +163,25 @@ def the_banners_curl_examples_work(banner: str, env: dict[str, str]) -> str:
     return token.group(1)
 
 
+def the_banners_desk_users_sign_in(banner: str, env: dict[str, str]) -> dict[str, str]:
+    """The banner names the desk's address and a demo collector and supervisor whose printed
+    passwords sign in (a plain HTTP client here; the browser tests are tests/desk)."""
+    api = f"http://localhost:{env['API_PORT']}"
+    assert f"Collectors' desk: {api}/desk/" in banner
+    users = dict(re.findall(r"sign in as (\S+) / (\S+)", banner))
+    assert set(users) == {"demo.collector", "demo.supervisor"}
+    with httpx.Client(base_url=api, follow_redirects=True, timeout=30) as http:
+        form = http.get("/desk/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        signed_in = http.post(
+            "/desk/login", data={"csrf": csrf.group(1), "name": "demo.collector", "password": users["demo.collector"]}
+        )
+        assert signed_in.status_code == 200 and 'id="me">demo.collector<' in signed_in.text
+        assert 'id="take-next"' in signed_in.text
+    return users
+
+
 def test_make_run_serves_the_sample_portfolio_and_the_cli(
     running: Running, run_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -183,6 +204,7 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(
 
     negotiate_through_the_cli(run_env)
     token = the_banners_curl_examples_work(banner, run_env)
+    desk_users = the_banners_desk_users_sign_in(banner, run_env)
 
     loan_file = tmp_path / "loan.json"
     loan_file.write_text(
@@ -213,6 +235,7 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(
     try:
         banner = again.wait_for("Sample portfolio: 20 loans")
         assert f"export TOKEN={token}" in banner  # the same development token after a restart
+        assert the_banners_desk_users_sign_in(banner, run_env) == desk_users  # and the same desk users
         rows = listed(run_env, 22)
         assert len(rows) == 22 and len({r["workflow_id"] for r in rows}) == 22  # nothing started twice
         status = json.loads(cli(run_env, "status", "SAMPLE-002").stdout)
