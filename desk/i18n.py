@@ -192,6 +192,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "written_off": ("written off", "已核销"),
     "paid": ("paid", "已结清"),
     "settled": ("settled", "已和解"),
+    "closed": ("closed", "已结案"),
+    "dispute_upheld": ("dispute upheld", "争议成立"),
     "sms": ("SMS", "短信"),
     "letter": ("letter", "信函"),
     "visit": ("visit", "上门"),
