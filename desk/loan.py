@@ -71,9 +71,14 @@ def workable(me: Visitor, task: TaskRow) -> bool:
     return (task.queue in p.queues or task.assignee == p.name) and task.assignee in ("", p.name)
 
 
-async def loan_context(desk: Desk, me: Visitor, loan_id: str, task_id: str | None) -> dict[str, Any]:
-    """Everything the loan page shows, read now (and the loan's mark refreshed for the queue)."""
-    await loan_access(desk.api, me.principal, loan_id)
+async def loan_context(
+    desk: Desk, me: Visitor, loan_id: str, task_id: str | None, *, access_checked: bool = False
+) -> dict[str, Any]:
+    """Everything the loan page shows, read now (and the loan's mark refreshed for the queue).
+    `access_checked`: the request has just acted on the loan under the API's rules (an outcome
+    that closed the collector's last task there still shows them the loan's answer)."""
+    if not access_checked:
+        await loan_access(desk.api, me.principal, loan_id)
     status: CollectionStatus = await get_status(desk.api.temporal, loan_id)
     facts: LoanFacts = await in_thread(loan_facts, desk, loan_id)
     await in_thread(save_mark, desk.api, status)
@@ -131,8 +136,9 @@ async def page(
     notice_kind: str = "ok",
     status: int = 200,
     form: dict[str, str] | None = None,
+    access_checked: bool = False,
 ) -> HTMLResponse:
-    context = await loan_context(desk, me, loan_id, task_id)
+    context = await loan_context(desk, me, loan_id, task_id, access_checked=access_checked)
     context |= {"notice": notice, "notice_kind": notice_kind, "form": form or {}}
     return render(request, desk, "loan.html", context, me=me, status=status)
 
@@ -217,7 +223,7 @@ async def record_outcome(loan_id: str, request: Request, desk: DeskDep, me: Me) 
         promised = decision.reason
     await work.report_outcome(desk.api, me.principal, task_id, outcome, note, recording)
     done = f"{task_id}: {outcome}" + (f"; {promised}" if promised else "")
-    return await page(request, desk, me, loan_id, None, notice=done)
+    return await page(request, desk, me, loan_id, None, notice=done, access_checked=True)
 
 
 def _body(kind: str, f: dict[str, str]) -> dict[str, Any]:
