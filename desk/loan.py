@@ -8,6 +8,7 @@ apply: a collector opens only loans they hold an open task for."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -31,6 +32,7 @@ from desk.queue import local
 from desk.state import PREFIX, Desk, DeskDep, DeskRoute, Me, Visitor, render
 from models import CollectionStatus
 from models.conduct import Situation
+from models.events import TimelineEntry
 from models.offer_limits import offer_limits
 
 router = APIRouter(prefix=PREFIX, route_class=DeskRoute, include_in_schema=False)
@@ -47,6 +49,20 @@ class LoanFacts:
     borrower: BorrowerRow | None
     tasks: list[TaskRow]
     audit: list[AuditRow]
+    closers: dict[str, str]
+    """Who reported each closed task's outcome (`collector:li.wei`), by task id."""
+
+
+_BY = re.compile(r"\(by ([^()]+)\)$")
+
+
+def actor_of(entry: TimelineEntry, closers: dict[str, str]) -> str:
+    """Who did what a timeline entry records, as far as the loan says: the reporter of a task's
+    outcome (its key is the task id), or the `(by ...)` the loan writes after a request."""
+    if entry.key in closers:
+        return closers[entry.key]
+    found = _BY.search(entry.detail)
+    return found.group(1) if found else ""
 
 
 def loan_facts(desk: Desk, loan_id: str) -> LoanFacts:
@@ -59,7 +75,11 @@ def loan_facts(desk: Desk, loan_id: str) -> LoanFacts:
         audit = session.exec(
             select(AuditRow).where(AuditRow.loan_id == loan_id).order_by(col(AuditRow.seq).desc()).limit(AUDIT_SHOWN)
         ).all()
-        return LoanFacts(loan=loan, borrower=borrower, tasks=list(tasks), audit=list(audit))
+        closed = session.exec(
+            select(TaskRow.task_id, TaskRow.closed_by).where(TaskRow.loan_id == loan_id, TaskRow.status == "closed")
+        ).all()
+        closers = {task_id: by for task_id, by in closed if by}
+        return LoanFacts(loan=loan, borrower=borrower, tasks=list(tasks), audit=list(audit), closers=closers)
 
 
 def workable(me: Visitor, task: TaskRow) -> bool:
@@ -72,11 +92,18 @@ def workable(me: Visitor, task: TaskRow) -> bool:
 
 
 async def loan_context(
-    desk: Desk, me: Visitor, loan_id: str, task_id: str | None, *, access_checked: bool = False
+    desk: Desk,
+    me: Visitor,
+    loan_id: str,
+    task_id: str | None,
+    *,
+    access_checked: bool = False,
+    reported: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything the loan page shows, read now (and the loan's mark refreshed for the queue).
     `access_checked`: the request has just acted on the loan under the API's rules (an outcome
-    that closed the collector's last task there still shows them the loan's answer)."""
+    that closed the collector's last task there still shows them the loan's answer). `reported`:
+    outcomes this request reported (task id -> actor), before the task's row is closed."""
     if not access_checked:
         await loan_access(desk.api, me.principal, loan_id)
     status: CollectionStatus = await get_status(desk.api.temporal, loan_id)
@@ -93,6 +120,7 @@ async def loan_context(
         "mine": [t for t in facts.tasks if workable(me, t)],
         "selected": task_id or "",
         "audit": facts.audit,
+        "actor_of": lambda entry: actor_of(entry, facts.closers | (reported or {})),
         "local": local,
         "outcomes": OUTCOMES,
         "now": now,
@@ -137,8 +165,9 @@ async def page(
     status: int = 200,
     form: dict[str, str] | None = None,
     access_checked: bool = False,
+    reported: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    context = await loan_context(desk, me, loan_id, task_id, access_checked=access_checked)
+    context = await loan_context(desk, me, loan_id, task_id, access_checked=access_checked, reported=reported)
     context |= {"notice": notice, "notice_kind": notice_kind, "form": form or {}}
     return render(request, desk, "loan.html", context, me=me, status=status)
 
@@ -223,7 +252,9 @@ async def record_outcome(loan_id: str, request: Request, desk: DeskDep, me: Me) 
         promised = decision.reason
     await work.report_outcome(desk.api, me.principal, task_id, outcome, note, recording)
     done = f"{task_id}: {outcome}" + (f"; {promised}" if promised else "")
-    return await page(request, desk, me, loan_id, None, notice=done, access_checked=True)
+    return await page(
+        request, desk, me, loan_id, None, notice=done, access_checked=True, reported={task_id: me.principal.actor}
+    )
 
 
 def _body(kind: str, f: dict[str, str]) -> dict[str, Any]:

@@ -108,7 +108,9 @@ async def test_a_collector_takes_the_next_task_and_records_a_promise(site: DeskS
     await expect(page.locator("#notice")).to_contain_text(f"{task_id}: promised")
     await expect(page.locator("#arrangement")).to_contain_text("promise")
     await expect(page.locator("#arrangement")).to_contain_text(promise_day.isoformat())
-    await expect(page.locator("#timeline")).to_contain_text("collector:li.wei")
+    outcome_row = page.locator("#timeline tr", has_text="call_outcome")
+    await expect(outcome_row).to_contain_text("collector:li.wei")  # the outcome under the collector's name
+    await expect(page.locator("#timeline tr", has_text="500.00 CNY by")).to_contain_text("collector:li.wei")
     await page.screenshot(path=str(SCREENSHOTS / "loan.png"), full_page=True)
 
     status = await get_status(site.client, "DESK-1")
