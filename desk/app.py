@@ -35,9 +35,11 @@ def secret_key(cfg: Settings) -> str:
             return kept
     path.parent.mkdir(parents=True, exist_ok=True)
     made = secrets.token_urlsafe(48)
-    path.write_text(made + "\n", encoding="utf-8")
-    os.chmod(path, 0o600)
-    return made
+    fresh = path.with_name(f".{path.name}.{os.getpid()}")
+    fresh.write_text(made + "\n", encoding="utf-8")
+    os.chmod(fresh, 0o600)
+    os.replace(fresh, path)  # whole or not at all: another process never reads half a key
+    return path.read_text(encoding="utf-8").strip()
 
 
 def mount(app: FastAPI, state: ApiState, *, secret: str | None = None) -> Desk:
