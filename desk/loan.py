@@ -22,12 +22,12 @@ from sqlmodel import Session, col, select
 
 from api import work
 from api.auth import loan_access
+from api.marks import save_mark
 from api.problems import ApiError
 from api.state import in_thread
 from client import get_status
 from db.tables import AuditRow, BorrowerRow, LoanRow, TaskRow
 from desk.contact import Person, budgets, histories, preview
-from desk.marks import save_mark
 from desk.queue import local
 from desk.state import PREFIX, Desk, DeskDep, DeskRoute, Me, Visitor, render
 from models import CollectionStatus

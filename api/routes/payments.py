@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import Principal, allow
 from api.idempotency import KEY_PATTERN, claim, complete, fingerprint, release
+from api.marks import mark_paid
 from api.problems import ApiError, problem_response, problem_responses
 from api.schemas import PaymentBody
 from api.state import State, in_thread
@@ -97,4 +98,5 @@ async def post_payment(
         raise
     text = json.dumps(receipt.model_dump(mode="json"))
     await in_thread(complete, state.engine, scope, idempotency_key, 201, text)
+    await mark_paid(state, receipt)
     return JSONResponse(json.loads(text), status_code=201)

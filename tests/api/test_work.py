@@ -11,7 +11,10 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlmodel import Session
+
 from api.tokens import create_token, revoke_token
+from db.desk_marks import LoanMark
 from models.schedule import local_date
 from tests.helpers import Api, daytime_zone, eventually, loan_json
 
@@ -101,6 +104,9 @@ async def test_negotiation_is_answered_with_the_decision_and_names_the_collector
     accepted = await api.post("/v1/loans/N-1/promises", promise, "collector")
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["accepted"] is True
+    with Session(api.engine) as session:  # the desk's queue orders by the promise's date at once
+        mark = session.get(LoanMark, "N-1")
+        assert mark is not None and str(mark.next_due) == promise["date"]
     refused = await api.post("/v1/loans/N-1/promises", promise, "collector")  # one promise at a time
     assert refused.status_code == 422 and refused.json()["reason"]
     plan = {"instalments": 99, "first_due": str(today + timedelta(days=5))}
