@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import getpass
-import io
 import json
 import sys
 import uuid
@@ -118,11 +116,10 @@ from models.arrangements import (
     SettlementOffer,
     StopRequest,
 )
-from models.audit import GENESIS
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest, OptOutRequest
 from models.scan import ScanTotals
-from ops.audit import AUDIT_COLUMNS, export_audit, years_between
+from ops.audit import AUDIT_COLUMNS, chain_summary, export_audit, to_csv, years_between
 from ops.sample import SAMPLE_PORTFOLIO, load_sample_portfolio
 
 __all__ = [  # the client API, re-exported under its old names (module docstring)
@@ -402,11 +399,7 @@ def _audit_cli(args: argparse.Namespace) -> int:
         print(f"error: no audit entries for loan {args.loan_id}", file=sys.stderr)
         return 2
     if (args.format or "json") == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(entries)
-        text = buffer.getvalue()
+        text = to_csv(entries)
     else:
         text = (
             json.dumps(
@@ -415,14 +408,7 @@ def _audit_cli(args: argparse.Namespace) -> int:
                     "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "retention_years": args.retention_years or years_between(entries[-1]["at"], retain_until),
                     "retain_until": retain_until.isoformat() if retain_until else None,
-                    "chain": {
-                        "algorithm": "sha256",
-                        "genesis": GENESIS,
-                        "intact": not problems,
-                        "entries": len(entries),
-                        "head": entries[-1]["hash"],
-                        "problems": problems,
-                    },
+                    "chain": chain_summary(entries, problems),
                     "entries": entries,
                 },
                 ensure_ascii=False,

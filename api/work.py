@@ -16,11 +16,9 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from api.auth import Principal, loan_access
-from api.marks import mark
 from api.problems import ApiError
 from api.state import ApiState, in_thread
 from client import (
-    get_status,
     offer_settlement,
     opt_out,
     promise_to_pay,
@@ -116,11 +114,9 @@ async def report_outcome(
         task_id=task_id, outcome=outcome, note=note, recording_ref=recording_ref, reported_by=principal.actor
     )
     try:
-        status = await report_task_outcome(state.temporal, row.loan_id, report)
+        return await report_task_outcome(state.temporal, row.loan_id, report)
     except ValueError as exc:  # RequestRejected: the loan no longer waits for this task
         raise ApiError(409, str(exc), reason=str(exc)) from exc
-    await mark(state, status)
-    return status
 
 
 # ------------------------------------------------------------------ negotiation
@@ -192,5 +188,4 @@ async def negotiate(state: ApiState, principal: Principal, loan_id: str, kind: s
     decision: Decision = await what.send(state.temporal, loan_id, request)
     if not decision.accepted:
         raise ApiError(422, decision.reason or "refused", title="Refused", reason=decision.reason)
-    await mark(state, await get_status(state.temporal, loan_id))  # the desk's queue orders by the new dates
     return decision

@@ -4,17 +4,20 @@ command (`starter.py audit`) prints it."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from db.store import make_engine
 from db.tables import AuditRow, LoanRow
 from infra.loaders import load_policy, load_ruleset
 from infra.settings import settings
-from models.audit import canonical_time, verify_chain
+from models.audit import GENESIS, canonical_time, verify_chain
 
 AUDIT_COLUMNS = (
     "seq",
@@ -51,13 +54,20 @@ def export_audit(
         raise FileNotFoundError(f"no database at {path}")
     engine = make_engine(url, pool_size=1, max_overflow=0)
     try:
-        with Session(engine) as session:
-            query = select(AuditRow).where(AuditRow.loan_id == loan_id)
-            rows = session.exec(query.order_by(col(AuditRow.seq), col(AuditRow.id))).all()
-            if retention_years is None:
-                retention_years = _retention_years(session, loan_id)
+        return read_audit(engine, loan_id, retention_years=retention_years)
     finally:
         engine.dispose()
+
+
+def read_audit(
+    engine: Engine, loan_id: str, *, retention_years: int | None = None
+) -> tuple[list[dict[str, Any]], list[str], date | None]:
+    """`export_audit` on an engine the caller holds (the HTTP API's own)."""
+    with Session(engine) as session:
+        query = select(AuditRow).where(AuditRow.loan_id == loan_id)
+        rows = session.exec(query.order_by(col(AuditRow.seq), col(AuditRow.id))).all()
+        if retention_years is None:
+            retention_years = _retention_years(session, loan_id)
     entries = [
         {
             **{name: getattr(row, name) for name in AUDIT_COLUMNS},
@@ -92,3 +102,24 @@ def years_after(day: date, years: int) -> date:
         return day.replace(year=day.year + years)
     except ValueError:  # 29 February
         return day.replace(year=day.year + years, day=28)
+
+
+def chain_summary(entries: list[dict[str, Any]], problems: list[str]) -> dict[str, Any]:
+    """The chain's verification as an export states it (the CLI's JSON and the API's)."""
+    return {
+        "algorithm": "sha256",
+        "genesis": GENESIS,
+        "intact": not problems,
+        "entries": len(entries),
+        "head": entries[-1]["hash"] if entries else GENESIS,
+        "problems": problems,
+    }
+
+
+def to_csv(entries: list[dict[str, Any]]) -> str:
+    """The entries as CSV with AUDIT_COLUMNS (verifiable on its own)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(entries)
+    return buffer.getvalue()

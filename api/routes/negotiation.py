@@ -12,9 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from api.auth import Principal, allow
+from api.marks import mark
 from api.problems import problem_responses
 from api.state import State
 from api.work import NEGOTIATIONS, Negotiation, negotiate
+from client import get_status
 from models.arrangements import Decision
 
 router = APIRouter(prefix="/v1", tags=["negotiation"])
@@ -25,7 +27,10 @@ LoanId = Annotated[str, Path(min_length=1, max_length=128)]
 
 def _route(path: str, what: Negotiation) -> None:
     async def post(loan_id: LoanId, body: Any, state: State, principal: Negotiator) -> Decision:
-        return await negotiate(state, principal, loan_id, path, body)
+        decision = await negotiate(state, principal, loan_id, path, body)
+        # the desk's queue orders by the new dates (the desk marks on its own, from the page it shows next)
+        await mark(state, await get_status(state.temporal, loan_id))
+        return decision
 
     post.__annotations__["body"] = what.body_type
     post.__name__ = f"post_{path.strip('/').replace('/', '_').replace('-', '_')}"

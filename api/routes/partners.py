@@ -4,8 +4,6 @@ case, and the audit record for supervisors and auditors."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,10 +16,9 @@ from api.schemas import AuditExport, ChainCheck
 from api.state import State, in_thread
 from client import report_agency, report_court, request_agency_contact
 from models import AgencyReport, CollectionStatus, CourtReport
-from models.audit import GENESIS
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest
-from ops.audit import AUDIT_COLUMNS, export_audit
+from ops.audit import chain_summary, read_audit, to_csv
 
 router = APIRouter(prefix="/v1", tags=["partners"])
 
@@ -99,28 +96,17 @@ async def contact_request(
 async def audit(loan_id: LoanId, request: Request, state: State, principal: AuditReader) -> Response:
     """The loan's audit record with its hash chain verified (`chain.intact`), as JSON, or as CSV
     for `Accept: text/csv` (the verdict then in the X-Chain-Intact header)."""
-    entries, problems, retain_until = await in_thread(export_audit, loan_id, state.database_url)
+    entries, problems, retain_until = await in_thread(read_audit, state.engine, loan_id)
     if not entries:
         raise ApiError(404, f"no audit record for loan {loan_id}")
     if "text/csv" in request.headers.get("accept", ""):
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(entries)
         headers = {"X-Chain-Intact": "true" if not problems else "false"}
-        return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(to_csv(entries), media_type="text/csv; charset=utf-8", headers=headers)
     export = AuditExport(
         loan_id=loan_id,
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
         retain_until=retain_until.isoformat() if retain_until else None,
-        chain=ChainCheck(
-            algorithm="sha256",
-            genesis=GENESIS,
-            intact=not problems,
-            entries=len(entries),
-            head=entries[-1]["hash"],
-            problems=problems,
-        ),
+        chain=ChainCheck(**chain_summary(entries, problems)),
         entries=entries,
     )
     return Response(export.model_dump_json(), media_type="application/json")

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from api import work
 from api.auth import Principal, allow
+from api.marks import mark
 from api.problems import ApiError, problem_responses
 from api.schemas import ClaimBody, OutcomeBody, TaskPage, TaskView
 from api.state import ApiState, State, in_thread
@@ -95,4 +96,6 @@ async def claim_task(task_id: TaskId, state: State, principal: Worker, body: Cla
 async def report_outcome(task_id: TaskId, body: OutcomeBody, state: State, principal: Worker) -> CollectionStatus:
     """Record what happened on the call or visit; the loan closes the task and acts on the outcome
     (a retry of an unanswered call, the next step...). The answer is the loan's status."""
-    return await work.report_outcome(state, principal, task_id, body.outcome, body.note, body.recording_ref)
+    status = await work.report_outcome(state, principal, task_id, body.outcome, body.note, body.recording_ref)
+    await mark(state, status)  # the desk's queue orders by it (the desk marks from the page it shows next)
+    return status
