@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
@@ -61,8 +62,11 @@ def stage_for_dpd(dpd: int, policy: Policy) -> Stage:
     return Stage.early
 
 
+@lru_cache(maxsize=1 << 16)
 def at_local(day: date, clock: time, tz: str) -> datetime:
-    """Aware datetime of `clock` on `day` in zone `tz` (DST gaps resolve forward)."""
+    """Aware datetime of `clock` on `day` in zone `tz` (DST gaps resolve forward). Cached: a
+    pure function of immutable values, asked again on every decision for the plan's next
+    action (and millions of times by the simulator)."""
     local = datetime.combine(day, clock, tzinfo=ZoneInfo(tz))
     return local.astimezone(ZoneInfo("UTC")).astimezone(ZoneInfo(tz))
 
@@ -107,7 +111,24 @@ def step_applies(step: LadderStep, loan: OverdueLoan) -> bool:
 
 
 def build_plan(policy: Policy, loan: OverdueLoan) -> list[PlannedAction]:
-    """Every dated action of the policy for this loan, in the order they happen."""
+    """Every dated action of the policy for this loan, in the order they happen. A loan changes
+    its plan only through which steps apply to it (product, size), so plans are kept per policy
+    object and set of steps (read-only, shared: the simulator starts 100,000 loans)."""
+    applies = tuple(step_applies(step, loan) for step in policy.ladder)
+    cached = _PLANS.get((id(policy), applies))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    plan = _build_plan(policy, applies)
+    _PLANS[(id(policy), applies)] = (policy, plan)
+    return plan
+
+
+_PLANS: dict[tuple[int, tuple[bool, ...]], tuple[Policy, list[PlannedAction]]] = {}
+
+
+def _build_plan(policy: Policy, applies: tuple[bool, ...]) -> list[PlannedAction]:
     actions = [
         PlannedAction(key=f"stage:{stage}", dpd=dpd, kind=ActionKind.stage, stage=stage)
         for stage, dpd in ((Stage.middle, policy.stages.middle), (Stage.late, policy.stages.late))
@@ -119,8 +140,8 @@ def build_plan(policy: Policy, loan: OverdueLoan) -> list[PlannedAction]:
     ]
     actions += [
         PlannedAction(key=f"step:{step.key}", dpd=step.dpd, kind=ActionKind.step, step=step)
-        for step in policy.ladder
-        if step_applies(step, loan)
+        for step, applied in zip(policy.ladder, applies, strict=True)
+        if applied
     ]
     actions.append(PlannedAction(key="write_off", dpd=policy.write_off_dpd, kind=ActionKind.write_off))
     return sorted(actions, key=lambda a: (a.dpd, _KIND_ORDER[a.kind]))

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from models.arrangements import (
     ArrangementInfo,
@@ -102,6 +102,10 @@ class CollectionState(BaseModel):
     agency_answers: dict[str, GuardDecision] = {}
     """The guard's answers to the latest agency contact requests, by request key (an agency
     asks by update and reads its answer by query: `AGENCY_ANSWERS_KEPT` are kept)."""
+
+    _plan: tuple[Policy, OverdueLoan, list[Any]] | None = PrivateAttr(default=None)
+    """The loan's plan (`models.lifecycle.step.plan_of`), kept while the policy and loan objects
+    are the same: derived, never serialised."""
 
     def hold(self, kind: Literal["hardship", "dispute"]) -> Hold | None:
         return next((h for h in self.holds if h.kind == kind), None)

@@ -13,7 +13,16 @@ through activities; the strategy simulator feeds the same events on a simulated 
 `requests` (reports and negotiation), `closing`, `views` (status, search attributes), `decider`.
 """
 
-from models.lifecycle.decider import LOOP_EVENTS, Outcome, begin, check, decide, request_time, sync_pause
+from models.lifecycle.decider import (
+    LOOP_EVENTS,
+    Outcome,
+    begin,
+    check,
+    decide,
+    effect_matters,
+    request_time,
+    sync_pause,
+)
 from models.lifecycle.due import Due, DueKind, due_items, next_due, next_wake
 from models.lifecycle.events import (
     AgencyContactAsked,
@@ -68,6 +77,7 @@ __all__ = [
     "decide",
     "dpd",
     "due_items",
+    "effect_matters",
     "next_due",
     "next_wake",
     "request_time",

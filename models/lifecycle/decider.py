@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from models.arrangements import Decision
-from models.effects import Audit, Command, CreateTask, FileCase, Place, SendMessage
+from models.effects import Audit, Command, CreateTask, Effect, FileCase, Place, SendMessage
 from models.lifecycle import closing, contacts, requests
 from models.lifecycle.due import run_due
 from models.lifecycle.events import (
@@ -95,6 +95,7 @@ def begin(
         search_ready=search_ready,
     )
     plan = build_plan(policy, loan)
+    state._plan = (policy, loan, plan)
     state.cursor, behind = catch_up_at(plan, loan, policy, at)
     state.catch_up_key = behind.key if behind else None
     step = Step(state, at)
@@ -231,6 +232,20 @@ def _payment(step: Step, payment: Payment, answer: bool) -> PaymentReceipt | Non
         reject_signalled(step, payment, str(exc))
         return None
     return take_payment(step, payment)
+
+
+def effect_matters(effect: Effect) -> bool:
+    """Whether an effect's result changes anything (`_effect_done`): a message, a task, a
+    placement, a court case, the close's audit entry. `EffectDone` of any other effect (a fee, a
+    payment's ledger rows, an audit entry...) leaves the state as it was and asks for nothing:
+    the workflow feeds them all, the simulator skips those (a third of its decisions;
+    tests/unit/test_lab_engine.py checks that skipping changes nothing)."""
+    match effect:
+        case SendMessage() | CreateTask() | Place() | FileCase():
+            return True
+        case Audit(req=req):
+            return req.action == closing.CLOSED
+    return False
 
 
 def _effect_done(step: Step, event: EffectDone) -> None:

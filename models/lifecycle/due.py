@@ -14,12 +14,12 @@ from models.effects import CloseTask
 from models.lifecycle.closing import close
 from models.lifecycle.contacts import recall, retry, run_deferred, run_step, send, timed_out
 from models.lifecycle.money import post_fee, write_off
-from models.lifecycle.step import Step, clock_of, contact_time
+from models.lifecycle.step import Step, clock_of, contact_time, plan_of
 from models.loan import Stage
 from models.negotiation import judge_instalment, judged_at
 from models.policy import Action
 from models.requests import TaskClosure
-from models.schedule import ActionKind, PlannedAction, action_time, at_local, build_plan
+from models.schedule import ActionKind, PlannedAction, action_time, at_local
 from models.status import CollectionState
 
 _CONTACTS = (Action.message, Action.call, Action.field_visit)
@@ -59,7 +59,7 @@ def due_items(s: CollectionState, plan: list[PlannedAction] | None = None) -> li
     A closed loan has none."""
     if s.closed_as is not None:
         return []
-    plan = plan if plan is not None else build_plan(s.policy, s.loan)
+    plan = plan if plan is not None else plan_of(s)
     items: list[Due] = []
     if s.placement is not None:
         items.append(Due(s.placement.recall_at, DueKind.recall, f"agency recall: {s.placement.agency}"))

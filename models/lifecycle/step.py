@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cached_property
 
 from models.effects import Audit, Command
 from models.events import TimelineEntry
@@ -43,9 +42,9 @@ class Step:
     def tz(self) -> str:
         return self.s.loan.borrower.timezone
 
-    @cached_property
+    @property
     def plan(self) -> list[PlannedAction]:
-        return build_plan(self.s.policy, self.s.loan)
+        return plan_of(self.s)
 
     def today(self) -> date:
         """Today on the borrower's calendar."""
@@ -94,6 +93,17 @@ class Step:
                 )
             )
         )
+
+
+def plan_of(s: CollectionState) -> list[PlannedAction]:
+    """The loan's plan (`build_plan`), built once per state: it depends only on the pinned
+    policy and the hand-over snapshot, and building it on every decision was half of what a
+    decision cost (the simulator runs millions). Read-only: callers never change the list."""
+    cached = s._plan
+    if cached is None or cached[0] is not s.policy or cached[1] is not s.loan:
+        cached = (s.policy, s.loan, build_plan(s.policy, s.loan))
+        s._plan = cached
+    return cached[2]
 
 
 def clock_of(s: CollectionState) -> datetime:

@@ -1,0 +1,120 @@
+"""The simulator runs the workflow's rules: a couple of hundred loans of the shipped scenario,
+simulated and also run as real workflows on the time-skipping server, with the simulation's
+requests (payments, task outcomes, promises, plans, hardship, disputes) sent to the workflows at
+the same moments, end with the same timeline (every action, fee and message, at the same
+instant), the same balance and the same arrangements, loan by loan.
+
+The simulation is run first, on the workflows' own hand-over instants; its requests are then
+sent in time order, each at its instant (the server's clock is moved there, the request is
+stamped with that instant, and the loan is let go quiet before the clock moves on)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import datetime, timedelta
+from itertools import groupby
+
+import pytest
+
+import starter
+from client.protocol import loan_handle
+from lab.portfolio import SimLoan, build_portfolio
+from lab.scenario import load_scenario
+from lab.simulate import ROOT, simulate
+from models.protocol import Envelope
+from models.schedule import local_date
+from models.status import CollectionState
+from tests.helpers import Harness
+from workflows.collection import CollectionWorkflow
+
+LOANS = 200
+DAYS = 180
+SEED = 11
+
+
+def _rebased(sims: list[SimLoan], at: datetime) -> list[SimLoan]:
+    """The scenario's loans handed over at `at`, each as overdue as the scenario drew it (a
+    second loan of a person falls due 2 days after the first, so the person's two ladders
+    share days without asking for the same slot at the same instant)."""
+    out = []
+    for sim in sims:
+        today = local_date(at, sim.loan.borrower.timezone)
+        due = today - timedelta(days=sim.handover_dpd) + timedelta(days=2 * sim.other_loans_in_collection)
+        out.append(dataclasses.replace(sim, loan=sim.loan.model_copy(update={"due_date": due}), handover_at=at))
+    return out
+
+
+def _window(at: datetime, first: datetime) -> int:
+    """Requests a few milliseconds apart (loans handed over together) are sent together: the
+    clock is moved to the first, and each is stamped with its own instant. No loan has a timer
+    within a second of a request (requests fall on odd minutes, timers on the ladder's hours and
+    their own delays), so sending a request a moment after its instant changes nothing."""
+    return int((at - first).total_seconds())
+
+
+def _timeline(s: CollectionState) -> list[tuple[str, ...]]:
+    return [(e.at.isoformat(), e.action, e.channel, e.outcome, e.key, e.detail) for e in s.timeline]
+
+
+def _money(s: CollectionState) -> dict[str, object]:
+    return {
+        "balance": s.balance,
+        "paid_total": s.paid_total,
+        "penalties_posted": s.penalties_posted,
+        "closed_as": s.closed_as,
+        "charged_off_at": s.charged_off_at,
+        "counts": s.counts,
+        "promise": s.promise.status if s.promise else None,
+        "plan": s.plan.status if s.plan else None,
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the rules are the point here, not the database
+async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
+    scenario = load_scenario(ROOT / "strategies" / "scenarios" / "sample.toml")
+    await harness.env.sleep(timedelta(days=30))  # the server's clock well ahead of this machine's
+    now = await harness.now()
+    sims = _rebased(build_portfolio(scenario, LOANS, SEED), now)
+    sem = asyncio.Semaphore(20)
+
+    async def start(sim: SimLoan) -> None:
+        async with sem:
+            await starter.start_collection(harness.client, sim.loan, "default", task_queue=harness.task_queue)
+
+    await asyncio.gather(*(start(sim) for sim in sims))
+    started = {}
+    for sim in sims:
+        await harness.quiet(sim.loan)
+        state = await loan_handle(harness.client, sim.loan.loan_id).query(CollectionWorkflow.state)
+        started[sim.loan.loan_id] = state.started_at
+    sims = [dataclasses.replace(sim, handover_at=started[sim.loan.loan_id]) for sim in sims]
+    end = min(started.values()) + timedelta(days=DAYS, minutes=17)
+    run = simulate(scenario, loans=len(sims), days=DAYS, seed=SEED, portfolio=sims, record=True, until=end)
+
+    requests = sorted(
+        (at, loan_id, n, req) for loan_id, reqs in run.requests.items() for n, (at, req) in enumerate(reqs)
+    )
+    for _, group in groupby(requests, key=lambda r: _window(r[0], requests[0][0])):
+        batch = list(group)
+        wait = batch[0][0] - await harness.now()
+        if wait > timedelta(0):
+            await harness.env.sleep(wait)
+        for at, loan_id, n, req in batch:  # stamped with its own instant, which the clock has just passed
+            env = Envelope(request_id=f"sim/{loan_id}/{n}", request=req.event, sent_at=at)
+            await loan_handle(harness.client, loan_id).signal(CollectionWorkflow.request, env)
+        for loan_id in {b[1] for b in batch}:
+            await starter.wait_quiet(harness.client, loan_id, 60)
+    await harness.env.sleep(end - await harness.now())
+
+    kinds = {req.kind for reqs in run.requests.values() for _, req in reqs}
+    assert {"payment", "task_report", "promise"} <= kinds, kinds
+    differ = []
+    for sim in sims:
+        loan_id = sim.loan.loan_id
+        await starter.wait_quiet(harness.client, loan_id, 60)
+        real = await loan_handle(harness.client, loan_id).query(CollectionWorkflow.state)
+        simulated = run.states[loan_id]
+        if _timeline(real) != _timeline(simulated) or _money(real) != _money(simulated):
+            differ.append(loan_id)
+    assert differ == [], f"{len(differ)} of {len(sims)} loans differ, first {differ[:5]}"
