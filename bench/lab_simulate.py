@@ -121,8 +121,10 @@ def main() -> None:
         ),
         (
             "peak memory",
-            f"main {me.ru_maxrss / 1024:.0f} MiB, largest worker {kids.ru_maxrss / 1024:.0f} MiB "
-            f"(sum at most {(me.ru_maxrss + processes * kids.ru_maxrss) / 1024:.0f} MiB; target < 2 GB)",
+            (
+                f"main {me.ru_maxrss / 1024:.0f} MiB, largest worker {kids.ru_maxrss / 1024:.0f} MiB "
+                f"(sum at most {(me.ru_maxrss + processes * kids.ru_maxrss) / 1024:.0f} MiB; target < 2 GB)"
+            ),
         ),
         ("outcomes", ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()))),
         ("recovered", f"{recovered / handed:.1%} of the hand-over balance"),

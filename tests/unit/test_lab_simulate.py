@@ -79,7 +79,7 @@ def test_a_scenario_file_is_checked_and_errors_name_the_file() -> None:
     text = SAMPLE.read_text(encoding="utf-8").replace('share = "0.40"', 'share = "0.50"')
     with pytest.raises(ValueError, match=r"(?s)bad\.toml.*add up to 1"):
         parse_scenario(text, "bad.toml")
-    with pytest.raises(ValueError, match="bad.toml"):
+    with pytest.raises(ValueError, match=r"bad\.toml"):
         parse_scenario(SAMPLE.read_text(encoding="utf-8") + "\nunknown = 1\n", "bad.toml")
 
 
