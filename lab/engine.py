@@ -23,6 +23,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from lab.behaviour import Borrower, Request
 from lab.portfolio import SimLoan
@@ -50,6 +51,7 @@ from models.policy import Policy
 from models.requests import ConductRules, GuardRequest, TaskKind
 from models.status import CollectionState
 
+_UTC = ZoneInfo("UTC")  # the guard compares instants in UTC; contacts kept so need no copy
 _TASK_CHANNELS = {TaskKind.call: "phone", TaskKind.field_visit: "visit"}
 
 
@@ -93,7 +95,7 @@ class Person:
         decision = guard_decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
         decision = decision.model_copy(update={"decided_at": c.at})
         if decision.verdict == "allowed":
-            row = _Contact(key=c.key, past=PastContact(channel=c.channel, at=c.at))
+            row = _Contact(key=c.key, past=PastContact(channel=c.channel, at=c.at.astimezone(_UTC)))
             self.contacts.append(row)
             self.by_key[c.key] = row
         self.decided[audit_key] = decision

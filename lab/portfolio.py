@@ -1,6 +1,7 @@
 """A synthetic portfolio drawn from a scenario: loans, their borrowers, hand-over moments and
-the facts the screening sees. Same scenario and seed, same portfolio (every draw comes from one
-`random.Random` seeded with the seed, in loan order).
+the facts the screening sees. Same scenario and seed, same portfolio: each borrower draws from
+a `random.Random` of their own (seeded with the seed and their number), so any process can
+build any borrower's loans.
 
 No personal data: names, phones and addresses are placeholders (the simulator sends nothing).
 """
@@ -55,61 +56,75 @@ def _principal(rng: random.Random, profile: Profile, currency: str) -> Decimal:
     return quantize(Decimal(round(math.exp(rng.uniform(low, high)))), currency)
 
 
+def plan_portfolio(scenario: Scenario, loans: int, seed: int) -> list[tuple[int, int, int]]:
+    """(borrower number, number of their first loan, how many loans) until there are `loans`
+    loans: one draw per borrower (a second loan or not), so a process can build any borrower's
+    loans on its own (`build_person`) without drawing everyone before them."""
+    plan: list[tuple[int, int, int]] = []
+    total, borrower_no = 0, 0
+    second = float(scenario.portfolio.second_loan)
+    while total < loans:
+        borrower_no += 1
+        n = min(2 if _rng(seed, borrower_no, "second").random() < second else 1, loans - total)
+        plan.append((borrower_no, total + 1, n))
+        total += n
+    return plan
+
+
 def build_portfolio(scenario: Scenario, loans: int, seed: int) -> list[SimLoan]:
     """`loans` synthetic loans (a borrower's second loan counts as one of them)."""
-    rng = random.Random(f"portfolio:{seed}")
+    return [sim for person in plan_portfolio(scenario, loans, seed) for sim in build_person(scenario, seed, *person)]
+
+
+def _rng(seed: int, borrower_no: int, what: str) -> random.Random:
+    return random.Random(f"portfolio:{seed}:{borrower_no}:{what}")
+
+
+def build_person(scenario: Scenario, seed: int, borrower_no: int, first_no: int, count: int) -> list[SimLoan]:
+    """Borrower `borrower_no`'s loans (numbered from `first_no`), from their own generator."""
+    rng = _rng(seed, borrower_no, "loans")
     pf = scenario.portfolio
+    profile = _profile(rng, scenario)
+    tz = _pick(rng, pf.timezones)
+    borrower = Borrower(
+        borrower_id=f"SB-{borrower_no:07d}",
+        name="Sim Borrower",
+        phone="+0000000000",
+        email="sim@example.invalid",
+        address="Sim Street 1",
+        timezone=tz,
+        language=pf.language,
+    )
+    day = pf.handover_from + timedelta(days=rng.randrange(pf.handover_days))
+    handover = at_local(day, time(rng.randrange(8, 20), rng.randrange(60)), tz)
+    dpd = rng.randint(*profile.dpd)
+    delinquencies = rng.randint(*profile.earlier_delinquencies)
+    since_payment = rng.randint(*profile.days_since_last_payment)
+    hardship = rng.random() < float(profile.hardship_flag)
+    gap = rng.randint(2, 6)
     out: list[SimLoan] = []
-    borrower_no = 0
-    while len(out) < loans:
-        borrower_no += 1
-        profile = _profile(rng, scenario)
-        tz = _pick(rng, pf.timezones)
-        borrower = Borrower(
-            borrower_id=f"SB-{borrower_no:07d}",
-            name="Sim Borrower",
-            phone="+0000000000",
-            email="sim@example.invalid",
-            address="Sim Street 1",
-            timezone=tz,
-            language=pf.language,
+    for n in range(count):
+        principal = _principal(rng, profile, pf.currency)
+        loan = OverdueLoan(
+            loan_id=f"SIM-{first_no + n:07d}",
+            borrower=borrower,
+            currency=pf.currency,
+            principal=principal,
+            interest=quantize(principal * profile.interest_rate, pf.currency),
+            fees=quantize(principal * profile.fee_rate, pf.currency),
+            due_date=day + timedelta(days=gap * n) - timedelta(days=dpd),
+            product=_pick(rng, profile.products),
         )
-        day = pf.handover_from + timedelta(days=rng.randrange(pf.handover_days))
-        clock = time(rng.randrange(8, 20), rng.randrange(60))
-        handover = at_local(day, clock, tz)
-        dpd = rng.randint(*profile.dpd)
-        facts = (
-            rng.randint(*profile.earlier_delinquencies),
-            rng.randint(*profile.days_since_last_payment),
-            rng.random() < float(profile.hardship_flag),
+        out.append(
+            SimLoan(
+                loan=loan,
+                profile=profile,
+                handover_at=handover + timedelta(days=gap * n),
+                handover_dpd=dpd,
+                earlier_delinquencies=delinquencies,
+                days_since_last_payment=since_payment + gap * n,
+                hardship_flag=hardship,
+                other_loans_in_collection=n,
+            )
         )
-        second = rng.random() < float(pf.second_loan)
-        gap = rng.randint(2, 6)
-        for n in range(2 if second else 1):
-            if len(out) >= loans:
-                break
-            principal = _principal(rng, profile, pf.currency)
-            at = handover + timedelta(days=gap * n)
-            loan = OverdueLoan(
-                loan_id=f"SIM-{len(out) + 1:07d}",
-                borrower=borrower,
-                currency=pf.currency,
-                principal=principal,
-                interest=quantize(principal * profile.interest_rate, pf.currency),
-                fees=quantize(principal * profile.fee_rate, pf.currency),
-                due_date=day + timedelta(days=gap * n) - timedelta(days=dpd),
-                product=_pick(rng, profile.products),
-            )
-            out.append(
-                SimLoan(
-                    loan=loan,
-                    profile=profile,
-                    handover_at=at,
-                    handover_dpd=dpd,
-                    earlier_delinquencies=facts[0],
-                    days_since_last_payment=facts[1] + gap * n,
-                    hardship_flag=facts[2],
-                    other_loans_in_collection=n,
-                )
-            )
     return out

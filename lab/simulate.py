@@ -21,7 +21,7 @@ from pathlib import Path
 from infra.loaders import load_holidays, load_policy, load_ruleset
 from lab.behaviour import Borrower, Request
 from lab.engine import LoanRun, Person, run_person
-from lab.portfolio import SimLoan, build_portfolio
+from lab.portfolio import SimLoan, build_person, plan_portfolio
 from lab.results import SNAPSHOT_DAYS, LoanResult, bucket_for_dpd
 from lab.scenario import Scenario
 from models.loan import Stage
@@ -92,16 +92,17 @@ def simulate(
     """Run the portfolio (drawn from the scenario unless given) and collect the results.
     `until`: stop every loan at this instant instead of `days` after its hand-over (the
     fidelity test stops the simulation where it stops the server's clock)."""
-    sims = portfolio if portfolio is not None else build_portfolio(scenario, loans, seed)
-    strategies = [assign(sim) for sim in sims]
-    groups = list(_people(sims))
-    job = _Job(scenario, sims, strategies, groups, days, seed, record, until)
-    if processes <= 1 or len(groups) < 2 * processes:
-        parts = [job.run(range(len(groups)))]
+    if portfolio is not None:
+        people: list[_Person] = [[portfolio[i] for i in group] for group in _people(portfolio)]
+    else:
+        people = list(plan_portfolio(scenario, loans, seed))
+    job = _Job(scenario, people, assign, days, seed, record, until)
+    if processes <= 1 or len(people) < 2 * processes:
+        parts = [job.run(range(len(people)))]
     else:
         global _JOB
         _JOB = job  # inherited by the forked workers (copy on write), not pickled
-        slices = [range(i, len(groups), processes) for i in range(processes)]
+        slices = [range(i, len(people), processes) for i in range(processes)]
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             parts = pool.map(_run_slice, slices)
         _JOB = None
@@ -134,12 +135,15 @@ def _people(sims: list[SimLoan]) -> Iterator[list[int]]:
         yield current
 
 
+_Person = list[SimLoan] | tuple[int, int, int]
+"""A borrower's loans, or what `build_person` needs to draw them."""
+
+
 @dataclass
 class _Job:
     scenario: Scenario
-    sims: list[SimLoan]
-    strategies: list[Strategy]
-    groups: list[list[int]]
+    people: list[_Person]
+    assign: Assigner
     days: int
     seed: int
     record: bool
@@ -150,7 +154,9 @@ class _Job:
         out = Run(results=[], requests={}, states={})
         for g in which:
             person = Person()
-            runs = [self._start(i, policies, person) for i in self.groups[g]]
+            item = self.people[g]
+            sims = item if isinstance(item, list) else build_person(self.scenario, self.seed, *item)
+            runs = [self._start(sim, policies, person) for sim in sims]
             run_person(runs)
             for run in runs:
                 out.results.append(_finish(run, self.days))
@@ -160,8 +166,8 @@ class _Job:
                     out.states[run.sim.loan.loan_id] = run.s
         return out
 
-    def _start(self, i: int, policies: Policies, person: Person) -> LoanRun:
-        sim, strategy = self.sims[i], self.strategies[i]
+    def _start(self, sim: SimLoan, policies: Policies, person: Person) -> LoanRun:
+        strategy = self.assign(sim)
         policy, rules = policies.get(strategy.policy)
         result = LoanResult(
             loan_id=sim.loan.loan_id,

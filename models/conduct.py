@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -178,11 +178,18 @@ def decide(
 def _in_utc(req: ContactRequest, history: list[PastContact]) -> tuple[ContactRequest, list[PastContact]]:
     """All instants in UTC: rolling windows are real hours, and Python's arithmetic on two
     times in the same ZoneInfo is wall-clock arithmetic (an hour off across a DST change)."""
-    utc = ZoneInfo("UTC")
-    return (
-        req.model_copy(update={"at": req.at.astimezone(utc)}),
-        [c.model_copy(update={"at": c.at.astimezone(utc)}) for c in history],
-    )
+    return _utc(req), [_utc(c) for c in history]
+
+
+_Timed = TypeVar("_Timed", "ContactRequest", "PastContact")
+
+
+def _utc(c: _Timed) -> _Timed:
+    """`c` with its instant in UTC (itself if it already is: the simulator keeps its contacts so)."""
+    return c if c.at.tzinfo is _UTC else c.model_copy(update={"at": c.at.astimezone(_UTC)})
+
+
+_UTC = ZoneInfo("UTC")
 
 
 def _refusal(req: ContactRequest, history: list[PastContact], rules: RuleSet, sit: Situation) -> GuardDecision | None:

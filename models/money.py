@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
@@ -25,7 +26,13 @@ def minor_units(currency: str) -> int:
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round `amount` half-up to the currency's minor unit."""
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+    return amount.quantize(_unit(currency), rounding=ROUND_HALF_UP)
+
+
+@lru_cache(maxsize=512)
+def _unit(currency: str) -> Decimal:
+    """The currency's smallest unit (0.01 for CNY), computed once per currency."""
+    return Decimal(1).scaleb(-minor_units(currency))
 
 
 _MAX_AMOUNT = Decimal("1e15")

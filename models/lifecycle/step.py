@@ -99,10 +99,12 @@ def plan_of(s: CollectionState) -> list[PlannedAction]:
     """The loan's plan (`build_plan`), built once per state: it depends only on the pinned
     policy and the hand-over snapshot, and building it on every decision was half of what a
     decision cost (the simulator runs millions). Read-only: callers never change the list."""
-    cached = s._plan
+    private = s.__pydantic_private__  # the private attribute's store, read without pydantic's __getattr__
+    assert private is not None
+    cached = private.get("_plan")
     if cached is None or cached[0] is not s.policy or cached[1] is not s.loan:
         cached = (s.policy, s.loan, build_plan(s.policy, s.loan))
-        s._plan = cached
+        private["_plan"] = cached
     return cached[2]
 
 
