@@ -37,6 +37,7 @@ from temporalio.worker._workflow_instance import _WorkflowLogicFlag  # private: 
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.admin import AdminActivities, ensure_search_attributes
+from activities.screening import Screener
 from activities.channels import make_adapter
 from activities.effects import EffectActivities
 from activities.guard import GuardActivities
@@ -74,6 +75,7 @@ def create_worker(
     database_url: str | None = None,
     max_cached_workflows: int | None = None,
     policies_dir: Path | None = None,
+    strategies_dir: Path | None = None,
     **options: Any,
 ) -> Worker:
     """A worker with every workflow (`workflows.registry.WORKFLOWS`) and activity registered,
@@ -98,7 +100,7 @@ def create_worker(
     admin = AdminActivities(client)
     scan = ScanActivities(client, engine, queue)
     effects = EffectActivities(engine, messaging, tasks, handover)
-    start = StartActivities(records, admin)
+    start = StartActivities(records, admin, Screener(engine, strategies_dir or cfg.strategies_dir))
     interceptors = [Uninterrupted(), *options.pop("interceptors", [])]  # Uninterrupted: see `uninterrupted`
     worker = Worker(
         temporal.with_converter(client),
