@@ -113,5 +113,5 @@ class Screener:
                 .where(col(AuditRow.loan_id).in_(ids), col(AuditRow.action).in_(DISPUTE_ACTIONS))
                 .order_by(col(AuditRow.loan_id), col(AuditRow.seq))
             ).all()
-        latest = {loan_id: action for loan_id, action in entries}
+        latest = dict(entries)
         return in_collection, any(action == "dispute_open" for action in latest.values())

@@ -167,7 +167,9 @@ def current(engine: Engine) -> tuple[Experiment, ExperimentStatus, dict[str, str
         if row is None:
             return None
         experiment = _parsed(row.definition, row.name)
-        status: ExperimentStatus = "ended" if row.status == "ended" else "paused" if row.status == "paused" else "running"
+        status: ExperimentStatus = (
+            "ended" if row.status == "ended" else "paused" if row.status == "paused" else "running"
+        )
         return experiment, status, json.loads(row.winners)
 
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from models.conduct import RuleSet, parse_holidays, parse_ruleset
-from models.experiment import Experiment, ExperimentError, StrategyMap, check_covers, parse_experiment, parse_strategy_map
+from models.experiment import (
+    Experiment,
+    ExperimentError,
+    StrategyMap,
+    check_covers,
+    parse_experiment,
+    parse_strategy_map,
+)
 from models.policy import Policy, PolicyError, parse_policy, policy_path
 from models.segmentation import Scorecard, SegmentationError, parse_segmentation
 

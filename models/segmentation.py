@@ -38,6 +38,7 @@ loan in a currency the scorecard does not list cannot be screened (`ScreeningErr
 from __future__ import annotations
 
 import hashlib
+import itertools
 import tomllib
 from decimal import Decimal
 from typing import Any, Literal
@@ -46,7 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from models.money import Amount, Currency
 
-NUMERIC_ATTRIBUTES = ("dpd_at_handover", "earlier_delinquencies", "days_since_last_payment", "other_loans_in_collection")
+NUMERIC_ATTRIBUTES = (
+    "dpd_at_handover",
+    "earlier_delinquencies",
+    "days_since_last_payment",
+    "other_loans_in_collection",
+)
 FLAG_ATTRIBUTES = ("hardship_flag", "dispute_on_other_loan")
 ATTRIBUTES = (*NUMERIC_ATTRIBUTES[:1], "outstanding", "product", *NUMERIC_ATTRIBUTES[1:], *FLAG_ATTRIBUTES)
 """Every attribute a scorecard may give points for, in the order `screen` reports them."""
@@ -143,7 +149,7 @@ def _check_ranges(bands: list[Band], allow_missing: bool) -> None:
         raise ValueError("needs at least one at_least/below band")
     if ranges[0].at_least not in (None, Decimal(0)):
         raise ValueError(f"the first band must start at 0 (or have no at_least), not {ranges[0].at_least}")
-    for before, after in zip(ranges, ranges[1:], strict=False):
+    for before, after in itertools.pairwise(ranges):
         if before.below is None or after.at_least != before.below:
             raise ValueError(
                 f"bands must follow each other: band {before.name!r} ends below {before.below}, "
@@ -163,7 +169,7 @@ def _check_product(bands: list[Band]) -> None:
     for band in bands:
         twice = seen & set(band.values or [])
         if twice:
-            raise ValueError(f"product {sorted(twice)[0]!r} is in two bands")
+            raise ValueError(f"product {min(twice)!r} is in two bands")
         seen |= set(band.values or [])
 
 

@@ -22,8 +22,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from models.arrangements import Decision
-from models.experiment import StrategyAssignment
 from models.effects import Audit, Command, CreateTask, FileCase, Place, SendMessage
+from models.experiment import StrategyAssignment
 from models.lifecycle import closing, contacts, requests
 from models.lifecycle.due import run_due
 from models.lifecycle.events import (
