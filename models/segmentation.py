@@ -43,7 +43,7 @@ import tomllib
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from models.money import Amount, Currency
 
@@ -190,28 +190,36 @@ class Attributes(_Strict):
     hardship_flag: list[Band] | None = None
     dispute_on_other_loan: list[Band] | None = None
 
-    @model_validator(mode="after")
-    def _bands(self) -> Attributes:
-        for name in NUMERIC_ATTRIBUTES:
-            bands = getattr(self, name)
-            if bands is not None:
-                _with_field(name, lambda b=bands, n=name: _check_ranges(b, n == "days_since_last_payment"))
-        for currency, bands in (self.outstanding or {}).items():
-            _with_field(f"outstanding.{currency}", lambda b=bands: _check_ranges(b, False))
-        if self.product is not None:
-            _with_field("product", lambda: _check_product(self.product or []))
-        for name in FLAG_ATTRIBUTES:
-            bands = getattr(self, name)
-            if bands is not None:
-                _with_field(name, lambda b=bands: _check_flag(b))
-        return self
+    @field_validator(*NUMERIC_ATTRIBUTES)
+    @classmethod
+    def _numeric(cls, bands: list[Band] | None, info: ValidationInfo) -> list[Band] | None:
+        if bands is not None:
+            _check_ranges(bands, info.field_name == "days_since_last_payment")
+        return bands
 
+    @field_validator("outstanding")
+    @classmethod
+    def _money(cls, by_currency: dict[str, list[Band]] | None) -> dict[str, list[Band]] | None:
+        for currency, bands in (by_currency or {}).items():
+            try:
+                _check_ranges(bands, False)
+            except ValueError as exc:
+                raise ValueError(f"{currency}: {exc}") from exc
+        return by_currency
 
-def _with_field(name: str, check: Any) -> None:
-    try:
-        check()
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from exc
+    @field_validator("product")
+    @classmethod
+    def _product(cls, bands: list[Band] | None) -> list[Band] | None:
+        if bands is not None:
+            _check_product(bands)
+        return bands
+
+    @field_validator(*FLAG_ATTRIBUTES)
+    @classmethod
+    def _flag(cls, bands: list[Band] | None) -> list[Band] | None:
+        if bands is not None:
+            _check_flag(bands)
+        return bands
 
 
 class Segment(_Strict):
@@ -238,12 +246,13 @@ class Override(_Strict):
     when: dict[str, Condition] = Field(min_length=1)
     description: str = ""
 
-    @model_validator(mode="after")
-    def _known(self) -> Override:
-        unknown = sorted(set(self.when) - set(HandoverFacts.model_fields))
+    @field_validator("when")
+    @classmethod
+    def _known(cls, when: dict[str, Condition]) -> dict[str, Condition]:
+        unknown = sorted(set(when) - set(HandoverFacts.model_fields))
         if unknown:
             raise ValueError(f"unknown fact(s) {unknown} (known: {', '.join(HandoverFacts.model_fields)})")
-        return self
+        return when
 
     def matches(self, facts: HandoverFacts) -> bool:
         return all(_holds(getattr(facts, name), cond) for name, cond in self.when.items())
@@ -269,20 +278,21 @@ class Scorecard(_Strict):
     segments: list[Segment] = Field(min_length=1)
     overrides: list[Override] = []
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Scorecard:
-        bounds = [s.below for s in self.segments]
+    @field_validator("segments")
+    @classmethod
+    def _ordered(cls, segments: list[Segment]) -> list[Segment]:
+        bounds = [s.below for s in segments]
         if bounds[-1] is not None:
-            raise ValueError(f"the last segment ({self.segments[-1].name}) must have no 'below': it takes the rest")
+            raise ValueError(f"the last segment ({segments[-1].name}) must have no 'below': it takes the rest")
         if any(b is None for b in bounds[:-1]):
             raise ValueError("every segment but the last needs 'below'")
         rising = [b for b in bounds[:-1] if b is not None]
         if rising != sorted(set(rising)):
             raise ValueError("segments must be in score order: each 'below' above the one before")
-        names = [s.name for s in self.segments]
+        names = [s.name for s in segments]
         if len(set(names)) != len(names):
             raise ValueError("two segments share a name")
-        return self
+        return segments
 
     @property
     def segment_names(self) -> list[str]:
