@@ -1,6 +1,6 @@
 """The CLI over the client API (`client/`) and the operator tools (`ops/`): argparse and printing.
 
-    python starter.py start loan.json [--policy default]
+    python starter.py start loan.json [--policy auto]
     python starter.py pay LOAN_ID AMOUNT [--currency CNY] [--payment-id ID]
     python starter.py status LOAN_ID
     python starter.py list [--status running|completed|failed|terminated] [--stage S] [--policy P] [--agency A]
@@ -27,6 +27,8 @@
     python starter.py user add NAME --role collector|supervisor [--queue Q ...] [--language zh|en] [--password-stdin]
     python starter.py user list
     python starter.py user unlock NAME
+    python starter.py experiment start FILE | pause NAME | resume NAME | list | show NAME
+    python starter.py experiment end NAME --winner ARM_OR_POLICY [--segment S]
 
 Every command takes --json for machine-readable output.
 
@@ -118,7 +120,9 @@ from models.arrangements import (
 )
 from models.conduct import GuardDecision
 from models.events import AgencyContactRequest, OptOutRequest
+from models.experiment import AUTO
 from models.scan import ScanTotals
+from ops import experiments
 from ops.audit import AUDIT_COLUMNS, chain_summary, export_audit, to_csv, years_between
 from ops.sample import SAMPLE_PORTFOLIO, load_sample_portfolio
 
@@ -193,7 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start collection for a loan from a JSON file (or - for stdin)")
     start.add_argument("file")
-    start.add_argument("--policy", help="default: the file's `policy`, else default")
+    start.add_argument(
+        "--policy", help=f"default: the file's `policy`, else {AUTO} (screened and assigned: docs/strategy.md)"
+    )
     pay = sub.add_parser("pay", help="register a payment")
     pay.add_argument("loan_id")
     pay.add_argument("amount")
@@ -227,7 +233,66 @@ def _parser() -> argparse.ArgumentParser:
     _token_parsers(sub)
     _user_parsers(sub)
     _webhook_parsers(sub)
+    _experiment_parsers(sub)
     return parser
+
+
+def _experiment_parsers(sub: Any) -> None:
+    """`experiment start|pause|resume|end|list|show`: champion/challenger tests (the database only)."""
+    exp = sub.add_parser("experiment", help="champion/challenger experiments: start, pause, resume, end, list, show")
+    verbs = exp.add_subparsers(dest="experiment_command", required=True)
+    start = verbs.add_parser(
+        "start", help="start an experiment from its TOML (a path, or a name in strategies/experiments/)"
+    )
+    start.add_argument("file")
+    for verb, text in (("pause", "new loans get the champion until it resumes"), ("resume", "split new loans again")):
+        verbs.add_parser(verb, help=text).add_argument("name")
+    end = verbs.add_parser("end", help="end it: new loans get the winner; loans in flight keep their arm")
+    end.add_argument("name")
+    end.add_argument("--winner", required=True, help="an arm (champion, a challenger's name) or a policy name")
+    end.add_argument("--segment", help="only this segment (default: every segment that has the arm)")
+    verbs.add_parser("list", help="every experiment, newest first")
+    verbs.add_parser("show", help="an experiment with its definition").add_argument("name")
+
+
+def _experiment_cli(args: argparse.Namespace) -> int:
+    from db import migrate
+    from db.store import make_engine
+
+    url = settings().database_url
+    migrate.upgrade(url)  # the experiments table may be newer than the worker that last ran
+    engine = make_engine(url)
+    verb = args.experiment_command
+    try:
+        if verb == "start":
+            text, source = experiments.read_definition(args.file)
+            result: Any = experiments.start(engine, text, source)
+        elif verb in ("pause", "resume", "show"):
+            result = {"pause": experiments.pause, "resume": experiments.resume, "show": experiments.get}[verb](
+                engine, args.name
+            )
+        elif verb == "end":
+            result = experiments.end(engine, args.name, args.winner, args.segment)
+        else:
+            result = experiments.list_all(engine)
+    except (*experiments.DEFINITION_ERRORS, experiments.ExperimentConflict, experiments.ExperimentNotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    for row in result if isinstance(result, list) else [result]:
+        winners = ", ".join(f"{k}={v}" for k, v in row["winners"].items())
+        print(
+            f"{row['name']}  {row['status']:<8} segmentation {row['segmentation']}  started {row['started_at']}"
+            + (f"  ended {row['ended_at']}" if row["ended_at"] else "")
+            + (f"  winners {winners}" if winners else "")
+        )
+    if verb == "show":
+        print(result["definition"])
+    return 0
 
 
 def _token_parsers(sub: Any) -> None:
@@ -629,7 +694,7 @@ async def _run_cli(args: argparse.Namespace) -> Any:
     if args.command == "start":
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
         loan = OverdueLoan.model_validate_json(text)  # the HTTP API's body: a `policy` beside the loan
-        policy = args.policy or str(json.loads(text).get("policy") or "default")
+        policy = args.policy or str(json.loads(text).get("policy") or AUTO)
         return {"workflow_id": await start_collection(client, loan, policy)}
     decision = await _negotiate(client, args)
     if decision is not None:
@@ -797,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token_cli(args)
     if args.command == "user":
         return _user_cli(args)  # the database only too
+    if args.command == "experiment":
+        return _experiment_cli(args)  # the database only too
     if args.command == "webhook":
         return _webhook_cli(args)  # the database only too
     try:

@@ -46,6 +46,7 @@ from activities.messaging import MessagingActivities
 from activities.records import RecordActivities
 from activities.rendering import Renderer
 from activities.scan import ScanActivities
+from activities.screening import Screener
 from activities.start import StartActivities
 from activities.tasks import TaskActivities
 from api import create_app
@@ -59,7 +60,7 @@ from infra.process import exit_process, venv_binary
 from infra.schedules import ensure_scan_schedule
 from infra.settings import Settings, settings
 from infra.settings import task_queue as default_queue
-from ops.sample import load_sample_portfolio
+from ops.sample import load_sample_portfolio, sample_arms
 from workflows.registry import WORKFLOWS
 
 log = logging.getLogger("collections.worker")
@@ -74,6 +75,7 @@ def create_worker(
     database_url: str | None = None,
     max_cached_workflows: int | None = None,
     policies_dir: Path | None = None,
+    strategies_dir: Path | None = None,
     **options: Any,
 ) -> Worker:
     """A worker with every workflow (`workflows.registry.WORKFLOWS`) and activity registered,
@@ -98,7 +100,7 @@ def create_worker(
     admin = AdminActivities(client)
     scan = ScanActivities(client, engine, queue)
     effects = EffectActivities(engine, messaging, tasks, handover)
-    start = StartActivities(records, admin)
+    start = StartActivities(records, admin, Screener(engine, strategies_dir or cfg.strategies_dir))
     interceptors = [Uninterrupted(), *options.pop("interceptors", [])]  # Uninterrupted: see `uninterrupted`
     worker = Worker(
         temporal.with_converter(client),
@@ -262,7 +264,8 @@ async def run_embedded() -> None:
             server, serving = await start_server(app, cfg.api_host, cfg.api_port)
             token = dev_token(cfg.database_url, cfg.api_dev_token_file)
             demo = demo_users(cfg.database_url, cfg.desk_demo_file, cfg.policies_dir)
-            print(_banner(cfg, len(started), worker.task_queue, token, demo), flush=True)
+            arms = await asyncio.to_thread(sample_arms, cfg.database_url)
+            print(_banner(cfg, len(started), worker.task_queue, token, demo, arms), flush=True)
             await until_stopped()
             server.should_exit = True
             await serving
@@ -270,7 +273,12 @@ async def run_embedded() -> None:
 
 
 def _banner(
-    cfg: Settings, loans: int, queue: str | None = None, api_token: str = "", desk_users: dict[str, str] | None = None
+    cfg: Settings,
+    loans: int,
+    queue: str | None = None,
+    api_token: str = "",
+    desk_users: dict[str, str] | None = None,
+    arms: dict[str, int] | None = None,
 ) -> str:
     host = cfg.temporal_address.rpartition(":")[0] or "localhost"
     ui = f"http://{host if host not in ('127.0.0.1', '0.0.0.0') else 'localhost'}:{cfg.temporal_ui_port}"
@@ -297,11 +305,18 @@ def _banner(
         + "".join(f"  sign in as {name} / {password}\n" for name, password in people.items())
         + "  more users: .venv/bin/python starter.py user add NAME --role collector --queue collectors\n"
     )
+    split = "".join(f"  {count:>3} {arm}\n" for arm, count in (arms or {}).items())
+    strategy = (
+        "Screened at hand-over (policy auto; strategies/segmentation.toml) under the sample experiment\n"
+        "(strategies/experiments/sample.toml): standard and high-risk loans 80/20 default / early-call.\n"
+        f"Loans by segment and experiment/arm:\n{split}"
+        "  .venv/bin/python starter.py experiment list   (also show, pause, resume, end --winner ARM)\n"
+    )
     return f"""
 Temporal dev server on {cfg.temporal_address}; Web UI: {ui}
 Worker on task queue '{queue or cfg.temporal_task_queue}'; database {cfg.database_url}
 Sample portfolio: {loans} loans in collection (workflow ids collection-<loan id>).
-HTTP API on {api} (interactive docs: {api}/docs); a platform token (kept in {cfg.api_dev_token_file}):
+{strategy}HTTP API on {api} (interactive docs: {api}/docs); a platform token (kept in {cfg.api_dev_token_file}):
   export TOKEN={api_token}
   curl -s -H "Authorization: Bearer $TOKEN" {api}/v1/loans/SAMPLE-001
   curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\

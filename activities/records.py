@@ -106,6 +106,9 @@ def register_loan(session: Session, req: LoanRegistration) -> Recorded:
             stage=str(req.stage),  # so the audit entry below needs no second write for it
         )
     row.policy, row.workflow_id, row.updated_at = req.policy, req.workflow_id, utcnow()
+    if req.strategy is not None:  # the screening and arm, for reports that read the database
+        row.segment, row.score = req.strategy.segment, req.strategy.screening.score
+        row.experiment, row.arm = req.strategy.assignment.experiment or None, req.strategy.arm
     session.add(row)
     return record_event(
         session,

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from models import OverdueLoan
 from models.events import TaskOutcome
+from models.experiment import AUTO
 from models.money import Currency
 
 DECIMAL_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,6})?$"
@@ -19,11 +20,13 @@ currency's own limit is checked after); no sign, no exponent, never a JSON numbe
 
 
 class HandOver(OverdueLoan):
-    """A loan handed over for collection: the `OverdueLoan` fields plus the policy to collect it by."""
+    """A loan handed over for collection: the `OverdueLoan` fields plus the policy to collect it
+    by; `auto` (the default) screens the loan and takes the policy its segment and the running
+    experiment give it (docs/strategy.md); a named policy is kept (the loan is still screened)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    policy: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    policy: str = Field(default=AUTO, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class HandOverResult(BaseModel):

@@ -45,6 +45,7 @@ def target_metadata() -> MetaData:
     import db.contacts
     import db.desk_marks
     import db.desk_users
+    import db.experiments
     import db.tables
     import db.webhooks  # noqa: F401
 

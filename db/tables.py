@@ -52,6 +52,12 @@ class LoanRow(SQLModel, table=True):
     stage: str = "new"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # The screening at hand-over and the arm it gave (`models.experiment`); NULL: not screened.
+    segment: str | None = None
+    score: int | None = None
+    experiment: str | None = None
+    """NULL or "": no experiment assigned the policy (the strategy map's champion, or explicit)."""
+    arm: str | None = None
 
 
 class LedgerEntry(SQLModel, table=True):

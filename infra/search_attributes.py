@@ -17,9 +17,13 @@ AGENCY = SearchAttributeKey.for_keyword(views.AGENCY)
 CURRENCY = SearchAttributeKey.for_keyword(views.CURRENCY)
 OUTSTANDING = SearchAttributeKey.for_int(views.OUTSTANDING)
 """Outstanding total in the currency's minor units (an exact integer, never a float)."""
+SEGMENT = SearchAttributeKey.for_keyword(views.SEGMENT)
+"""The screening's segment (screened loans only)."""
+ARM = SearchAttributeKey.for_keyword(views.ARM)
+"""`<experiment>/<arm>`, or the arm alone (`champion`, `explicit`) when no experiment assigned it."""
 
-ALL = (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, OUTSTANDING)
-_KEYWORDS = {key.name: key for key in (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY)}
+ALL = (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, OUTSTANDING, SEGMENT, ARM)
+_KEYWORDS = {key.name: key for key in (STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, SEGMENT, ARM)}
 _INTS = {key.name: key for key in (OUTSTANDING,)}
 
 
@@ -34,11 +38,13 @@ def updates(values: Mapping[str, str | int]) -> list[SearchAttributeUpdate[str] 
 __all__ = [
     "AGENCY",
     "ALL",
+    "ARM",
     "CURRENCY",
     "DPD_BAND",
     "DPD_BANDS",
     "OUTSTANDING",
     "POLICY",
+    "SEGMENT",
     "STAGE",
     "dpd_band",
     "updates",

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     database_max_overflow: int = 10
     """Extra connections a worker may open under load, closed when returned (not SQLite)."""
     policies_dir: Path = ROOT / "policies"
+    strategies_dir: Path = ROOT / "strategies"
+    """Screening and assignment: `segmentation.toml` (the scorecard), `map.toml` (each segment's
+    champion), `experiments/*.toml` (champion/challenger tests; docs/strategy.md)."""
     templates_dir: Path = ROOT / "templates"
     rulesets_dir: Path = ROOT / "rulesets"
     channel_adapter: Literal["outbox", "webhook"] = "outbox"

@@ -107,6 +107,14 @@ class OverdueLoan(BaseModel):
     due_date: date
     penalties: Amount = ZERO
     product: str = "consumer"
+    # What the platform knows of the borrower's record, for screening at hand-over
+    # (`models.segmentation`); optional, so loans handed over before screening still parse.
+    earlier_delinquencies: int = Field(default=0, ge=0, le=10_000)
+    """How many times this borrower was delinquent before (on any loan of the platform)."""
+    last_payment_date: date | None = None
+    """The borrower's last payment on this loan (None: never paid, or not known)."""
+    hardship_flag: bool = False
+    """The borrower told the platform of hardship (illness, job loss) before the hand-over."""
 
     @model_validator(mode="after")
     def _amounts_valid(self) -> OverdueLoan:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from models.allocation import Allocation
 from models.clock import PolicyClock
 from models.conduct import ContactRequest, RuleSet, Situation
+from models.experiment import StrategyAssignment
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import Amount
 from models.payment import Payment
@@ -53,6 +54,8 @@ class LoanRegistration(BaseModel):
     workflow_id: str
     stage: Stage
     at: datetime
+    strategy: StrategyAssignment | None = None
+    """The screening and assignment (segment, score, experiment, arm) for the loan row."""
 
 
 class FeeRequest(_Keyed):
@@ -219,9 +222,12 @@ class PrepareRequest(BaseModel):
 
 class Prepared(BaseModel):
     """The pinned policy and rules, whether the server has the portfolio's search attributes,
-    and the start in business time (the policy's clock)."""
+    the start in business time (the policy's clock) and the loan's screening and assignment."""
 
     policy: Policy
     rules: ConductRules
     search_ready: bool
     started_at: datetime
+    strategy: StrategyAssignment | None = None
+    """How the loan was screened and why it got its policy (None: not screened, as loans
+    started before screening; `activities.start`)."""

@@ -20,6 +20,7 @@ from models.arrangements import (
 )
 from models.conduct import GuardDecision
 from models.events import TimelineEntry
+from models.experiment import StrategyAssignment
 from models.loan import Balance, OverdueLoan, Stage
 from models.money import ZERO, Amount
 from models.payment import PaymentReceipt
@@ -102,6 +103,8 @@ class CollectionState(BaseModel):
     agency_answers: dict[str, GuardDecision] = {}
     """The guard's answers to the latest agency contact requests, by request key (an agency
     asks by update and reads its answer by query: `AGENCY_ANSWERS_KEPT` are kept)."""
+    strategy: StrategyAssignment | None = None
+    """The screening at hand-over and the arm it gave (None: a loan started before screening)."""
 
     _plan: tuple[Policy, OverdueLoan, list[Any]] | None = PrivateAttr(default=None)
     """The loan's plan (`models.lifecycle.step.plan_of`), kept while the policy and loan objects
@@ -209,3 +212,6 @@ class CollectionStatus(BaseModel):
     placement: PlacementInfo | None
     case: CaseInfo | None
     timeline: list[TimelineEntry]
+    strategy: StrategyAssignment | None = None
+    """Why the loan got its policy: segment, score and points, experiment and arm (None: not
+    screened, a loan started before screening)."""

@@ -260,6 +260,15 @@ EXPECTED_TIMELINE = [
 
 # ----------------------------------------------------------------------------- recorded histories
 
+SCREENED_TIMELINE = [
+    EXPECTED_TIMELINE[0],
+    (0, "strategy_assigned", "", "standard (score 20)"),  # screened at hand-over, arm "explicit"
+    *EXPECTED_TIMELINE[1:],
+]
+"""EXPECTED_TIMELINE of a loan started on a worker, which screens every new loan (`make_loan`'s
+10,600 CNY, never paid: strategies/segmentation.toml gives 20, standard); the decider's own
+tests begin without a strategy and keep EXPECTED_TIMELINE."""
+
 SINGLE_BATCH = 2
 """temporalio's PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH logic flag (worker.py)."""
 

@@ -88,7 +88,8 @@ class CollectionWorkflow:
         return lifecycle.status(self._state, lifecycle.clock_of(self._state), workflow.info().workflow_id)
 
     async def _begin(self, inp: CollectionInput) -> None:
-        """Pin the policy and rules and register the loan (one activity), then start deciding."""
+        """Pin the policy and rules, screen and register the loan (one activity), then start
+        deciding. `inp.policy` "auto": the activity chose the policy (`activities.start`)."""
         info = workflow.info()
         prepared = await workflow.execute_activity(
             calls.prepare,
@@ -103,6 +104,7 @@ class CollectionWorkflow:
             prepared.started_at,
             workflow_id=info.workflow_id,
             search_ready=prepared.search_ready,
+            strategy=prepared.strategy,  # None for loans prepared before screening: nothing changes
         )
         self._s = outcome.state
         self._queue += outcome.commands

@@ -25,6 +25,7 @@ from infra.loaders import load_policy
 from infra.search_attributes import DPD_BANDS
 from infra.temporal import workflow_id
 from models import CollectionStatus, OverdueLoan
+from models.experiment import AUTO
 from models.policy import PolicyError
 from models.schedule import days_past_due, local_date
 
@@ -61,6 +62,8 @@ async def hand_over_loan(body: HandOver, state: State, principal: Platform, resp
 
 
 def _check_policy(folder: Path, name: str) -> None:
+    if name == AUTO:  # chosen at the start by screening (`activities.start`)
+        return
     try:
         _policy_exists(folder, name)
     except PolicyError as exc:

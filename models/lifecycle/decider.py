@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from models.arrangements import Decision
 from models.effects import Audit, Command, CreateTask, Effect, FileCase, Place, SendMessage
+from models.experiment import StrategyAssignment
 from models.lifecycle import closing, contacts, requests
 from models.lifecycle.due import run_due
 from models.lifecycle.events import (
@@ -79,10 +80,16 @@ def begin(
     *,
     workflow_id: str = "",
     search_ready: bool = False,
+    strategy: StrategyAssignment | None = None,
 ) -> Outcome:
     """A loan's collection starts at `at` with its policy and conduct rules pinned for life.
     It joins its plan where it is due (`catch_up_at`): nothing behind is replayed except the
-    latest step already due, which runs at the next contact moment."""
+    latest step already due, which runs at the next contact moment.
+
+    `strategy`: the loan's screening and assignment at hand-over, kept on the state and, only
+    when given, written to the timeline and the audit record (`<loan>/strategy`), so anyone
+    can see why the loan got its policy. Loans started before screening have none, and
+    their start does exactly what it did."""
     state = CollectionState(
         loan=loan,
         policy=policy,
@@ -93,6 +100,7 @@ def begin(
         rules=rules,
         workflow_id=workflow_id,
         search_ready=search_ready,
+        strategy=strategy,
     )
     plan = build_plan(policy, loan)
     state._plan = (policy, loan, plan)
@@ -100,7 +108,23 @@ def begin(
     state.catch_up_key = behind.key if behind else None
     step = Step(state, at)
     step.note("collection_started", outcome=f"DPD {dpd(state, at)}", detail=f"policy {policy.name} {policy.version}")
+    if strategy is not None:
+        _note_strategy(step, strategy)
     return Outcome(state, step.commands)
+
+
+def _note_strategy(step: Step, strategy: StrategyAssignment) -> None:
+    """The screening and the arm on the timeline and in the audit record (actor: screening)."""
+    s, a = strategy.screening, strategy.assignment
+    how = f"override {s.override}" if s.override else f"score {s.score}"
+    where = f"experiment {a.experiment}, arm {a.arm}" if a.experiment else f"arm {a.arm}"
+    step.note(
+        "strategy_assigned",
+        outcome=f"{s.segment} ({how})",
+        key=f"{step.loan_id}/strategy",
+        detail=f"{where}, policy {a.policy}; {s.summary()}",
+    )
+    step.record("strategy", "strategy_assigned", "screening", **strategy.audit_detail())
 
 
 def request_time(state: CollectionState, at: datetime) -> datetime:

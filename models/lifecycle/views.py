@@ -21,6 +21,9 @@ STAGE, DPD_BAND, POLICY, AGENCY, CURRENCY, OUTSTANDING = (
     "CollectionCurrency",
     "CollectionOutstandingMinor",
 )
+SEGMENT, ARM = "CollectionSegment", "CollectionArm"
+"""Set only on screened loans (`CollectionState.strategy`): a loan started before screening
+upserts exactly what it did, so its history replays."""
 DPD_BANDS: tuple[tuple[int, str], ...] = (
     (180, "180+"),
     (120, "120-179"),
@@ -66,13 +69,15 @@ def status(s: CollectionState, now: datetime, workflow_id: str = "") -> Collecti
         placement=s.placement,
         case=s.case,
         timeline=list(s.timeline),
+        strategy=s.strategy,
     )
 
 
 def search_values(s: CollectionState, now: datetime) -> dict[str, str | int]:
-    """The portfolio's search attributes: stage, DPD band, policy, agency, currency and the
-    outstanding total in minor units (an exact integer)."""
-    return {
+    """The portfolio's search attributes: stage, DPD band, policy, agency, currency, the
+    outstanding total in minor units (an exact integer) and, for a screened loan, its segment
+    and arm (`<experiment>/<arm>`, or the arm alone when no experiment assigned it)."""
+    values: dict[str, str | int] = {
         STAGE: str(stage(s, now)),
         DPD_BAND: dpd_band(dpd(s, now)),
         POLICY: s.policy.name,
@@ -80,6 +85,11 @@ def search_values(s: CollectionState, now: datetime) -> dict[str, str | int]:
         CURRENCY: s.loan.currency,
         OUTSTANDING: int(s.balance.total.scaleb(minor_units(s.loan.currency))),
     }
+    if s.strategy is not None:
+        a = s.strategy.assignment
+        values[SEGMENT] = s.strategy.segment
+        values[ARM] = f"{a.experiment}/{a.arm}" if a.experiment else a.arm
+    return values
 
 
 def search_changes(s: CollectionState, now: datetime) -> dict[str, str | int]:

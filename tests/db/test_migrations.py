@@ -296,3 +296,34 @@ def test_a_database_upgraded_by_the_old_ad_hoc_step_gets_the_declared_constraint
     assert migrate.upgrade(empty_url) is True
     assert revision(empty_url) == migrate.head()
     assert schema_differences(empty_url) == []
+
+
+def test_revision_0006_adds_experiments_and_the_loans_screening_columns(empty_url: str) -> None:
+    """A database at 0005 with a loan keeps it; the loan's screening columns are NULL (not
+    screened), the experiments table is new; going back to 0005 removes them again."""
+    engine = migrate.migration_engine(empty_url)
+    with migrate.locked(engine) as conn:
+        command.upgrade(migrate.alembic_config(conn), "0005")
+    engine.dispose()
+    execute(
+        empty_url,
+        "INSERT INTO borrowers VALUES ('B-1', '李明', '', '', '', 'Asia/Shanghai', 'zh')",
+        "INSERT INTO loans (loan_id, borrower_id, currency, principal, interest, fees, penalties, due_date, product,"
+        " policy, workflow_id, stage, created_at, updated_at) VALUES ('L-1', 'B-1', 'CNY', '10000.00', '0', '0', '0',"
+        " '2026-11-20', 'consumer', 'default', 'collection-L-1', 'early', :at, :at)",
+        at=datetime(2026, 12, 1, 2, 0, tzinfo=UTC),
+    )
+    assert "experiments" not in tables(empty_url)
+    assert migrate.upgrade(empty_url) is True and schema_differences(empty_url) == []
+    engine = create_engine(empty_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT principal, segment, score, experiment, arm FROM loans")).one()
+    engine.dispose()
+    assert Decimal(str(row[0])) == Decimal("10000.00") and tuple(row[1:]) == (None, None, None, None)
+    assert "experiments" in tables(empty_url)
+    done = alembic_cli(empty_url, "downgrade", "0005")
+    assert done.returncode == 0, done.stderr
+    assert "experiments" not in tables(empty_url)
+    assert "segment" not in {
+        c["name"] for c in inspect(create_engine(empty_url, poolclass=NullPool)).get_columns("loans")
+    }

@@ -31,6 +31,7 @@ def test_histories_are_kept() -> None:
         "continued-run1",
         "continued-run2",
         "continued-run3",
+        "screened",
     } <= names
 
 

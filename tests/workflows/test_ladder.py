@@ -8,7 +8,7 @@ from decimal import Decimal
 from db.tables import AuditRow, CaseRow, LedgerEntry, LoanRow, OutboxMessage, PlacementRow, TaskRow
 from models import Stage
 from models.schedule import at_local, local_date
-from tests.helpers import EXPECTED_TIMELINE, TZ, Harness, dpd_of, make_loan, timeline_rows
+from tests.helpers import SCREENED_TIMELINE, TZ, Harness, dpd_of, make_loan, timeline_rows
 
 
 async def test_never_paying_loan_walks_the_whole_ladder(harness: Harness) -> None:
@@ -17,7 +17,7 @@ async def test_never_paying_loan_walks_the_whole_ladder(harness: Harness) -> Non
     await harness.at_dpd(loan, 600)
 
     status = await harness.status(loan)
-    assert timeline_rows(status, loan) == EXPECTED_TIMELINE
+    assert timeline_rows(status, loan) == SCREENED_TIMELINE
     assert status.stage is Stage.written_off and status.closed and status.charged_off
     assert not await harness.is_running(loan)
 
