@@ -29,8 +29,7 @@ from infra.loaders import load_segmentation, load_strategy_map
 from models.experiment import AUTO, ExperimentError, StrategyAssignment, assign, champion, explicit
 from models.loan import OverdueLoan, Stage
 from models.policy import PolicyError
-from models.schedule import days_past_due, local_date
-from models.segmentation import HandoverFacts, ScreeningError, SegmentationError, screen
+from models.segmentation import HandoverFacts, ScreeningError, SegmentationError, handover_facts, screen
 
 log = logging.getLogger("collections.screening")
 
@@ -78,22 +77,8 @@ class Screener:
 
     def facts(self, loan: OverdueLoan, at: datetime) -> HandoverFacts:
         """What the scorecard looks at: the loan's own fields and the borrower's other loans."""
-        tz = loan.borrower.timezone
-        today = local_date(at, tz)
         others, disputed = self._other_loans(loan)
-        return HandoverFacts(
-            dpd_at_handover=days_past_due(at, loan.due_date, tz),
-            outstanding=loan.balance().total,
-            currency=loan.currency,
-            product=loan.product,
-            earlier_delinquencies=loan.earlier_delinquencies,
-            days_since_last_payment=(
-                max(0, (today - loan.last_payment_date).days) if loan.last_payment_date is not None else None
-            ),
-            other_loans_in_collection=others,
-            hardship_flag=loan.hardship_flag,
-            dispute_on_other_loan=disputed,
-        )
+        return handover_facts(loan, at, others, disputed)
 
     def _other_loans(self, loan: OverdueLoan) -> tuple[int, bool]:
         """How many other loans of the borrower are in collection, and whether one of the

@@ -46,6 +46,7 @@ from models.effects import (
     RecordPayment,
     SendMessage,
 )
+from models.experiment import StrategyAssignment
 from models.lifecycle import Rejected
 from models.policy import Policy
 from models.requests import ConductRules, GuardRequest, TaskKind
@@ -122,6 +123,7 @@ class LoanRun:
         days: int,
         record: bool = False,
         until: datetime | None = None,
+        strategy: StrategyAssignment | None = None,
     ) -> None:
         self.sim = sim
         self.person = person
@@ -130,7 +132,7 @@ class LoanRun:
         self.end = until or sim.handover_at + timedelta(days=days)
         self.requests: list[tuple[datetime, Request]] | None = [] if record else None
         outcome = lifecycle.begin(
-            sim.loan, policy, rules, sim.handover_at, workflow_id=f"collection-{sim.loan.loan_id}"
+            sim.loan, policy, rules, sim.handover_at, workflow_id=f"collection-{sim.loan.loan_id}", strategy=strategy
         )
         self.s: CollectionState = outcome.state
         self.queue: deque[Command] = deque(outcome.commands)

@@ -114,6 +114,9 @@ def build_person(scenario: Scenario, seed: int, borrower_no: int, first_no: int,
             fees=quantize(principal * profile.fee_rate, pf.currency),
             due_date=day + timedelta(days=gap * n) - timedelta(days=dpd),
             product=_pick(rng, profile.products),
+            earlier_delinquencies=delinquencies,
+            last_payment_date=day + timedelta(days=gap * n) - timedelta(days=since_payment + gap * n),
+            hardship_flag=hardship,
         )
         out.append(
             SimLoan(

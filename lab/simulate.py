@@ -24,6 +24,7 @@ from lab.engine import LoanRun, Person, run_person
 from lab.portfolio import SimLoan, build_person, plan_portfolio
 from lab.results import SNAPSHOT_DAYS, LoanResult, bucket_for_dpd
 from lab.scenario import Scenario
+from models.experiment import StrategyAssignment
 from models.loan import Stage
 from models.policy import Policy
 from models.requests import ConductRules
@@ -41,6 +42,8 @@ class Strategy:
     segment: str = ""
     experiment: str = ""
     arm: str = "champion"
+    assignment: StrategyAssignment | None = None
+    """The screening and assignment, recorded on the loan at `begin` as a hand-over records it."""
 
 
 Assigner = Callable[[SimLoan], Strategy]
@@ -192,7 +195,16 @@ class _Job:
             sim.handover_at,
         )
         return LoanRun(
-            sim, policy, rules, person, result, borrower, days=self.days, record=self.record, until=self.until
+            sim,
+            policy,
+            rules,
+            person,
+            result,
+            borrower,
+            days=self.days,
+            record=self.record,
+            until=self.until,
+            strategy=strategy.assignment,
         )
 
 

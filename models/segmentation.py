@@ -40,12 +40,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import tomllib
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from models.loan import OverdueLoan
 from models.money import Amount, Currency
+from models.schedule import days_past_due, local_date
 
 NUMERIC_ATTRIBUTES = (
     "dpd_at_handover",
@@ -349,6 +352,29 @@ def _band_for(bands: list[Band], value: Any) -> Band:
     if other is None or value is None:
         raise ScreeningError(f"no band for value {value!r}")
     return other
+
+
+def handover_facts(
+    loan: OverdueLoan, at: datetime, other_loans: int = 0, dispute_on_other_loan: bool = False
+) -> HandoverFacts:
+    """What the scorecard looks at for `loan` handed over at `at`: its own fields and, from the
+    caller (the start activity reads the database, the simulator its portfolio), how many other
+    loans of the borrower are in collection and whether one of them has a dispute open."""
+    tz = loan.borrower.timezone
+    today = local_date(at, tz)
+    return HandoverFacts(
+        dpd_at_handover=days_past_due(at, loan.due_date, tz),
+        outstanding=loan.balance().total,
+        currency=loan.currency,
+        product=loan.product,
+        earlier_delinquencies=loan.earlier_delinquencies,
+        days_since_last_payment=(
+            max(0, (today - loan.last_payment_date).days) if loan.last_payment_date is not None else None
+        ),
+        other_loans_in_collection=other_loans,
+        hardship_flag=loan.hardship_flag,
+        dispute_on_other_loan=dispute_on_other_loan,
+    )
 
 
 def screen(card: Scorecard, facts: HandoverFacts) -> Screening:

@@ -1,4 +1,5 @@
 """The simulator runs the workflow's rules: a couple of hundred loans of the shipped scenario,
+screened and assigned by the sample experiment (two arms, three policies),
 simulated and also run as real workflows on the time-skipping server, with the simulation's
 requests (payments, task outcomes, promises, plans, hardship, disputes) sent to the workflows at
 the same moments, end with the same timeline (every action, fee and message, at the same
@@ -19,18 +20,22 @@ import pytest
 
 import starter
 from client.protocol import loan_handle
+from lab.assign import assigner_for
 from lab.portfolio import SimLoan, build_portfolio
 from lab.scenario import load_scenario
 from lab.simulate import ROOT, simulate
+from models.experiment import AUTO
 from models.protocol import Envelope
 from models.schedule import local_date
 from models.status import CollectionState
+from ops import experiments
 from tests.helpers import Harness
 from workflows.collection import CollectionWorkflow
 
 LOANS = 200
 DAYS = 180
 SEED = 11
+EXPERIMENT = ROOT / "strategies" / "experiments" / "sample.toml"
 
 
 def _rebased(sims: list[SimLoan], at: datetime) -> list[SimLoan]:
@@ -67,6 +72,7 @@ def _money(s: CollectionState) -> dict[str, object]:
         "counts": s.counts,
         "promise": s.promise.status if s.promise else None,
         "plan": s.plan.status if s.plan else None,
+        "strategy": s.strategy,
     }
 
 
@@ -80,17 +86,24 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
 
     async def start(sim: SimLoan) -> None:
         async with sem:
-            await starter.start_collection(harness.client, sim.loan, "default", task_queue=harness.task_queue)
+            await starter.start_collection(harness.client, sim.loan, AUTO, task_queue=harness.task_queue)
 
-    await asyncio.gather(*(start(sim) for sim in sims))
+    experiments.start(harness.engine, EXPERIMENT.read_text(encoding="utf-8"), str(EXPERIMENT))
+    for nth in (0, 1):  # a second loan is screened knowing the first is in collection
+        batch = [sim for sim in sims if sim.other_loans_in_collection == nth]
+        await asyncio.gather(*(start(sim) for sim in batch))
+        for sim in batch:
+            await harness.quiet(sim.loan)
     started = {}
     for sim in sims:
-        await harness.quiet(sim.loan)
         state = await loan_handle(harness.client, sim.loan.loan_id).query(CollectionWorkflow.state)
         started[sim.loan.loan_id] = state.started_at
     sims = [dataclasses.replace(sim, handover_at=started[sim.loan.loan_id]) for sim in sims]
     end = min(started.values()) + timedelta(days=DAYS, minutes=17)
-    run = simulate(scenario, loans=len(sims), days=DAYS, seed=SEED, portfolio=sims, record=True, until=end)
+    assign = assigner_for(EXPERIMENT)
+    run = simulate(
+        scenario, loans=len(sims), days=DAYS, seed=SEED, assign=assign, portfolio=sims, record=True, until=end
+    )
 
     requests = sorted(
         (at, loan_id, n, req) for loan_id, reqs in run.requests.items() for n, (at, req) in enumerate(reqs)
@@ -107,6 +120,8 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
             await starter.wait_quiet(harness.client, loan_id, 60)
     await harness.env.sleep(end - await harness.now())
 
+    arms = {(s.strategy.segment, s.strategy.arm) for s in run.states.values() if s.strategy is not None}
+    assert {("standard", "early-call"), ("standard", "champion"), ("gentle", "champion")} <= arms, arms
     kinds = {req.kind for reqs in run.requests.values() for _, req in reqs}
     assert {"payment", "task_report", "promise"} <= kinds, kinds
     differ = []
