@@ -5,9 +5,10 @@ Why the bootstrap: the three headline figures are ratios of sums over loans (rec
 hand-over balance, cured / loans, cost / recovered) whose loans differ wildly in size, so no
 textbook formula fits them well. Resampling loans with replacement within each arm (and
 within each segment of it: the experiment splits each segment, so the figures over all segments
-keep each segment's share of loans in every resample), 2,000 times, and recomputing the ratio each time shows how much the figure moves with the luck of
-which loans an arm got; the 2.5th and 97.5th percentiles of challenger minus champion are the
-95 % interval, and the difference is "significant" when that interval excludes 0.
+keep each segment's share of loans in every resample), 2,000 times, and recomputing the ratio
+each time shows how much the figure moves with the luck of which loans an arm got; the 2.5th
+and 97.5th percentiles of challenger minus champion are the 95 % interval, and the difference
+is "significant" when that interval excludes 0.
 
 Deterministic: each arm's draws come from a generator seeded with `SEED` and the arm's own
 name (crc32), so the same records give the same intervals, and adding an arm changes no other
@@ -161,10 +162,11 @@ def compare(metric: str, champion: ArmFigures, challenger: ArmFigures, rc: Resam
 
 
 def _period(champion: ArmFigures, challenger: ArmFigures) -> str:
-    """"by day 180" when every loan of both arms was followed that long, else "so far"."""
+    """ "by day 180" when every loan of both arms was followed that long, else "so far"."""
     days = min(champion.days, challenger.days)
-    whole = all(a.curve_loans and a.curve_loans[min(days, len(a.curve_loans) - 1)] == a.loans
-                for a in (champion, challenger))
+    whole = all(
+        a.curve_loans and a.curve_loans[min(days, len(a.curve_loans) - 1)] == a.loans for a in (champion, challenger)
+    )
     return f"by day {days}" if whole else "so far"
 
 

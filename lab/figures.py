@@ -411,9 +411,7 @@ def _order(key: GroupKey) -> tuple[str, int, str, int, str]:
 # ------------------------------------------------------------------ the whole
 
 
-def compute(
-    results: Sequence[LoanResult], *, resamples: int = compare.RESAMPLES, seed: int = compare.SEED
-) -> Figures:
+def compute(results: Sequence[LoanResult], *, resamples: int = compare.RESAMPLES, seed: int = compare.SEED) -> Figures:
     """Every arm's figures, the challenger-minus-champion differences with their bootstrap
     intervals and sentences, and the warnings. Same records, same figures."""
     cells, arrays = _read(results)
@@ -451,20 +449,18 @@ def _comparisons(arms: list[ArmFigures], sums: dict[GroupKey, compare.Resampled]
         champion = by_key.get(GroupKey(a.currency, a.segment, CHAMPION))
         if champion is None:
             continue
-        for metric in compare.METRICS:
-            out.append(compare.compare(metric, champion, a, sums[champion.key], sums[a.key]))
+        out.extend(compare.compare(m, champion, a, sums[champion.key], sums[a.key]) for m in compare.METRICS)
     return out
 
 
 def _warnings(arms: list[ArmFigures]) -> list[str]:
-    warnings: list[str] = []
     everyone = [a for a in arms if a.segment == ALL]
-    for a in everyone:
-        if a.contacts_after_refusal:
-            warnings.append(
-                f"{a.label}: {a.contacts_after_refusal} contact(s) after the borrower opted out or after "
-                "collection was stopped. This must be zero: find out why before anything else."
-            )
+    warnings = [
+        f"{a.label}: {a.contacts_after_refusal} contact(s) after the borrower opted out or after "
+        "collection was stopped. This must be zero: find out why before anything else."
+        for a in everyone
+        if a.contacts_after_refusal
+    ]
     for a in arms:
         if a.small:
             where = "" if a.segment == ALL else f" in segment {a.segment}"

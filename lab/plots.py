@@ -19,6 +19,7 @@ from lab.compare import PER
 from lab.figures import OPEN_BUCKETS, ArmFigures
 from lab.results import BUCKETS, CHANNELS
 
+
 def _png(fig: Figure) -> str:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()

@@ -62,8 +62,9 @@ def render(figures: Figures, *, title: str, context: dict[str, str]) -> str:
         loans=figures.loans,
         warnings=figures.warnings,
         headline=[c for c in figures.comparisons if c.segment == ALL],
-        sections=[_section(currency, segment, arms, figures.comparisons) for currency, segment, arms in
-                  figures.sections()],
+        sections=[
+            _section(currency, segment, arms, figures.comparisons) for currency, segment, arms in figures.sections()
+        ],
         csv_files=list(tables.ALL_TABLES),
         min_loans=MIN_LOANS,
         resamples=RESAMPLES,
@@ -74,13 +75,17 @@ def render(figures: Figures, *, title: str, context: dict[str, str]) -> str:
 # ------------------------------------------------------------------ what the template shows
 
 
+NONE = "\u2013"
+"""An en dash: the figure has no value (nothing to divide by)."""
+
+
 def money(amount: Decimal, currency: str) -> str:
     """1,234.50 CNY (rounded to the currency's minor unit)."""
     return f"{quantize(amount, currency):,} {currency}"
 
 
 def pct(share: float | None) -> str:
-    return "–" if share is None else f"{100 * share:.1f} %"
+    return NONE if share is None else f"{100 * share:.1f} %"
 
 
 def _ci_pct(ci: tuple[float, float] | None) -> str:
@@ -88,7 +93,7 @@ def _ci_pct(ci: tuple[float, float] | None) -> str:
 
 
 def _per(value: float | None, currency: str) -> str:
-    return "–" if value is None else f"{PER * value:.2f} {currency}"
+    return NONE if value is None else f"{PER * value:.2f} {currency}"
 
 
 def _ci_per(ci: tuple[float, float] | None, currency: str) -> str:
@@ -140,8 +145,10 @@ def _section(currency: str, segment: str, arms: list[ArmFigures], comparisons: S
     roll = [
         (
             a.label,
-            [[f"DPD {r}"] + [_roll_cell(a, r, b) for b in BUCKETS] + [str(sum(a.roll_counts[r].values()))]
-             for r in OPEN_BUCKETS],
+            [
+                [f"DPD {r}"] + [_roll_cell(a, r, b) for b in BUCKETS] + [str(sum(a.roll_counts[r].values()))]
+                for r in OPEN_BUCKETS
+            ],
             plots.roll_heatmap(a),
         )
         for a in arms

@@ -92,9 +92,7 @@ def summary(f: Figures) -> Table:
 
 def recovery_curve(f: Figures) -> Table:
     rows = [
-        [*_key(a), str(day), str(a.curve_loans[day]), cell(share)]
-        for a in f.arms
-        for day, share in enumerate(a.curve)
+        [*_key(a), str(day), str(a.curve_loans[day]), cell(share)] for a in f.arms for day, share in enumerate(a.curve)
     ]
     return [*_KEY, "day", "loans_observed", "recovered_share"], rows
 
@@ -173,7 +171,7 @@ def differences(f: Figures) -> Table:
     ]
 
     def row(c: Comparison) -> list[str]:
-        low, high = c.ci if c.ci else (None, None)
+        low, high = c.ci or (None, None)
         values: list[object] = [
             c.currency,
             c.segment,
