@@ -46,7 +46,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, column, or_, table
+from sqlalchemy import Engine, column, inspect, or_, table
 from sqlalchemy import select as core_select
 from sqlalchemy.sql import Select
 from sqlmodel import Session, col, select
@@ -112,6 +112,12 @@ def experiment_loans(experiment: str, start: date | None, end: date | None) -> S
     return query.order_by(LOANS.c.loan_id)
 
 
+def has_experiments(engine: Engine) -> bool:
+    """Whether the loans table has the screening's columns (migration 0006)."""
+    names = {c["name"] for c in inspect(engine).get_columns("loans")}
+    return {"segment", "experiment", "arm"} <= names
+
+
 @dataclass
 class _Rows:
     """Everything the database holds for one loan up to the period's end."""
@@ -138,7 +144,10 @@ def live_results(
     now: datetime,
 ) -> list[LoanResult]:
     """The records of the experiment's loans handed over in [start, end], each as it stood at
-    the end of the period (`period_end`). Reads only; an unknown experiment gives []."""
+    the end of the period (`period_end`). Reads only; an unknown experiment gives [], and so
+    does a database without the screening's columns yet (before migration 0006)."""
+    if not has_experiments(engine):
+        return []
     until = period_end(end, now)
     with engine.connect() as connection:
         loans = [dict(r._mapping) for r in connection.execute(experiment_loans(experiment, start, end))]
