@@ -46,6 +46,7 @@ import asyncio
 import getpass
 import json
 import sys
+import tomllib
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -234,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     _user_parsers(sub)
     _webhook_parsers(sub)
     _experiment_parsers(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -492,6 +494,57 @@ def _audit_cli(args: argparse.Namespace) -> int:
         print(f"chain broken ({len(problems)} problem(s) in {len(entries)} entries)", file=sys.stderr)
         return 3
     print(f"chain intact ({len(entries)} entries)", file=sys.stderr)
+    return 0
+
+
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="an experiment's live results: report.html and CSV files (docs/strategy.md)")
+    p.add_argument("--experiment", required=True, help="the experiment's name (the loans' experiment column)")
+    p.add_argument("--from", dest="start", type=date.fromisoformat, help="loans handed over from YYYY-MM-DD (UTC)")
+    p.add_argument("--to", dest="end", type=date.fromisoformat, help="... up to YYYY-MM-DD, and looked at as of then")
+    p.add_argument("--costs", help="a TOML file with a [costs] table (lab/costs.py; default: its prices)")
+    p.add_argument("--out", required=True, help="the folder to write report.html and the CSV files into")
+
+
+def _report_cli(args: argparse.Namespace) -> int:
+    """`report --experiment NAME`: the live figures from the database; prints the summary
+    sentences and where the report is. Exit 2 when the experiment has no loans in the period.
+    The lab is imported here: numpy and matplotlib only load for this command."""
+    from db.store import make_engine
+    from lab.costs import CostTable, parse_costs
+    from lab.figures import compute as compute_figures
+    from lab.live import live_results, period_end
+    from lab.report import write_figures
+
+    try:
+        costs = CostTable()
+        if args.costs:
+            with open(args.costs, "rb") as f:
+                costs = parse_costs(tomllib.load(f).get("costs", {}), args.costs)
+        now = datetime.now(UTC)
+        engine = make_engine(settings().database_url, pool_size=1, max_overflow=0)
+        try:
+            results = live_results(engine, args.experiment, start=args.start, end=args.end, costs=costs, now=now)
+        finally:
+            engine.dispose()
+    except (OSError, ValueError, tomllib.TOMLDecodeError, SQLAlchemyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, (OSError, SQLAlchemyError)) else 2
+    if not results:
+        print(f"error: no loans of experiment {args.experiment!r} in the period", file=sys.stderr)
+        return 2
+    figures = compute_figures(results)
+    context = {
+        "experiment": args.experiment,
+        "period": f"loans handed over {args.start or 'from the start'} to {args.end or 'today'}, "
+        f"as they stood at {period_end(args.end, now):%Y-%m-%d %H:%M} UTC",
+        "costs": args.costs or "the default price list (lab/costs.py)",
+        "source": "the production database (live loans)",
+    }
+    path = write_figures(figures, Path(args.out), title=f"Experiment {args.experiment}: live results", context=context)
+    for line in [c.sentence for c in figures.comparisons if c.segment == "all"] + figures.warnings:
+        print(line)
+    print(f"report: {path}")
     return 0
 
 
@@ -866,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         return _experiment_cli(args)  # the database only too
     if args.command == "webhook":
         return _webhook_cli(args)  # the database only too
+    if args.command == "report":
+        return _report_cli(args)  # the database only too
     try:
         result = asyncio.run(_run_cli(args))
         _print(result, args.json)

@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from api import problems
-from api.routes import experiments, health, loans, negotiation, partners, payments, tasks, webhooks
+from api.routes import experiment_reports, experiments, health, loans, negotiation, partners, payments, tasks, webhooks
 from api.state import ApiState
 from api.webhooks import run_dispatcher
 from db import migrate
@@ -75,7 +75,7 @@ def create_app(
     )
     app.state.api = state
     problems.install(app)
-    for module in (health, loans, payments, negotiation, tasks, partners, webhooks, experiments):
+    for module in (health, loans, payments, negotiation, tasks, partners, webhooks, experiments, experiment_reports):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     if serve_desk:
