@@ -13,7 +13,7 @@ import pytest
 from lab import engine
 from lab.portfolio import SimLoan, build_portfolio
 from lab.results import LoanResult
-from lab.scenario import Behaviour, Profile, Scenario, load_scenario, parse_scenario
+from lab.scenario import Behaviour, Portfolio, Profile, Scenario, load_scenario, parse_scenario
 from lab.simulate import ROOT, simulate
 from models import lifecycle
 
@@ -32,7 +32,7 @@ def test_same_seed_same_results_to_the_cent_in_one_or_two_processes() -> None:
     assert _figures(one) == _figures(again) == _figures(two)
     other = simulate(scenario, loans=400, days=180, seed=6).results
     assert _figures(other) != _figures(one)
-    recovered = sum(r.recovered for r in one)
+    recovered = sum((r.recovered for r in one), Decimal(0))
     assert recovered > 0 and recovered == recovered.quantize(Decimal("0.01"))
     outcomes = {r.outcome for r in one}
     assert {"paid", "written_off"} <= outcomes
@@ -59,7 +59,7 @@ def test_the_guard_counts_a_persons_contacts_across_their_loans() -> None:
     scenario = Scenario(
         name="t",
         profiles=[Profile(name="quiet", share=Decimal(1), behaviour=_quiet_borrower())],
-        portfolio={"second_loan": "1"},  # type: ignore[arg-type]  # validated by pydantic
+        portfolio=Portfolio(second_loan=Decimal(1)),
     )
     first, second = build_portfolio(scenario, 2, seed=1)
     assert first.loan.borrower.borrower_id == second.loan.borrower.borrower_id

@@ -90,9 +90,9 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
 
     experiments.start(harness.engine, EXPERIMENT.read_text(encoding="utf-8"), str(EXPERIMENT))
     for nth in (0, 1):  # a second loan is screened knowing the first is in collection
-        batch = [sim for sim in sims if sim.other_loans_in_collection == nth]
-        await asyncio.gather(*(start(sim) for sim in batch))
-        for sim in batch:
+        handed = [sim for sim in sims if sim.other_loans_in_collection == nth]
+        await asyncio.gather(*(start(sim) for sim in handed))
+        for sim in handed:
             await harness.quiet(sim.loan)
     started = {}
     for sim in sims:
