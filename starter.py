@@ -236,6 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     _webhook_parsers(sub)
     _experiment_parsers(sub)
     _report_parser(sub)
+    _simulate_parser(sub)
     return parser
 
 
@@ -494,6 +495,45 @@ def _audit_cli(args: argparse.Namespace) -> int:
         print(f"chain broken ({len(problems)} problem(s) in {len(entries)} entries)", file=sys.stderr)
         return 3
     print(f"chain intact ({len(entries)} entries)", file=sys.stderr)
+    return 0
+
+
+def _simulate_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a portfolio through an experiment's strategies: report.html + CSV (docs/simulation.md)",
+    )
+    p.add_argument("--loans", type=_positive_int, default=10_000, help="how many synthetic loans (default 10,000)")
+    p.add_argument("--days", type=_positive_int, default=180, help="days after each hand-over (default 180)")
+    p.add_argument("--experiment", help="an experiment file (strategies/experiments/...); default: the strategy map")
+    p.add_argument("--scenario", help="a scenario file (default strategies/scenarios/sample.toml)")
+    p.add_argument("--seed", type=int, default=1, help="same seed, same figures (default 1)")
+    p.add_argument("--processes", type=_positive_int, help="worker processes (default: one per core)")
+    p.add_argument("--out", required=True, help="the folder to write report.html and the CSV files into")
+
+
+def _simulate_cli(args: argparse.Namespace) -> int:
+    """`simulate`: no Temporal, no database; prints the summary sentences and where the report is."""
+    from lab.run import SCENARIO, run_simulation
+    from lab.simulate import default_processes
+
+    try:
+        done = run_simulation(
+            loans=args.loans,
+            days=args.days,
+            seed=args.seed,
+            out=Path(args.out),
+            experiment=Path(args.experiment) if args.experiment else None,
+            scenario=Path(args.scenario) if args.scenario else SCENARIO,
+            processes=args.processes or default_processes(),
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"simulated {done.loans:,} loans for {args.days} days in {done.seconds:.1f} s")
+    for line in done.sentences:
+        print(line)
+    print(f"report: {done.report}")
     return 0
 
 
@@ -921,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
         return _webhook_cli(args)  # the database only too
     if args.command == "report":
         return _report_cli(args)  # the database only too
+    if args.command == "simulate":
+        return _simulate_cli(args)  # neither Temporal nor the database
     try:
         result = asyncio.run(_run_cli(args))
         _print(result, args.json)

@@ -437,10 +437,37 @@ def compute(results: Sequence[LoanResult], *, resamples: int = compare.RESAMPLES
         figures = _figures(key, _merge([cells[p] for p in parts]), arrays)
         ci = {metric: compare.interval(compare.statistic(sums[key], metric)) for metric in compare.METRICS}
         arms.append(replace(figures, ci=ci))
-    return Figures(arms=arms, comparisons=_comparisons(arms, sums), warnings=_warnings(arms))
+    matched = _matched_champions(arms, cells, draws, arrays)
+    return Figures(arms=arms, comparisons=_comparisons(arms, sums, matched), warnings=_warnings(arms))
 
 
-def _comparisons(arms: list[ArmFigures], sums: dict[GroupKey, compare.Resampled]) -> list[compare.Comparison]:
+def _matched_champions(
+    arms: list[ArmFigures], cells: dict[GroupKey, _Acc], draws: dict[GroupKey, compare.Resampled], arrays: _Arrays
+) -> dict[GroupKey, tuple[ArmFigures, compare.Resampled, list[str]]]:
+    """For each challenger across all segments: the champion's loans in the segments where the
+    challenger was offered, and those segments. A challenger that runs in some segments only
+    is compared with the champion there, not with every champion loan (low-risk loans the
+    challenger never met would flatter or sink the champion)."""
+    out: dict[GroupKey, tuple[ArmFigures, compare.Resampled, list[str]]] = {}
+    for a in arms:
+        if a.segment != ALL or a.arm == CHAMPION or not a.in_test:
+            continue
+        segments = sorted({k.segment for k in cells if k.currency == a.currency and k.arm == a.arm})
+        parts = [GroupKey(a.currency, s, CHAMPION) for s in segments if GroupKey(a.currency, s, CHAMPION) in cells]
+        if not parts:
+            continue
+        key = GroupKey(a.currency, ALL, CHAMPION)
+        figures = _figures(key, _merge([cells[p] for p in parts]), arrays)
+        resampled = sum((draws[p] for p in parts[1:]), draws[parts[0]])
+        out[a.key] = (figures, resampled, segments)
+    return out
+
+
+def _comparisons(
+    arms: list[ArmFigures],
+    sums: dict[GroupKey, compare.Resampled],
+    matched: dict[GroupKey, tuple[ArmFigures, compare.Resampled, list[str]]],
+) -> list[compare.Comparison]:
     out: list[compare.Comparison] = []
     by_key = {a.key: a for a in arms}
     for a in arms:
@@ -448,6 +475,15 @@ def _comparisons(arms: list[ArmFigures], sums: dict[GroupKey, compare.Resampled]
             continue
         champion = by_key.get(GroupKey(a.currency, a.segment, CHAMPION))
         if champion is None:
+            continue
+        if a.key in matched:
+            same, resampled, segments = matched[a.key]
+            for m in compare.METRICS:
+                c = compare.compare(m, same, a, resampled, sums[a.key])
+                if same.loans != champion.loans:
+                    where = f"than the champion in the same segments ({', '.join(segments)})"
+                    c = replace(c, sentence=c.sentence.replace("than the champion", where, 1))
+                out.append(c)
             continue
         out.extend(compare.compare(m, champion, a, sums[champion.key], sums[a.key]) for m in compare.METRICS)
     return out

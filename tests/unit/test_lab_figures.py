@@ -183,3 +183,29 @@ def test_arms_outside_the_test_are_shown_but_not_compared() -> None:
     f = compute([loan(i, "champion") for i in range(40)] + [loan(100 + i, "explicit") for i in range(40)])
     assert [a.arm for a in f.arms] == ["champion", "explicit"]
     assert f.comparisons == []
+
+
+def test_a_challenger_in_some_segments_is_compared_with_the_champion_there_only() -> None:
+    """The challenger ran only in `standard` (half cured, like the champion there); the champion
+    also has 200 `low-risk` loans that all cured. Against every champion loan the challenger
+    would look far worse; against the champion's `standard` loans it is level."""
+    results = [loan(i, segment="low-risk", outcome="paid", payments=[(3, "100")]) for i in range(200)]
+    results += [
+        loan(1000 + i, segment="standard", outcome="paid" if i % 2 else "open", payments=[(9, "100")] if i % 2 else [])
+        for i in range(200)
+    ]
+    results += [
+        loan(
+            2000 + i,
+            "early-call",
+            segment="standard",
+            outcome="paid" if i % 2 else "open",
+            payments=[(9, "100")] if i % 2 else [],
+        )
+        for i in range(200)
+    ]
+    f = compute(results, resamples=300)
+    overall = next(c for c in f.comparisons if c.segment == ALL and c.metric == "cure_rate")
+    assert overall.champion_loans == 200 and overall.difference == pytest.approx(0.0)
+    assert not overall.significant
+    assert "than the champion in the same segments (standard)" in overall.sentence
