@@ -133,6 +133,9 @@ class Figures:
     arms: list[ArmFigures]
     comparisons: list[compare.Comparison]
     warnings: list[str]
+    matched: list[tuple[ArmFigures, str]] = field(default_factory=list)
+    """The champion's loans in the segments where a challenger ran, with those segments named:
+    what the overall comparison and the overall recovery curve set the challenger against."""
     """What a manager must not miss: contacts after a refusal or opt-out (must be zero),
     arms too small to say anything, several currencies."""
 
@@ -438,7 +441,13 @@ def compute(results: Sequence[LoanResult], *, resamples: int = compare.RESAMPLES
         ci = {metric: compare.interval(compare.statistic(sums[key], metric)) for metric in compare.METRICS}
         arms.append(replace(figures, ci=ci))
     matched = _matched_champions(arms, cells, draws, arrays)
-    return Figures(arms=arms, comparisons=_comparisons(arms, sums, matched), warnings=_warnings(arms))
+    shown = {", ".join(segments): same for same, _, segments in matched.values()}
+    return Figures(
+        arms=arms,
+        comparisons=_comparisons(arms, sums, matched),
+        warnings=_warnings(arms),
+        matched=[(same, where) for where, same in shown.items()],
+    )
 
 
 def _matched_champions(

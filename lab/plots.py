@@ -31,13 +31,18 @@ def _figure(width: float = 7.0, height: float = 3.6) -> Figure:
     return Figure(figsize=(width, height))
 
 
-def recovery_curves(arms: Sequence[ArmFigures]) -> str:
-    """Cumulative share of the hand-over balance recovered, by day after hand-over, per arm."""
+def recovery_curves(arms: Sequence[ArmFigures], matched: Sequence[tuple[ArmFigures, str]] = ()) -> str:
+    """Cumulative share of the hand-over balance recovered, by day after hand-over, per arm;
+    `matched`: the champion in a challenger's segments only (dashed), its like-for-like line."""
     fig = _figure()
     ax = fig.subplots()
     for a in arms:
         days = [d for d, v in enumerate(a.curve) if v is not None]
         ax.plot(days, [100 * (a.curve[d] or 0.0) for d in days], label=f"{a.label} ({a.loans} loans)")
+    for a, where in matched:
+        days = [d for d, v in enumerate(a.curve) if v is not None]
+        label = f"champion in {where} only ({a.loans} loans)"
+        ax.plot(days, [100 * (a.curve[d] or 0.0) for d in days], linestyle="--", color="tab:blue", label=label)
     ax.set_xlabel("days after hand-over")
     ax.set_ylabel("% of hand-over balance recovered")
     ax.set_ylim(bottom=0)

@@ -63,7 +63,8 @@ def render(figures: Figures, *, title: str, context: dict[str, str]) -> str:
         warnings=figures.warnings,
         headline=[c for c in figures.comparisons if c.segment == ALL],
         sections=[
-            _section(currency, segment, arms, figures.comparisons) for currency, segment, arms in figures.sections()
+            _section(currency, segment, arms, figures.comparisons, figures.matched)
+            for currency, segment, arms in figures.sections()
         ],
         csv_files=list(tables.ALL_TABLES),
         min_loans=MIN_LOANS,
@@ -122,7 +123,13 @@ class Section:
     outcomes: list[list[str]]
 
 
-def _section(currency: str, segment: str, arms: list[ArmFigures], comparisons: Sequence[Comparison]) -> Section:
+def _section(
+    currency: str,
+    segment: str,
+    arms: list[ArmFigures],
+    comparisons: Sequence[Comparison],
+    matched: Sequence[tuple[ArmFigures, str]] = (),
+) -> Section:
     c = currency
     title = f"All loans in {c}" if segment == ALL else f"Segment {segment} ({c})"
     labels = [a.label for a in arms]
@@ -162,7 +169,9 @@ def _section(currency: str, segment: str, arms: list[ArmFigures], comparisons: S
         labels=labels,
         headline=headline,
         comparisons=[x for x in comparisons if x.currency == c and x.segment == segment != ALL],  # all: the summary
-        curve_png=plots.recovery_curves(arms),
+        curve_png=plots.recovery_curves(
+            arms, [(m, where) for m, where in matched if m.currency == c] if segment == ALL else ()
+        ),
         cost_png=plots.cost_per_unit(arms),
         contacts_png=plots.contacts(arms),
         roll=roll,
