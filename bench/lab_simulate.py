@@ -19,7 +19,6 @@ import pstats
 import resource
 import time
 from collections import Counter
-from pathlib import Path
 
 import _common
 
@@ -29,8 +28,8 @@ ISSUE_LOANS = 100_000
 def _families(stats: pstats.Stats) -> list[tuple[str, float]]:
     """Own time (tottime) by part of the code, largest first."""
     parts: Counter[str] = Counter()
-    for (path, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]  # pstats' table
-        parts[_family(path)] += tottime
+    for (path, _, name), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]  # pstats' table
+        parts[_family(path if path != "~" else name)] += tottime  # "~": a built-in, named after its type
     total = sum(parts.values()) or 1.0
     return [(name, seconds / total) for name, seconds in parts.most_common()]
 
@@ -40,7 +39,7 @@ def _family(path: str) -> str:
         ("/models/lifecycle/", "decider (models/lifecycle)"),
         ("/models/conduct", "guard rules (models/conduct.py)"),
         ("/models/", "other pure rules (models/: schedule, money, arrangements, context)"),
-        ("pydantic", "pydantic (building and copying the models)"),
+        ("pydantic", "pydantic (validating, building and copying the models)"),
         ("/lab/engine", "simulator shell (lab/engine.py)"),
         ("/lab/behaviour", "borrower model (lab/behaviour.py)"),
         ("/lab/", "portfolio, assignment, results (lab/)"),
@@ -59,37 +58,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--processes", type=int, default=None, help="default: one per core")
     parser.add_argument("--scenario", default="strategies/scenarios/sample.toml")
-    parser.add_argument("--experiment", default=None, help="an experiment file (default: the sample experiment)")
+    parser.add_argument("--experiment", default="strategies/experiments/sample.toml", help="an experiment file")
     parser.add_argument("--profile-loans", type=int, default=2000)
     args = parser.parse_args()
 
     from lab.assign import assigner_for
-
-    from lab.portfolio import build_portfolio
+    from lab.portfolio import plan_portfolio
     from lab.scenario import load_scenario
     from lab.simulate import default_processes, simulate
 
     processes = args.processes or default_processes()
     scenario = load_scenario(_common.ROOT / args.scenario)
-    experiment = Path(args.experiment) if args.experiment else None
+    experiment = _common.ROOT / args.experiment
     t0 = time.perf_counter()
-    portfolio = build_portfolio(scenario, args.loans, args.seed)
+    plan = plan_portfolio(scenario, args.loans, args.seed)
     t1 = time.perf_counter()
     assign = assigner_for(experiment)
     t2 = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    _common.progress(
-        f"portfolio of {len(portfolio):,} loans drawn; simulating {args.days} days in {processes} processes"
-    )
-    run = simulate(
-        scenario,
-        loans=args.loans,
-        days=args.days,
-        seed=args.seed,
-        assign=assign,
-        processes=processes,
-        portfolio=portfolio,
-    )
+    _common.progress(f"{len(plan):,} borrowers planned; simulating {args.days} days in {processes} processes")
+    run = simulate(scenario, loans=args.loans, days=args.days, seed=args.seed, assign=assign, processes=processes)
     t3 = time.perf_counter()
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (me.ru_utime + me.ru_stime - cpu0[0].ru_utime - cpu0[0].ru_stime) + (
@@ -113,8 +101,8 @@ def main() -> None:
         ("loans", f"{len(results):,} ({', '.join(f'{k} {v:,}' for k, v in sorted(arms.items()))})"),
         ("days", str(args.days)),
         ("wall time, all phases", f"{total:.1f} s (target < 60 s)"),
-        ("  drawing the portfolio", f"{t1 - t0:.1f} s"),
-        ("  screening and assigning", f"{t2 - t1:.1f} s"),
+        ("  planning the portfolio (who has two loans)", f"{t1 - t0:.1f} s"),
+        ("  reading the experiment", f"{t2 - t1:.1f} s"),
         (
             "  simulating",
             f"{t3 - t2:.1f} s in {processes} processes ({cpu:.1f} s of CPU, {cpu / len(results) * 1000:.2f} ms/loan)",

@@ -174,9 +174,8 @@ def catch_up_at(
     write-off. (`catch_up` is the first workflow version's rule, by DPD alone.)
 
     Returns the index of the first action still ahead and the latest ladder step behind it."""
-    due = [action_time(a, loan, policy, 0) <= at for a in plan]
-    if plan[-1].kind == ActionKind.write_off and due[-1]:
+    if plan[-1].kind == ActionKind.write_off and action_time(plan[-1], loan, policy, 0) <= at:
         return len(plan) - 1, None
-    cursor = next((i for i, behind in enumerate(due) if not behind), len(plan))
+    cursor = next((i for i, a in enumerate(plan) if action_time(a, loan, policy, 0) > at), len(plan))
     behind = [a for a in plan[:cursor] if a.kind == ActionKind.step]
     return cursor, (behind[-1] if behind else None)

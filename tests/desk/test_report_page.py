@@ -15,7 +15,8 @@ EXPERIMENT = ROOT / "strategies" / "experiments" / "sample.toml"
 
 async def test_the_simulated_report_opens_offline_with_its_plots(new_page: Any, tmp_path: Path) -> None:
     done = run_simulation(loans=4000, days=180, seed=7, out=tmp_path, experiment=EXPERIMENT, processes=1)
-    assert {p.name for p in tmp_path.iterdir()} >= {"report.html", "summary.csv", "recovery_curve.csv", "roll_rates.csv"}
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written >= {"report.html", "summary.csv", "recovery_curve.csv", "roll_rates.csv"}
     page = await new_page(1280, 900)
     await page.context.set_offline(True)
     requests: list[str] = []
