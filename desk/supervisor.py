@@ -2,11 +2,13 @@
 oldest open task; each collector's outcomes and promises today (the business day of
 SCAN_TIMEZONE); promises kept and broken over the last 30 days, by who took them; and the open
 tasks in queue order with a way to give each to a collector (the API's claim with an assignee,
-`api.work.claim`). All read from the database: tasks and the audit record."""
+`api.work.claim`); the running experiment's arms as they stand. All read from the database:
+tasks, the audit record, and the experiment's loans (`lab.live`)."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,10 +22,14 @@ from sqlmodel import Session, col, func, select
 from api import work
 from api.problems import ApiError
 from api.state import in_thread
+from db import experiments
 from db.desk_users import DeskUser
 from db.tables import AuditRow, TaskRow
 from desk.queue import page_context
 from desk.state import PREFIX, Desk, DeskDep, DeskRoute, Me, Visitor, render
+from lab.costs import CostTable
+from lab.figures import ALL, compute
+from lab.live import live_results
 
 router = APIRouter(prefix=PREFIX, route_class=DeskRoute, include_in_schema=False)
 
@@ -121,6 +127,64 @@ def figures(desk: Desk, now: datetime) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ArmLine:
+    label: str
+    loans: int
+    recovery_rate: str
+    cure_rate: str
+    cost_per_100: str
+
+
+@dataclass(frozen=True)
+class ExperimentPanel:
+    """The experiment new loans meet (or the one that ended last): its arms' headline figures
+    from the real loans and the report's sentences (the same figures as
+    `GET /v1/experiments/{name}/report`; the whole report: `starter.py report`)."""
+
+    name: str
+    status: str
+    arms: list[ArmLine]
+    sentences: list[str]
+
+
+_PANELS: dict[str, tuple[float, ExperimentPanel]] = {}
+PANEL_SECONDS = 60.0
+"""How long the panel's figures are kept: they read every loan of the experiment, and a
+supervisor's page is reloaded after each reassignment."""
+
+
+def experiment_panel(desk: Desk, now: datetime) -> ExperimentPanel | None:
+    found = experiments.current(desk.api.engine)
+    if found is None:
+        return None
+    experiment, status, _ = found
+    kept = _PANELS.get(experiment.name)
+    if kept is not None and time.monotonic() - kept[0] < PANEL_SECONDS and kept[1].status == status:
+        return kept[1]
+    results = live_results(desk.api.engine, experiment.name, start=None, end=None, costs=CostTable(), now=now)
+    f = compute(results, resamples=500)
+    arms = [
+        ArmLine(
+            label=a.label,
+            loans=a.loans,
+            recovery_rate=_pct(a.recovery_rate),
+            cure_rate=_pct(a.cure_rate),
+            cost_per_100="" if a.cost_per_unit is None else f"{100 * a.cost_per_unit:.2f} {a.currency}",
+        )
+        for a in f.arms
+        if a.segment == ALL
+    ]
+    sentences = [c.sentence for c in f.comparisons if c.segment == ALL] + f.warnings
+    panel = ExperimentPanel(name=experiment.name, status=status, arms=arms, sentences=sentences)
+    _PANELS[experiment.name] = (time.monotonic(), panel)
+    return panel
+
+
+def _pct(share: float | None) -> str:
+    return "" if share is None else f"{100 * share:.1f} %"
+
+
 def age(since: datetime | None, now: datetime) -> str:
     """How long a task has waited: hours under two days, else days."""
     if since is None:
@@ -136,7 +200,11 @@ def _supervisor(me: Visitor) -> None:
 
 def _context(desk: Desk, me: Visitor, page: int) -> dict[str, Any]:
     now = datetime.now(UTC)
-    return figures(desk, now) | {"work": page_context(desk, me.principal, page, None), "age": age}
+    return figures(desk, now) | {
+        "work": page_context(desk, me.principal, page, None),
+        "age": age,
+        "experiment": experiment_panel(desk, now),
+    }
 
 
 @router.get("/supervisor", response_class=HTMLResponse)

@@ -496,9 +496,10 @@ to queue `collectors`, its field visits to `field-agents`."""
 
 def loan_json(loan_id: str, dpd: int = 3, **kw: Any) -> dict[str, Any]:
     """A hand-over body for `POST /v1/loans`: a loan `dpd` days past due in a zone where it is
-    daytime now (catch-up contacts happen at once), under the default policy."""
+    daytime now (catch-up contacts happen at once), under the default policy (or `policy`)."""
+    policy = kw.pop("policy", "default")
     loan = make_loan(loan_id, dpd=dpd, tz=kw.pop("tz", daytime_zone()), **kw)
-    return loan.model_dump(mode="json") | {"policy": "default"}
+    return loan.model_dump(mode="json") | {"policy": policy}
 
 
 def template_context(loan_id: str, borrower_name: str = "李明", **extra: str) -> dict[str, str]:

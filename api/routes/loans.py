@@ -19,15 +19,17 @@ from api.schemas import HandOver, HandOverResult, LoanPage, LoanRow, PortfolioSt
 from api.state import ApiState, State, in_thread
 from client import get_status, hand_over, portfolio_stats
 from client.portfolio import list_loans_page
+from db import experiments
 from db.tables import BorrowerRow
 from db.tables import LoanRow as LoanTable
-from infra.loaders import load_policy
+from infra.loaders import load_policy, load_segmentation, load_strategy_map
 from infra.search_attributes import DPD_BANDS
 from infra.temporal import workflow_id
 from models import CollectionStatus, OverdueLoan
-from models.experiment import AUTO
+from models.experiment import AUTO, ExperimentError
 from models.policy import PolicyError
 from models.schedule import days_past_due, local_date
+from models.segmentation import ScreeningError, SegmentationError, handover_facts, screen
 
 router = APIRouter(prefix="/v1", tags=["loans"])
 
@@ -55,10 +57,32 @@ async def hand_over_loan(body: HandOver, state: State, principal: Platform, resp
             field="body.due_date",
         )
     loan = OverdueLoan.model_validate(body.model_dump(exclude={"policy"}))
+    if body.policy == AUTO:
+        await in_thread(_check_screenable, state, loan)
     outcome = await hand_over(state.temporal, loan, body.policy, task_queue=state.task_queue)
     if outcome != "started":
         response.status_code = 200
     return HandOverResult(loan_id=loan.loan_id, workflow_id=workflow_id(loan.loan_id), outcome=outcome.value)
+
+
+STRATEGY_FILE_ERRORS = (SegmentationError, ExperimentError, PolicyError, OSError)
+
+
+def _check_screenable(state: ApiState, loan: OverdueLoan) -> None:
+    """Policy `auto`: the loan must be one the scorecard can screen (its currency has bands),
+    else the start activity would fail for good after a 201; answered here with a 422 instead.
+    The other facts (the borrower's other loans) never stop a screening."""
+    try:
+        found = experiments.current(state.engine)
+        if found is None:
+            _, card = load_strategy_map(state.settings.strategies_dir)
+        else:
+            card = load_segmentation(found[0].segmentation, state.settings.strategies_dir)
+        screen(card, handover_facts(loan, datetime.now(UTC)))
+    except ScreeningError as exc:
+        raise ApiError(422, f"policy auto: {exc}", field="body.currency") from exc
+    except STRATEGY_FILE_ERRORS as exc:
+        raise ApiError(422, f"policy auto: the strategies files cannot be used: {exc}", field="body.policy") from exc
 
 
 def _check_policy(folder: Path, name: str) -> None:

@@ -37,6 +37,7 @@ async def _not_started(api: Api, loan_id: str) -> None:
         ({"policy": "no-such-policy"}, "body.policy"),
         ({"currency": "XYZ"}, "body.currency"),
         ({"currency": "XAU"}, "body.currency"),
+        ({"currency": "EUR", "policy": "auto"}, "body.currency"),  # a currency the scorecard has no bands for
         ({"due_date": "2999-01-01"}, "body.due_date"),
         ({"principal": 100.5}, "body.principal"),
         ({"principal": "100.555"}, "body"),

@@ -21,7 +21,8 @@ from client import get_status
 from db.tables import TaskRow
 from desk.sessions import SESSION_COOKIE, CookieCodec, DeskSession
 from desk.users import create_user
-from tests.helpers import DESK_PASSWORD, DESK_PEOPLE, SCREENSHOTS, DeskSite, daytime_zone, desk_sign_in
+from ops import experiments
+from tests.helpers import DESK_PASSWORD, DESK_PEOPLE, ROOT, SCREENSHOTS, DeskSite, daytime_zone, desk_sign_in
 
 DESK_SECRET = "desk-tests-secret-key-0123456789abcdef"  # tests/desk/conftest.py signs with it
 
@@ -29,6 +30,9 @@ DESK_SECRET = "desk-tests-secret-key-0123456789abcdef"  # tests/desk/conftest.py
 def task_row(site: DeskSite, task_id: str) -> TaskRow:
     with Session(site.engine) as session:
         return session.exec(select(TaskRow).where(TaskRow.task_id == task_id)).one()
+
+
+SAMPLE_EXPERIMENT = ROOT / "strategies" / "experiments" / "sample.toml"
 
 
 async def test_sign_in_wrong_password_and_lock_out(site: DeskSite, new_page: Any) -> None:
@@ -221,7 +225,8 @@ async def test_a_post_without_the_csrf_token_and_an_idle_session_are_refused(sit
 
 
 async def test_the_supervisor_sees_every_queue_and_reassigns(site: DeskSite, new_page: Any) -> None:
-    await site.hand_over("DESK-8", dpd=6)
+    experiments.start(site.engine, SAMPLE_EXPERIMENT.read_text(encoding="utf-8"), str(SAMPLE_EXPERIMENT))
+    await site.hand_over("DESK-8", dpd=6, policy="auto")  # policy auto: screened, and the experiment gives it an arm
     task_id = await site.open_task("DESK-8")
     page = await new_page()
     await desk_sign_in(page, site, "supervisor")
@@ -233,6 +238,9 @@ async def test_the_supervisor_sees_every_queue_and_reassigns(site: DeskSite, new
     await expect(page.locator("#notice")).to_contain_text(f"{task_id} → wang.fang")
     assert task_row(site, task_id).assignee == "wang.fang"
     await expect(page.locator('#day tr[data-collector="li.wei"]')).to_be_visible()
+    panel = page.locator("#h-experiment")
+    await expect(panel).to_contain_text("Experiment: early-call-2026-12")
+    await expect(page.locator("#experiment tbody tr").first).to_contain_text(re.compile("champion|challenger"))
     await page.screenshot(path=str(SCREENSHOTS / "supervisor.png"), full_page=True)
     # a collector may not see this page
     other = await new_page()

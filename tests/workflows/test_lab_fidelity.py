@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from itertools import groupby
 
 import pytest
+from temporalio.service import RPCError
 
 import starter
-from client.protocol import loan_handle
+from client.protocol import QUERY_TIMEOUTS, loan_handle
 from lab.assign import assigner_for
 from lab.portfolio import SimLoan, build_portfolio
 from lab.scenario import load_scenario
@@ -56,6 +57,21 @@ def _window(at: datetime, first: datetime) -> int:
     within a second of a request (requests fall on odd minutes, timers on the ladder's hours and
     their own delays), so sending a request a moment after its instant changes nothing."""
     return int((at - first).total_seconds())
+
+
+async def _state(harness: Harness, loan_id: str) -> CollectionState:
+    """The workflow's state by query, asked again when the query times out on a busy machine
+    (a closed loan's workflow is replayed to answer it)."""
+    for attempt in range(5):
+        try:
+            state: CollectionState = await loan_handle(harness.client, loan_id).query(
+                CollectionWorkflow.state, rpc_timeout=timedelta(seconds=30)
+            )
+            return state
+        except RPCError as exc:
+            if exc.status not in QUERY_TIMEOUTS or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _timeline(s: CollectionState) -> list[tuple[str, ...]]:
@@ -96,7 +112,7 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
             await harness.quiet(sim.loan)
     started = {}
     for sim in sims:
-        state = await loan_handle(harness.client, sim.loan.loan_id).query(CollectionWorkflow.state)
+        state = await _state(harness, sim.loan.loan_id)
         started[sim.loan.loan_id] = state.started_at
     sims = [dataclasses.replace(sim, handover_at=started[sim.loan.loan_id]) for sim in sims]
     end = min(started.values()) + timedelta(days=DAYS, minutes=17)
@@ -108,6 +124,7 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
     requests = sorted(
         (at, loan_id, n, req) for loan_id, reqs in run.requests.items() for n, (at, req) in enumerate(reqs)
     )
+    unsent: list[str] = []
     for _, group in groupby(requests, key=lambda r: _window(r[0], requests[0][0])):
         batch = list(group)
         wait = batch[0][0] - await harness.now()
@@ -115,10 +132,14 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
             await harness.env.sleep(wait)
         for at, loan_id, n, req in batch:  # stamped with its own instant, which the clock has just passed
             env = Envelope(request_id=f"sim/{loan_id}/{n}", request=req.event, sent_at=at)
-            await loan_handle(harness.client, loan_id).signal(CollectionWorkflow.request, env)
+            try:
+                await loan_handle(harness.client, loan_id).signal(CollectionWorkflow.request, env)
+            except RPCError as exc:  # e.g. the workflow had closed: the sim and the workflow disagree
+                unsent.append(f"{loan_id} {req.kind} at {at.isoformat()}: {exc}")
         for loan_id in {b[1] for b in batch}:
             await starter.wait_quiet(harness.client, loan_id, 60)
     await harness.env.sleep(end - await harness.now())
+    assert unsent == [], f"{len(unsent)} requests could not be sent, first {unsent[:3]}"
 
     arms = {(s.strategy.segment, s.strategy.arm) for s in run.states.values() if s.strategy is not None}
     assert {("standard", "early-call"), ("standard", "champion"), ("gentle", "champion")} <= arms, arms
@@ -128,7 +149,7 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
     for sim in sims:
         loan_id = sim.loan.loan_id
         await starter.wait_quiet(harness.client, loan_id, 60)
-        real = await loan_handle(harness.client, loan_id).query(CollectionWorkflow.state)
+        real = await _state(harness, loan_id)
         simulated = run.states[loan_id]
         if _timeline(real) != _timeline(simulated) or _money(real) != _money(simulated):
             differ.append(loan_id)
