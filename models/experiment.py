@@ -31,7 +31,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.segmentation import Scorecard, Screening, describe
+from models.policy import describe
+from models.segmentation import Scorecard, Screening
 
 BUCKETS = 10_000
 """A share is counted in ten-thousandths (0.2 = 2,000 buckets), so shares have at most 4 decimals."""

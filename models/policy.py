@@ -296,10 +296,12 @@ def parse_policy(text: str, source: str) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_describe(source, exc)) from exc
+        raise PolicyError(describe(source, exc)) from exc
 
 
-def _describe(source: str, exc: ValidationError) -> str:
+def describe(source: str, exc: ValidationError) -> str:
+    """A validation error as lines `<file>: field '<a.b>': <message>` (policies, scorecards and
+    experiments name the file and field alike)."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(part) for part in err["loc"]) or "(top level)"

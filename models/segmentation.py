@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from models.loan import OverdueLoan
 from models.money import Amount, Currency
+from models.policy import describe
 from models.schedule import days_past_due, local_date
 
 NUMERIC_ATTRIBUTES = (
@@ -424,12 +425,3 @@ def parse_segmentation(text: str, source: str) -> Scorecard:
         return Scorecard.model_validate(data)
     except ValidationError as exc:
         raise SegmentationError(describe(source, exc)) from exc
-
-
-def describe(source: str, exc: ValidationError) -> str:
-    """A validation error as lines `<file>: field '<a.b>': <message>`."""
-    lines = []
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{source}: field '{field}': {err['msg']}")
-    return "\n".join(lines)
