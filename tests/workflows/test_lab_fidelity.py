@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from itertools import groupby
 
 import pytest
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 import starter
 from client.protocol import QUERY_TIMEOUTS, loan_handle
@@ -33,20 +33,29 @@ from ops import experiments
 from tests.helpers import Harness
 from workflows.collection import CollectionWorkflow
 
-LOANS = 200
+LOANS = 100
+"""Per part: two parts of 100 loans, each on a server of its own (200 workflows with 180 days of
+history on one time-skipping server broke its connection twice in about ten runs here, "h2
+protocol error", as 1,000 did in `bench/simulate.py`)."""
 DAYS = 180
-SEED = 11
+SEEDS = (11, 12)
 EXPERIMENT = ROOT / "strategies" / "experiments" / "sample.toml"
 
 
 def _rebased(sims: list[SimLoan], at: datetime) -> list[SimLoan]:
-    """The scenario's loans handed over at `at`, each as overdue as the scenario drew it (a
-    second loan of a person falls due 2 days after the first, so the person's two ladders
-    share days without asking for the same slot at the same instant)."""
+    """The scenario's loans handed over at `at`, each as overdue as the scenario drew it; a
+    second loan of a person falls due a day after the first (and is handed over an hour later).
+
+    Why: when two loans of one person ask the guard for the last slot of a cap at the very same
+    instant, which one gets it is a race in production (the first activity to lock the person
+    wins; the simulator gives it to the lower loan id). A day apart, the shipped ladders never
+    message on the same day for both loans (message days 1, 3 and 7: no two consecutive), and an
+    hour apart their hand-over catch-ups are not simultaneous either, so the person's budget is
+    shared and counted across both loans but never raced for."""
     out = []
     for sim in sims:
         today = local_date(at, sim.loan.borrower.timezone)
-        due = today - timedelta(days=sim.handover_dpd) + timedelta(days=2 * sim.other_loans_in_collection)
+        due = today - timedelta(days=sim.handover_dpd) + timedelta(days=sim.other_loans_in_collection)
         out.append(dataclasses.replace(sim, loan=sim.loan.model_copy(update={"due_date": due}), handover_at=at))
     return out
 
@@ -57,6 +66,26 @@ def _window(at: datetime, first: datetime) -> int:
     within a second of a request (requests fall on odd minutes, timers on the ladder's hours and
     their own delays), so sending a request a moment after its instant changes nothing."""
     return int((at - first).total_seconds())
+
+
+async def _sleep_until(harness: Harness, target: datetime) -> None:
+    """Move the server's clock to `target`, at most `STEP` at a time. A sleep is one RPC that lasts
+    as long as the server takes to run every timer on the way; a long one under this test's load
+    ran out of time ("Timeout expired") or lost its connection ("h2 protocol error") here. Short
+    steps keep each call short; a step that fails anyway has moved the clock part of the way
+    (never past `target`), and the rest is asked again."""
+    failures = 0
+    while (wait := target - await harness.now()) > timedelta(0):
+        try:
+            await harness.env.sleep(min(wait, STEP))
+        except RPCError as exc:
+            failures += 1
+            if exc.status not in SLEEP_FAILURES or failures > 5:
+                raise
+
+
+STEP = timedelta(hours=2)
+SLEEP_FAILURES = (RPCStatusCode.INTERNAL, RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
 
 
 async def _state(harness: Harness, loan_id: str) -> CollectionState:
@@ -78,6 +107,15 @@ def _timeline(s: CollectionState) -> list[tuple[str, ...]]:
     return [(e.at.isoformat(), e.action, e.channel, e.outcome, e.key, e.detail) for e in s.timeline]
 
 
+def _first_difference(real: CollectionState, simulated: CollectionState) -> str:
+    for n, (a, b) in enumerate(zip(_timeline(real), _timeline(simulated), strict=False)):
+        if a != b:
+            return f"timeline entry {n}: workflow {a}, simulation {b}"
+    if len(real.timeline) != len(simulated.timeline):
+        return f"timeline lengths: workflow {len(real.timeline)}, simulation {len(simulated.timeline)}"
+    return f"workflow {_money(real)}, simulation {_money(simulated)}"
+
+
 def _money(s: CollectionState) -> dict[str, object]:
     return {
         "balance": s.balance,
@@ -93,11 +131,12 @@ def _money(s: CollectionState) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # the rules are the point here, not the database
-async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_simulated_loans_match_the_workflows(harness: Harness, seed: int) -> None:
     scenario = load_scenario(ROOT / "strategies" / "scenarios" / "sample.toml")
     await harness.env.sleep(timedelta(days=30))  # the server's clock well ahead of this machine's
     now = await harness.now()
-    sims = _rebased(build_portfolio(scenario, LOANS, SEED), now)
+    sims = _rebased(build_portfolio(scenario, LOANS, seed), now)
     sem = asyncio.Semaphore(20)
 
     async def start(sim: SimLoan) -> None:
@@ -106,6 +145,8 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
 
     experiments.start(harness.engine, EXPERIMENT.read_text(encoding="utf-8"), str(EXPERIMENT))
     for nth in (0, 1):  # a second loan is screened knowing the first is in collection
+        if nth:
+            await harness.env.sleep(timedelta(hours=1))
         handed = [sim for sim in sims if sim.other_loans_in_collection == nth]
         await asyncio.gather(*(start(sim) for sim in handed))
         for sim in handed:
@@ -118,7 +159,7 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
     end = min(started.values()) + timedelta(days=DAYS, minutes=17)
     assign = assigner_for(EXPERIMENT)
     run = simulate(
-        scenario, loans=len(sims), days=DAYS, seed=SEED, assign=assign, portfolio=sims, record=True, until=end
+        scenario, loans=len(sims), days=DAYS, seed=seed, assign=assign, portfolio=sims, record=True, until=end
     )
 
     requests = sorted(
@@ -127,9 +168,7 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
     unsent: list[str] = []
     for _, group in groupby(requests, key=lambda r: _window(r[0], requests[0][0])):
         batch = list(group)
-        wait = batch[0][0] - await harness.now()
-        if wait > timedelta(0):
-            await harness.env.sleep(wait)
+        await _sleep_until(harness, batch[0][0])
         for at, loan_id, n, req in batch:  # stamped with its own instant, which the clock has just passed
             env = Envelope(request_id=f"sim/{loan_id}/{n}", request=req.event, sent_at=at)
             try:
@@ -138,7 +177,7 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
                 unsent.append(f"{loan_id} {req.kind} at {at.isoformat()}: {exc}")
         for loan_id in {b[1] for b in batch}:
             await starter.wait_quiet(harness.client, loan_id, 60)
-    await harness.env.sleep(end - await harness.now())
+    await _sleep_until(harness, end)
     assert unsent == [], f"{len(unsent)} requests could not be sent, first {unsent[:3]}"
 
     arms = {(s.strategy.segment, s.strategy.arm) for s in run.states.values() if s.strategy is not None}
@@ -152,5 +191,5 @@ async def test_simulated_loans_match_the_workflows(harness: Harness) -> None:
         real = await _state(harness, loan_id)
         simulated = run.states[loan_id]
         if _timeline(real) != _timeline(simulated) or _money(real) != _money(simulated):
-            differ.append(loan_id)
-    assert differ == [], f"{len(differ)} of {len(sims)} loans differ, first {differ[:5]}"
+            differ.append(f"{loan_id}: {_first_difference(real, simulated)}")
+    assert differ == [], f"{len(differ)} of {len(sims)} loans differ:\n" + "\n".join(differ[:5])
