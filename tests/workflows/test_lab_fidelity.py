@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from itertools import groupby
+from pathlib import Path
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 
 import starter
 from client.protocol import QUERY_TIMEOUTS, loan_handle
+from db.store import make_engine
+from infra.process import venv_binary
+from infra.temporal import data_converter
 from lab.assign import assigner_for
 from lab.portfolio import SimLoan, build_portfolio
 from lab.scenario import load_scenario
@@ -31,6 +40,7 @@ from models.schedule import local_date
 from models.status import CollectionState
 from ops import experiments
 from tests.helpers import Harness
+from worker import create_worker
 from workflows.collection import CollectionWorkflow
 
 LOANS = 100
@@ -69,23 +79,14 @@ def _window(at: datetime, first: datetime) -> int:
 
 
 async def _sleep_until(harness: Harness, target: datetime) -> None:
-    """Move the server's clock to `target`, at most `STEP` at a time. A sleep is one RPC that lasts
-    as long as the server takes to run every timer on the way; a long one under this test's load
-    ran out of time ("Timeout expired") or lost its connection ("h2 protocol error") here. Short
-    steps keep each call short; a step that fails anyway has moved the clock part of the way
-    (never past `target`), and the rest is asked again."""
-    failures = 0
+    """Move the server's clock to `target`, at most `STEP` at a time: a sleep is one call that
+    lasts as long as the server takes to run every timer on the way, and a long one under this
+    test's load ran out of time ("Timeout expired") here."""
     while (wait := target - await harness.now()) > timedelta(0):
-        try:
-            await harness.env.sleep(min(wait, STEP))
-        except RPCError as exc:
-            failures += 1
-            if exc.status not in SLEEP_FAILURES or failures > 5:
-                raise
+        await harness.env.sleep(min(wait, STEP))
 
 
 STEP = timedelta(hours=2)
-SLEEP_FAILURES = (RPCStatusCode.INTERNAL, RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
 
 
 async def _state(harness: Harness, loan_id: str) -> CollectionState:
@@ -130,9 +131,48 @@ def _money(s: CollectionState) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])  # the rules are the point here, not the database
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_simulated_loans_match_the_workflows(harness: Harness, seed: int) -> None:
+async def test_simulated_loans_match_the_workflows(sqlite_template: Path, tmp_path: Path, seed: int) -> None:
+    """Each part on a fresh server, worker and SQLite database (the rules are the point here,
+    not the database). A part is run again, on a new server, only when the server's connection
+    is lost: under the suite's load the time-skipping server now and then refuses one of the
+    worker's calls ("Header size exceeded max allowed size (16384)", a Java gRPC stream error
+    in its log) and the connection fails from then on ("h2 protocol error"). A difference
+    between the simulation and the workflows is never run again."""
+    for attempt in range(3):
+        try:
+            async with _fresh_harness(sqlite_template, tmp_path / f"attempt-{attempt}") as harness:
+                await _compare(harness, seed)
+            return
+        except RPCError as exc:
+            if not _server_lost(exc) or attempt == 2:
+                raise
+
+
+def _server_lost(exc: RPCError) -> bool:
+    return "h2 protocol error" in str(exc) or exc.status == RPCStatusCode.UNAVAILABLE
+
+
+@asynccontextmanager
+async def _fresh_harness(template: Path, folder: Path) -> AsyncIterator[Harness]:
+    folder.mkdir(parents=True)
+    db_file = folder / "collections.db"
+    shutil.copyfile(template, db_file)
+    url = f"sqlite:///{db_file}"
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=data_converter()
+    )
+    engine = make_engine(url)
+    try:
+        queue = f"fidelity-{uuid.uuid4()}"
+        async with create_worker(env.client, task_queue=queue, database_url=url):
+            yield Harness(env=env, engine=engine, task_queue=queue)
+    finally:
+        engine.dispose()
+        await env.shutdown()
+
+
+async def _compare(harness: Harness, seed: int) -> None:
     scenario = load_scenario(ROOT / "strategies" / "scenarios" / "sample.toml")
     await harness.env.sleep(timedelta(days=30))  # the server's clock well ahead of this machine's
     now = await harness.now()
@@ -174,6 +214,8 @@ async def test_simulated_loans_match_the_workflows(harness: Harness, seed: int) 
             try:
                 await loan_handle(harness.client, loan_id).signal(CollectionWorkflow.request, env)
             except RPCError as exc:  # e.g. the workflow had closed: the sim and the workflow disagree
+                if _server_lost(exc):
+                    raise
                 unsent.append(f"{loan_id} {req.kind} at {at.isoformat()}: {exc}")
         for loan_id in {b[1] for b in batch}:
             await starter.wait_quiet(harness.client, loan_id, 60)
