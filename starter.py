@@ -552,8 +552,7 @@ def _report_cli(args: argparse.Namespace) -> int:
     The lab is imported here: numpy and matplotlib only load for this command."""
     from db.store import make_engine
     from lab.costs import CostTable, parse_costs
-    from lab.figures import compute as compute_figures
-    from lab.live import live_results, period_end
+    from lab.live import live_figures
     from lab.report import write_figures
 
     try:
@@ -564,20 +563,20 @@ def _report_cli(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         engine = make_engine(settings().database_url, pool_size=1, max_overflow=0)
         try:
-            results = live_results(engine, args.experiment, start=args.start, end=args.end, costs=costs, now=now)
+            found = live_figures(engine, args.experiment, start=args.start, end=args.end, now=now, costs=costs)
         finally:
             engine.dispose()
     except (OSError, ValueError, tomllib.TOMLDecodeError, SQLAlchemyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, (OSError, SQLAlchemyError)) else 2
-    if not results:
+    if found is None:
         print(f"error: no loans of experiment {args.experiment!r} in the period", file=sys.stderr)
         return 2
-    figures = compute_figures(results)
+    as_of, figures = found
     context = {
         "experiment": args.experiment,
         "period": f"loans handed over {args.start or 'from the start'} to {args.end or 'today'}, "
-        f"as they stood at {period_end(args.end, now):%Y-%m-%d %H:%M} UTC",
+        f"as they stood at {as_of:%Y-%m-%d %H:%M} UTC",
         "costs": args.costs or "the default price list (lab/costs.py)",
         "source": "the production database (live loans)",
     }

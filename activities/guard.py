@@ -13,13 +13,8 @@ from db.contacts import ContactRow, lock_person
 from db.store import append_audit, audit_row, hold_write_lock, in_transaction
 from db.tables import AuditRow
 from models.clock import virtual_now
-from models.conduct import ContactRequest, GuardDecision, PastContact, decide, history_horizon
+from models.conduct import ContactRequest, GuardDecision, PastContact, decision_key, history_horizon, judge
 from models.requests import GuardRequest, Recorded
-
-
-def _audit_key(req: GuardRequest) -> str:
-    """One audit entry per decision: the contact's key and the moment it was asked."""
-    return f"{req.contact.key}#guard@{req.contact.at.isoformat()}"
 
 
 def _effective(req: GuardRequest) -> ContactRequest:
@@ -81,7 +76,7 @@ def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
         return GuardDecision(
             verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken", decided_at=taken.at
         )
-    audit_key = _audit_key(req)
+    audit_key = decision_key(req.contact)
     earlier = session.exec(select(AuditRow).where(AuditRow.key == audit_key)).first()
     if earlier is not None:
         return _recorded(earlier)
@@ -89,8 +84,7 @@ def decide_contact(session: Session, req: GuardRequest) -> GuardDecision:
         select(ContactRow).where(ContactRow.borrower_id == c.borrower_id, ContactRow.at > c.at - history_horizon(rules))
     ).all()
     history = [PastContact(channel=r.channel, at=r.at, connected=r.connected) for r in rows]
-    decision = decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
-    decision = decision.model_copy(update={"decided_at": c.at})
+    decision = judge(c, history, rules, req.situation, frozenset(req.rules.holidays))
     if decision.verdict == "allowed":
         session.add(
             ContactRow(

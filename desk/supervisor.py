@@ -27,9 +27,9 @@ from db.desk_users import DeskUser
 from db.tables import AuditRow, TaskRow
 from desk.queue import page_context
 from desk.state import PREFIX, Desk, DeskDep, DeskRoute, Me, Visitor, render
-from lab.costs import CostTable
-from lab.figures import ALL, compute
-from lab.live import live_results
+from lab.figures import ALL
+from lab.live import live_figures
+from lab.report import pct
 
 router = APIRouter(prefix=PREFIX, route_class=DeskRoute, include_in_schema=False)
 
@@ -162,27 +162,23 @@ def experiment_panel(desk: Desk, now: datetime) -> ExperimentPanel | None:
     kept = _PANELS.get(experiment.name)
     if kept is not None and time.monotonic() - kept[0] < PANEL_SECONDS and kept[1].status == status:
         return kept[1]
-    results = live_results(desk.api.engine, experiment.name, start=None, end=None, costs=CostTable(), now=now)
-    f = compute(results, resamples=500)
+    live = live_figures(desk.api.engine, experiment.name, start=None, end=None, now=now, resamples=500)
+    figures = live[1] if live is not None else None
     arms = [
         ArmLine(
             label=a.label,
             loans=a.loans,
-            recovery_rate=_pct(a.recovery_rate),
-            cure_rate=_pct(a.cure_rate),
+            recovery_rate=pct(a.recovery_rate),
+            cure_rate=pct(a.cure_rate),
             cost_per_100="" if a.cost_per_unit is None else f"{100 * a.cost_per_unit:.2f} {a.currency}",
         )
-        for a in f.arms
+        for a in (figures.arms if figures else [])
         if a.segment == ALL
     ]
-    sentences = [c.sentence for c in f.comparisons if c.segment == ALL] + f.warnings
+    sentences = [c.sentence for c in figures.comparisons if c.segment == ALL] + figures.warnings if figures else []
     panel = ExperimentPanel(name=experiment.name, status=status, arms=arms, sentences=sentences)
     _PANELS[experiment.name] = (time.monotonic(), panel)
     return panel
-
-
-def _pct(share: float | None) -> str:
-    return "" if share is None else f"{100 * share:.1f} %"
 
 
 def age(since: datetime | None, now: datetime) -> str:

@@ -29,8 +29,7 @@ from lab.behaviour import Borrower, Request
 from lab.portfolio import SimLoan
 from lab.results import LoanResult
 from models import lifecycle
-from models.conduct import GuardDecision, PastContact, history_horizon
-from models.conduct import decide as guard_decide
+from models.conduct import GuardDecision, PastContact, decision_key, history_horizon, judge
 from models.effects import (
     AskGuard,
     ChargeOff,
@@ -89,15 +88,14 @@ class Person:
             return GuardDecision(
                 verdict="allowed", rule="GEN-ALLOWED", at=taken.at, reason="slot already taken", decided_at=taken.at
             )
-        audit_key = f"{c.key}#guard@{c.at.isoformat()}"
+        audit_key = decision_key(c)
         earlier = self.decided.get(audit_key)
         if earlier is not None:
             return earlier
         rules = req.rules.ruleset
         since = c.at - history_horizon(rules)
         history = [r.past for r in self.contacts if r.past.at > since]
-        decision = guard_decide(c, history, rules, req.situation, frozenset(req.rules.holidays))
-        decision = decision.model_copy(update={"decided_at": c.at})
+        decision = judge(c, history, rules, req.situation, frozenset(req.rules.holidays))
         if decision.verdict == "allowed":
             row = _Contact(key=c.key, past=PastContact(channel=c.channel, at=c.at.astimezone(_UTC)))
             self.contacts.append(row)

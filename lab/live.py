@@ -54,7 +54,9 @@ from sqlmodel import Session, col, select
 from db.contacts import ContactRow
 from db.tables import AuditRow, CaseRow, LedgerEntry, PlacementRow, TaskRow
 from db.types import Money, UtcDateTime
+from lab.compare import RESAMPLES
 from lab.costs import CostTable
+from lab.figures import Figures, compute
 from lab.results import SNAPSHOT_DAYS, LoanResult, bucket_for_dpd
 
 LOANS = table(
@@ -155,6 +157,24 @@ def live_results(
     with Session(engine) as session:
         rows = _read_rows(session, [r["loan_id"] for r in loans], until)
     return [_result(loan, rows[loan["loan_id"]], until, costs) for loan in loans]
+
+
+def live_figures(
+    engine: Engine,
+    experiment: str,
+    *,
+    start: date | None,
+    end: date | None,
+    now: datetime,
+    costs: CostTable | None = None,
+    resamples: int = RESAMPLES,
+) -> tuple[datetime, Figures] | None:
+    """The report's figures of the experiment's real loans and the moment they stand at, or
+    None when it has none in the period (the CLI, the API and the desk's panel read it so)."""
+    results = live_results(engine, experiment, start=start, end=end, costs=costs or CostTable(), now=now)
+    if not results:
+        return None
+    return period_end(end, now), compute(results, resamples=resamples)
 
 
 def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:

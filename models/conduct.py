@@ -175,6 +175,20 @@ def decide(
     return GuardDecision(verdict="deferred", rule=rule, at=at, reason=f"next allowed moment {at.isoformat()}")
 
 
+def judge(
+    req: ContactRequest, history: list[PastContact], rules: RuleSet, situation: Situation, holidays: frozenset[date]
+) -> GuardDecision:
+    """`decide`, stamped with when it was decided (the contact's business time): what the guard
+    activity and the simulator record and answer."""
+    return decide(req, history, rules, situation, holidays).model_copy(update={"decided_at": req.at})
+
+
+def decision_key(req: ContactRequest) -> str:
+    """The key of a decision's record: the contact's key and the moment it was asked (one
+    decision per ask; a retried ask finds it and gets the same answer)."""
+    return f"{req.key}#guard@{req.at.isoformat()}"
+
+
 def _in_utc(req: ContactRequest, history: list[PastContact]) -> tuple[ContactRequest, list[PastContact]]:
     """All instants in UTC: rolling windows are real hours, and Python's arithmetic on two
     times in the same ZoneInfo is wall-clock arithmetic (an hour off across a DST change)."""

@@ -10,7 +10,6 @@ PostgreSQL database on a throwaway server (tests/pg.py). Without PostgreSQL the
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,19 +19,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from db import migrate
 from db.store import make_engine
-from infra.process import venv_binary
-from infra.temporal import data_converter
 from tests import pg
-from tests.helpers import Harness
-from worker import create_worker
+from tests.helpers import Harness, start_time_skipping, worker_harness
 
 
 @pytest.fixture
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"),
-        data_converter=data_converter(),
-    )
+    environment = await start_time_skipping()
     yield environment
     await environment.shutdown()
 
@@ -95,6 +88,5 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 async def harness(env: WorkflowEnvironment, db_url: str, engine: Engine) -> AsyncIterator[Harness]:
     """A worker on a fresh task queue and database."""
-    queue = f"test-{uuid.uuid4()}"
-    async with create_worker(env.client, task_queue=queue, database_url=db_url):
-        yield Harness(env=env, engine=engine, task_queue=queue)
+    async with worker_harness(env, db_url, engine) as harness:
+        yield harness

@@ -16,7 +16,8 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -43,6 +44,7 @@ from models.conduct import ContactRequest, Situation
 from models.requests import ConductRules, GuardRequest
 from models.scan import OPEN
 from models.schedule import at_local, days_past_due, local_date
+from worker import create_worker
 
 T = TypeVar("T")
 Row = TypeVar("Row", bound=SQLModel)
@@ -153,6 +155,21 @@ def all_rows(engine: Engine, table: type[Row]) -> list[Row]:
 
 
 # ----------------------------------------------------------------------------- harness
+
+
+async def start_time_skipping() -> WorkflowEnvironment:
+    """A fresh time-skipping test server (from the venv) with the project's converter."""
+    return await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=data_converter()
+    )
+
+
+@asynccontextmanager
+async def worker_harness(env: WorkflowEnvironment, db_url: str, engine: Engine) -> AsyncIterator[Harness]:
+    """A worker on a fresh task queue and the given database, and the harness around it."""
+    queue = f"test-{uuid.uuid4()}"
+    async with create_worker(env.client, task_queue=queue, database_url=db_url):
+        yield Harness(env=env, engine=engine, task_queue=queue)
 
 
 @dataclass

@@ -18,9 +18,8 @@ from pydantic import BaseModel, Field
 from api.auth import Principal, allow
 from api.problems import ApiError, problem_responses
 from api.state import ApiState, State, in_thread
-from lab.costs import CostTable
-from lab.figures import ArmFigures, Figures, compute
-from lab.live import live_results, period_end
+from lab.figures import ArmFigures, Figures
+from lab.live import live_figures
 
 router = APIRouter(prefix="/v1", tags=["experiments"])
 
@@ -172,11 +171,10 @@ def report_of(name: str, start: date | None, end: date | None, as_of: datetime, 
 
 def experiment_figures(state: ApiState, name: str, start: date | None, end: date | None) -> tuple[datetime, Figures]:
     """The live figures (blocking: call it in a thread). Raises ApiError 404 without loans."""
-    now = datetime.now(UTC)
-    results = live_results(state.engine, name, start=start, end=end, costs=CostTable(), now=now)
-    if not results:
+    found = live_figures(state.engine, name, start=start, end=end, now=datetime.now(UTC))
+    if found is None:
         raise ApiError(404, f"experiment {name!r} has no loans handed over in the period")
-    return period_end(end, now), compute(results)
+    return found
 
 
 @router.get(

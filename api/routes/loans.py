@@ -13,23 +13,23 @@ from fastapi import APIRouter, Query, Response
 from sqlmodel import Session, col, select
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.screening import Screener, StrategyError
 from api.auth import Caller, Principal, allow, loan_access
 from api.problems import ApiError, problem_responses
 from api.schemas import HandOver, HandOverResult, LoanPage, LoanRow, PortfolioStats, StageTotal
 from api.state import ApiState, State, in_thread
 from client import get_status, hand_over, portfolio_stats
 from client.portfolio import list_loans_page
-from db import experiments
 from db.tables import BorrowerRow
 from db.tables import LoanRow as LoanTable
-from infra.loaders import load_policy, load_segmentation, load_strategy_map
+from infra.loaders import load_policy
 from infra.search_attributes import DPD_BANDS
 from infra.temporal import workflow_id
 from models import CollectionStatus, OverdueLoan
-from models.experiment import AUTO, ExperimentError
+from models.experiment import AUTO
 from models.policy import PolicyError
 from models.schedule import days_past_due, local_date
-from models.segmentation import ScreeningError, SegmentationError, handover_facts, screen
+from models.segmentation import ScreeningError
 
 router = APIRouter(prefix="/v1", tags=["loans"])
 
@@ -65,24 +65,15 @@ async def hand_over_loan(body: HandOver, state: State, principal: Platform, resp
     return HandOverResult(loan_id=loan.loan_id, workflow_id=workflow_id(loan.loan_id), outcome=outcome.value)
 
 
-STRATEGY_FILE_ERRORS = (SegmentationError, ExperimentError, PolicyError, OSError)
-
-
 def _check_screenable(state: ApiState, loan: OverdueLoan) -> None:
-    """Policy `auto`: the loan must be one the scorecard can screen (its currency has bands),
-    else the start activity would fail for good after a 201; answered here with a 422 instead.
-    The other facts (the borrower's other loans) never stop a screening."""
+    """Policy `auto`: screen the loan now as the start activity will (`activities.screening`),
+    so a loan it cannot screen (a currency without bands, a broken strategies file) gets a 422
+    here instead of a 201 and a start that fails for good."""
     try:
-        found = experiments.current(state.engine)
-        if found is None:
-            _, card = load_strategy_map(state.settings.strategies_dir)
-        else:
-            card = load_segmentation(found[0].segmentation, state.settings.strategies_dir)
-        screen(card, handover_facts(loan, datetime.now(UTC)))
-    except ScreeningError as exc:
-        raise ApiError(422, f"policy auto: {exc}", field="body.currency") from exc
-    except STRATEGY_FILE_ERRORS as exc:
-        raise ApiError(422, f"policy auto: the strategies files cannot be used: {exc}", field="body.policy") from exc
+        Screener(state.engine, state.settings.strategies_dir).strategy(loan, AUTO, datetime.now(UTC))
+    except StrategyError as exc:
+        field = "body.currency" if isinstance(exc.__cause__, ScreeningError) else "body.policy"
+        raise ApiError(422, f"policy auto: {exc}", field=field) from exc
 
 
 def _check_policy(folder: Path, name: str) -> None:

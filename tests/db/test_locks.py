@@ -60,7 +60,7 @@ def test_two_loans_of_one_person_asking_at_once_are_decided_one_after_the_other(
     for n in range(2):
         assert env.run(guard.request_contact, sms(f"L-{n}", NOW - timedelta(hours=1, minutes=n))).verdict == "allowed"
 
-    real_decide = activities.guard.decide
+    real_decide = activities.guard.judge
     first_inside, first_may_commit, second_passed = threading.Event(), threading.Event(), threading.Event()
 
     def decide(contact: ContactRequest, history: Any, *args: Any) -> GuardDecision:
@@ -71,7 +71,7 @@ def test_two_loans_of_one_person_asking_at_once_are_decided_one_after_the_other(
             second_passed.set()
         return real_decide(contact, history, *args)
 
-    monkeypatch.setattr(activities.guard, "decide", decide)
+    monkeypatch.setattr(activities.guard, "judge", decide)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(env.run, guard.request_contact, sms("L-A", NOW))
         assert first_inside.wait(60)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -23,13 +22,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.testing import WorkflowEnvironment
 
 import starter
 from client.protocol import QUERY_TIMEOUTS, loan_handle
 from db.store import make_engine
-from infra.process import venv_binary
-from infra.temporal import data_converter
 from lab.assign import assigner_for
 from lab.portfolio import SimLoan, build_portfolio
 from lab.scenario import load_scenario
@@ -39,8 +35,7 @@ from models.protocol import Envelope
 from models.schedule import local_date
 from models.status import CollectionState
 from ops import experiments
-from tests.helpers import Harness
-from worker import create_worker
+from tests.helpers import Harness, start_time_skipping, worker_harness
 from workflows.collection import CollectionWorkflow
 
 LOANS = 100
@@ -159,14 +154,11 @@ async def _fresh_harness(template: Path, folder: Path) -> AsyncIterator[Harness]
     db_file = folder / "collections.db"
     shutil.copyfile(template, db_file)
     url = f"sqlite:///{db_file}"
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=data_converter()
-    )
+    env = await start_time_skipping()
     engine = make_engine(url)
     try:
-        queue = f"fidelity-{uuid.uuid4()}"
-        async with create_worker(env.client, task_queue=queue, database_url=url):
-            yield Harness(env=env, engine=engine, task_queue=queue)
+        async with worker_harness(env, url, engine) as harness:
+            yield harness
     finally:
         engine.dispose()
         await env.shutdown()
