@@ -163,6 +163,14 @@ def the_banners_curl_examples_work(banner: str, env: dict[str, str]) -> str:
     return token.group(1)
 
 
+def the_sample_experiment_runs(banner: str, env: dict[str, str]) -> None:
+    """`make run` starts the sample experiment before the hand-over: it runs, and the banner's
+    split puts sample loans in its arms (the portfolio is screened with policy auto)."""
+    assert "early-call-2026-12/champion" in banner, banner
+    listed_experiments = json.loads(cli(env, "experiment", "list").stdout)
+    assert any(e["name"] == "early-call-2026-12" and e["status"] == "running" for e in listed_experiments)
+
+
 def the_banners_desk_users_sign_in(banner: str, env: dict[str, str]) -> dict[str, str]:
     """The banner names the desk's address and a demo collector and supervisor whose printed
     passwords sign in (a plain HTTP client here; the browser tests are tests/desk)."""
@@ -205,6 +213,7 @@ def test_make_run_serves_the_sample_portfolio_and_the_cli(
     negotiate_through_the_cli(run_env)
     token = the_banners_curl_examples_work(banner, run_env)
     desk_users = the_banners_desk_users_sign_in(banner, run_env)
+    the_sample_experiment_runs(banner, run_env)
 
     loan_file = tmp_path / "loan.json"
     loan_file.write_text(
